@@ -1,7 +1,14 @@
+// The `tandem` binary: thin; every subcommand lives in its own file (commands.hpp).
 #include <CLI/CLI.hpp>
 
+#include "apps/tandem/commands.hpp"
+
 int main(int argc, char** argv) {
-  CLI::App app{"tandem: a local-first sync engine"};
+  CLI::App app{"tandem: a local-first sync engine (SQLite + CRDT + live queries)"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Print help for every subcommand");
+  auto* bench = tandem::app::add_bench_command(app);
+  (void)bench;
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

@@ -1,0 +1,15 @@
+// Subcommands of the `tandem` binary. Each lives in its own file and registers itself on
+// the CLI11 app; main.cpp only lists them. A command's callback returns the exit status
+// through CLI11 (throw CLI::RuntimeError(code) on failure after printing a clear message).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace tandem::app {
+
+void add_scenario_command(CLI::App& app);  // scenario.cpp
+// bench.cpp creates `tandem bench`; each bench kind adds itself to it.
+CLI::App* add_bench_command(CLI::App& app);
+void add_bench_store(CLI::App& bench);     // bench_store.cpp: write, merge
+
+}  // namespace tandem::app

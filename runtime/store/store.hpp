@@ -1,0 +1,121 @@
+// The replicated store: one SQLite file whose registered tables replicate as CRDTs with the
+// merge rules of ../shared/spec/crdt-semantics.md (documented as built in docs/crdt.md).
+//
+// Public interface only; the on-disk format and its invariants are described at the top of
+// store_format.hpp. A Store owns one read-write connection and is used by one thread at a
+// time (the db_worker actor, a channel actor, or a test); it is not thread-safe.
+//
+// Every write (local SQL, structured mutations, a merge) is one SQLite transaction that
+// either commits completely, with its clocks, its change-log entry and its db_version, or
+// changes nothing. Each returns the row deltas it committed, for the IVM.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proto/change.pb.h"
+#include "proto/worker.pb.h"
+#include "runtime/common/status.hpp"
+#include "runtime/sqlite/database.hpp"
+#include "runtime/store/row_delta.hpp"
+#include "runtime/store/schema.hpp"
+
+namespace tandem {
+
+using SiteId = std::array<uint8_t, 16>;
+std::string site_hex(const SiteId& site);                  // 32 upper-case hex digits
+std::optional<SiteId> site_from_hex(const std::string& hex);
+std::optional<SiteId> site_from_bytes(const std::string& bytes);
+std::string site_bytes(const SiteId& site);
+
+struct StoreOptions {
+  OpenOptions open;
+  std::optional<SiteId> site_id;   // used only when the file is created; random otherwise
+  bool capture_row_images = true;  // produce RowDelta old/new rows for local writes
+};
+
+// One SQL statement with parameters bound in order.
+struct SqlStatement {
+  std::string sql;
+  Row params;
+};
+
+// What a committed transaction did.
+struct CommitResult {
+  int64_t db_version = 0;   // the store's db_version after the transaction
+  bool changed = false;     // false: nothing replicated changed, db_version kept
+  int64_t rows_changed = 0; // rows inserted, updated or deleted by the statements
+  DeltaBatch deltas;        // one RowDelta per touched row of a replicated table
+};
+
+struct MergeResult {
+  int64_t db_version = 0;
+  int64_t changes_applied = 0;  // incoming changes that won
+  DeltaBatch deltas;
+};
+
+struct QueryResult {
+  std::vector<std::string> columns;
+  std::vector<Row> rows;
+  int64_t db_version = 0;  // the version the rows were read at
+};
+
+struct PeerCursor {
+  int64_t received = 0;  // highest db_version of the peer merged here
+  int64_t acked = 0;     // highest of our db_versions the peer acknowledged holding
+};
+
+class Store {
+ public:
+  // Opens or creates the file and Tandem's bookkeeping tables; loads registered tables.
+  static Result<std::unique_ptr<Store>> open(const std::string& path, const StoreOptions& options = {});
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Runs schema statements (CREATE TABLE, CREATE INDEX, CREATE TRIGGER, ...) in one
+  // transaction. Refuses to alter or drop replicated tables and Tandem's own tables.
+  Status execute_schema(const std::string& sql);
+  // Makes an existing table replicated (idempotent). Validates it against what Tandem
+  // supports (schema.hpp) and backfills clocks for rows it already holds.
+  Status register_table(const std::string& name);
+  std::vector<std::string> replicated_tables() const;
+  const TableInfo* table(const std::string& name) const;
+
+  // One local write transaction running `statements` in order. Transaction control,
+  // ATTACH, PRAGMA, schema changes and writes to Tandem's tables are refused.
+  Result<CommitResult> write(const std::vector<SqlStatement>& statements, const std::string& mutation_id = {});
+  // One local write transaction applying structured mutations in order.
+  Result<CommitResult> mutate(const std::vector<worker::Mutation>& mutations, const std::string& mutation_id = {});
+  // Read-only SQL; refuses statements that write.
+  Result<QueryResult> query(const std::string& sql, const Row& params = {});
+
+  // Changes with db_version > since, in (db_version, seq) order, leaving out those that
+  // originated at `exclude`. With limit > 0 the batch stops at a db_version boundary once
+  // it holds at least `limit` changes, and says so (complete = false).
+  Result<change::ChangeBatch> changes_since(int64_t since, const std::optional<SiteId>& exclude = std::nullopt,
+                                            size_t limit = 0);
+  // Merges a batch in one transaction and advances the sender's received cursor to the
+  // batch's to_db_version. A malformed batch is refused whole and changes nothing.
+  Result<MergeResult> merge(const change::ChangeBatch& batch);
+
+  Result<PeerCursor> peer(const SiteId& peer);
+  // Records that `peer` holds every change of ours up to `acked` (monotonic).
+  Status record_peer_ack(const SiteId& peer, int64_t acked);
+
+  const SiteId& site_id() const;
+  int64_t db_version() const;
+  Database& database();
+
+  class Impl;
+
+ private:
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tandem
