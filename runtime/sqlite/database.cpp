@@ -30,6 +30,23 @@ Status sqlite_status(int rc, const std::string& message) {
   }
 }
 
+Value value_from_sqlite(sqlite3_value* v) {
+  switch (sqlite3_value_type(v)) {
+    case SQLITE_INTEGER: return Value::Integer(sqlite3_value_int64(v));
+    case SQLITE_FLOAT: return Value::Real(sqlite3_value_double(v));
+    case SQLITE_TEXT: {
+      auto p = reinterpret_cast<const char*>(sqlite3_value_text(v));
+      return Value::Text(std::string(p, static_cast<size_t>(sqlite3_value_bytes(v))));
+    }
+    case SQLITE_BLOB: {
+      auto p = static_cast<const char*>(sqlite3_value_blob(v));
+      auto n = static_cast<size_t>(sqlite3_value_bytes(v));
+      return Value::Blob(n ? std::string(p, n) : std::string());
+    }
+    default: return Value();
+  }
+}
+
 // ---- Statement ----
 
 Statement::~Statement() { sqlite3_finalize(stmt_); }
@@ -101,22 +118,7 @@ std::string Statement::column_name(int i) const {
   return n ? n : "";
 }
 
-Value Statement::column(int i) const {
-  switch (sqlite3_column_type(stmt_, i)) {
-    case SQLITE_INTEGER: return Value::Integer(sqlite3_column_int64(stmt_, i));
-    case SQLITE_FLOAT: return Value::Real(sqlite3_column_double(stmt_, i));
-    case SQLITE_TEXT: {
-      auto p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, i));
-      return Value::Text(std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, i))));
-    }
-    case SQLITE_BLOB: {
-      auto p = static_cast<const char*>(sqlite3_column_blob(stmt_, i));
-      auto n = static_cast<size_t>(sqlite3_column_bytes(stmt_, i));
-      return Value::Blob(n ? std::string(p, n) : std::string());
-    }
-    default: return Value();
-  }
-}
+Value Statement::column(int i) const { return value_from_sqlite(sqlite3_column_value(stmt_, i)); }
 
 int64_t Statement::column_int64(int i) const { return sqlite3_column_int64(stmt_, i); }
 

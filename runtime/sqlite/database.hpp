@@ -15,10 +15,14 @@
 
 struct sqlite3;
 struct sqlite3_stmt;
+struct sqlite3_value;
 
 namespace tandem {
 
 class Database;
+
+// A copy of a SQLite value with its storage class.
+Value value_from_sqlite(sqlite3_value* v);
 
 // Maps a SQLite result code (extended or primary) and message to a Status.
 Status sqlite_status(int rc, const std::string& message);

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -91,6 +92,10 @@ class Store {
   Result<CommitResult> write(const std::vector<SqlStatement>& statements, const std::string& mutation_id = {});
   // One local write transaction applying structured mutations in order.
   Result<CommitResult> mutate(const std::vector<worker::Mutation>& mutations, const std::string& mutation_id = {});
+  // One local write transaction running `body`, which executes statements on the given
+  // connection; application SQL prepared there is authorized as in write(). For embedding
+  // code and benchmarks that keep their own prepared statements.
+  Result<CommitResult> transact(const std::function<Status(Database&)>& body, const std::string& mutation_id = {});
   // Read-only SQL; refuses statements that write.
   Result<QueryResult> query(const std::string& sql, const Row& params = {});
 

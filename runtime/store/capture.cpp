@@ -1,0 +1,168 @@
+#include "runtime/store/capture.hpp"
+
+#include <sqlite3.h>
+
+#include <cstring>
+
+#include "runtime/sqlite/database.hpp"
+#include "runtime/store/store_format.hpp"
+
+namespace tandem {
+namespace {
+
+void preupdate_trampoline(void* ctx, sqlite3* db, int op, const char* database, const char* table, sqlite3_int64 old_rowid,
+                          sqlite3_int64 new_rowid) {
+  static_cast<Capture*>(ctx)->on_preupdate(db, op, database, table, old_rowid, new_rowid);
+}
+
+void update_trampoline(void* ctx, int op, const char* database, const char* table, sqlite3_int64 rowid) {
+  static_cast<Capture*>(ctx)->on_update(op, database, table, rowid);
+}
+
+// Same storage class and same value, bit for bit (see identical() in value.hpp).
+bool identical_values(sqlite3_value* a, sqlite3_value* b) {
+  int ta = sqlite3_value_type(a);
+  if (ta != sqlite3_value_type(b)) return false;
+  switch (ta) {
+    case SQLITE_NULL: return true;
+    case SQLITE_INTEGER: return sqlite3_value_int64(a) == sqlite3_value_int64(b);
+    case SQLITE_FLOAT: {
+      double x = sqlite3_value_double(a), y = sqlite3_value_double(b);
+      return std::memcmp(&x, &y, sizeof x) == 0;
+    }
+    default: {
+      const void* pa = ta == SQLITE_TEXT ? static_cast<const void*>(sqlite3_value_text(a)) : sqlite3_value_blob(a);
+      int na = sqlite3_value_bytes(a);
+      const void* pb = ta == SQLITE_TEXT ? static_cast<const void*>(sqlite3_value_text(b)) : sqlite3_value_blob(b);
+      int nb = sqlite3_value_bytes(b);
+      return na == nb && (na == 0 || std::memcmp(pa, pb, static_cast<size_t>(na)) == 0);
+    }
+  }
+}
+
+using ValueReader = int (*)(sqlite3*, int, sqlite3_value**);
+
+Row read_row(sqlite3* db, ValueReader read, size_t columns) {
+  Row row;
+  row.reserve(columns);
+  for (size_t i = 0; i < columns; ++i) {
+    sqlite3_value* v = nullptr;
+    read(db, static_cast<int>(i), &v);
+    row.push_back(v ? value_from_sqlite(v) : Value());
+  }
+  return row;
+}
+
+Value read_key(sqlite3* db, ValueReader read, const TableInfo& t, int64_t rowid) {
+  if (t.integer_pk) return Value::Integer(rowid);
+  Row pk;
+  pk.reserve(t.pk_columns.size());
+  for (int c : t.pk_columns) {
+    sqlite3_value* v = nullptr;
+    read(db, c, &v);
+    pk.push_back(v ? value_from_sqlite(v) : Value());
+  }
+  return Value::Blob(encode_key(pk));
+}
+
+}  // namespace
+
+void Capture::attach(sqlite3* db, const std::vector<const TableInfo*>* tables) {
+  db_ = db;
+  tables_ = tables;
+  sqlite3_preupdate_hook(db, preupdate_trampoline, this);
+  sqlite3_update_hook(db, update_trampoline, this);
+}
+
+void Capture::detach() {
+  if (!db_) return;
+  sqlite3_preupdate_hook(db_, nullptr, nullptr);
+  sqlite3_update_hook(db_, nullptr, nullptr);
+  db_ = nullptr;
+}
+
+void Capture::start(bool images) {
+  events_.clear();
+  images_ = images;
+  last_table_ = -1;
+  active_ = true;
+}
+
+std::vector<CaptureEvent> Capture::take() {
+  std::vector<CaptureEvent> out;
+  out.swap(events_);
+  return out;
+}
+
+int Capture::find_table(const char* name) {
+  const auto& tables = *tables_;
+  if (last_table_ >= 0 && static_cast<size_t>(last_table_) < tables.size() &&
+      sqlite3_stricmp(tables[static_cast<size_t>(last_table_)]->name.c_str(), name) == 0)
+    return last_table_;
+  for (size_t i = 0; i < tables.size(); ++i) {
+    if (sqlite3_stricmp(tables[i]->name.c_str(), name) == 0) {
+      last_table_ = static_cast<int>(i);
+      return last_table_;
+    }
+  }
+  return -1;
+}
+
+void Capture::on_preupdate(sqlite3* db, int op, const char* database, const char* table, int64_t old_rowid,
+                           int64_t new_rowid) {
+  if (!active_ || std::strcmp(database, "main") != 0) return;
+  int index = find_table(table);
+  if (index < 0) return;
+  const TableInfo& t = *(*tables_)[static_cast<size_t>(index)];
+  CaptureEvent ev;
+  ev.table = static_cast<uint32_t>(index);
+  switch (op) {
+    case SQLITE_INSERT:
+      ev.kind = CaptureEvent::Kind::insert;
+      ev.rowid = new_rowid;
+      ev.new_key = read_key(db, sqlite3_preupdate_new, t, new_rowid);
+      if (images_) ev.new_row = read_row(db, sqlite3_preupdate_new, t.columns.size());
+      break;
+    case SQLITE_DELETE:
+      ev.kind = CaptureEvent::Kind::remove;
+      ev.rowid = old_rowid;
+      ev.old_key = read_key(db, sqlite3_preupdate_old, t, old_rowid);
+      if (images_) ev.old_row = read_row(db, sqlite3_preupdate_old, t.columns.size());
+      break;
+    case SQLITE_UPDATE: {
+      ev.kind = CaptureEvent::Kind::update;
+      ev.rowid = new_rowid;
+      ev.old_key = read_key(db, sqlite3_preupdate_old, t, old_rowid);
+      ev.new_key = read_key(db, sqlite3_preupdate_new, t, new_rowid);
+      for (size_t i = 0; i < t.value_columns.size(); ++i) {
+        sqlite3_value* a = nullptr;
+        sqlite3_value* b = nullptr;
+        sqlite3_preupdate_old(db, t.value_columns[i], &a);
+        sqlite3_preupdate_new(db, t.value_columns[i], &b);
+        if (!a || !b || !identical_values(a, b)) ev.changed.push_back(static_cast<uint32_t>(i));
+      }
+      if (images_) {
+        ev.old_row = read_row(db, sqlite3_preupdate_old, t.columns.size());
+        ev.new_row = read_row(db, sqlite3_preupdate_new, t.columns.size());
+      }
+      break;
+    }
+    default: return;
+  }
+  events_.push_back(std::move(ev));
+}
+
+void Capture::on_update(int op, const char* database, const char* table, int64_t rowid) {
+  if (!active_ || op != SQLITE_DELETE || std::strcmp(database, "main") != 0) return;
+  int index = find_table(table);
+  if (index < 0) return;
+  for (auto it = events_.rbegin(); it != events_.rend(); ++it) {
+    if (it->kind == CaptureEvent::Kind::remove && !it->confirmed && it->table == static_cast<uint32_t>(index) &&
+        it->rowid == rowid) {
+      it->confirmed = true;
+      return;
+    }
+  }
+}
+
+}  // namespace tandem

@@ -1,0 +1,54 @@
+// What Tandem knows about a replicated table, and the validation that decides which tables
+// it accepts. The rules and their reasons are in docs/crdt.md ("What a replicated table may
+// be"); in short, rows arrive column by column and in any order, so every constraint that
+// could refuse an intermediate state of a merge is refused at registration instead.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/common/status.hpp"
+#include "runtime/sqlite/database.hpp"
+
+namespace tandem {
+
+struct ColumnInfo {
+  std::string name;
+  std::string declared_type;
+  int pk_position = 0;    // 1-based position in the primary key, 0 when not a key column
+  bool not_null = false;
+  bool has_default = false;
+};
+
+struct TableInfo {
+  int64_t id = 0;                    // Tandem's table number (names the clock table)
+  std::string name;
+  std::vector<ColumnInfo> columns;   // every column, in declared order (row layout)
+  std::vector<int> pk_columns;       // indexes into columns, in primary-key order
+  std::vector<int> value_columns;    // non-key columns, in declared order (clock layout)
+  bool integer_pk = false;           // a single INTEGER PRIMARY KEY (the rowid)
+
+  // Index into `columns` of the column named `name` (exact match), or -1.
+  int column_index(const std::string& name) const;
+  // Index into `value_columns` of the value column named `name`, or -1.
+  int value_index(const std::string& name) const;
+  std::string clock_table() const { return "tandem_clock_" + std::to_string(id); }
+  std::string quoted_name() const;
+};
+
+// Double-quotes an identifier for SQL.
+std::string quote_identifier(const std::string& name);
+
+// Reads a table's definition and checks it against what Tandem supports. Refuses, with a
+// message naming the table and the feature: missing tables, views, WITHOUT ROWID tables,
+// tables without an explicit PRIMARY KEY, nullable key columns (other than INTEGER PRIMARY
+// KEY), non-BINARY collations on key columns, UNIQUE constraints or indexes other than the
+// key, FOREIGN KEY clauses, NOT NULL value columns without a DEFAULT, generated columns,
+// names reserved by Tandem (tandem_*, a column named "-1").
+Result<TableInfo> inspect_table(Database& db, const std::string& name);
+
+// True when `name` is one of Tandem's own tables (reserved prefix).
+bool is_reserved_table_name(const std::string& name);
+
+}  // namespace tandem

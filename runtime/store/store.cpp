@@ -1,0 +1,832 @@
+// Store: opening, schema and registration, local writes (capture -> clocks), reads, peers.
+// Merging is in merge.cpp, change extraction in changes.cpp; the format in store_format.hpp.
+#include "runtime/store/store.hpp"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cctype>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <unordered_map>
+
+#include "runtime/sqlite/proto_value.hpp"
+#include "runtime/store/store_impl.hpp"
+
+namespace tandem {
+namespace {
+
+constexpr int64_t kFormat = 1;
+
+const char* kBookkeeping = R"sql(
+CREATE TABLE IF NOT EXISTS tandem_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tandem_sites(ordinal INTEGER PRIMARY KEY, site_id BLOB NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS tandem_tables(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, value_columns TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tandem_changelog(seq INTEGER PRIMARY KEY, db_version INTEGER NOT NULL,
+                                            table_id INTEGER NOT NULL, keys BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS tandem_changelog_version ON tandem_changelog(db_version);
+CREATE TABLE IF NOT EXISTS tandem_peers(site_id BLOB PRIMARY KEY, received INTEGER NOT NULL DEFAULT 0,
+                                        acked INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+)sql";
+
+bool is_tandem_table(const char* name) { return name && sqlite3_strnicmp(name, "tandem_", 7) == 0; }
+
+int authorize(void* ctx, int action, const char* a, const char* b, const char*, const char*) {
+  auto* s = static_cast<Store::Impl*>(ctx);
+  using Mode = Store::Impl::Mode;
+  if (s->mode == Mode::internal) return SQLITE_OK;
+  auto deny = [&](const std::string& why) {
+    s->denial = why;
+    return SQLITE_DENY;
+  };
+  switch (action) {
+    case SQLITE_TRANSACTION:
+    case SQLITE_SAVEPOINT:
+      return deny("transaction control is not allowed here: every write runs as exactly one transaction");
+    case SQLITE_ATTACH:
+    case SQLITE_DETACH: return deny("ATTACH and DETACH are not allowed");
+    case SQLITE_PRAGMA: return deny(std::string("PRAGMA ") + (a ? a : "") + " is not allowed here");
+    case SQLITE_INSERT:
+    case SQLITE_UPDATE:
+    case SQLITE_DELETE:
+      if (s->mode == Mode::user_read) return deny("this is a read-only query; writes go through a write");
+      if (is_tandem_table(a) && s->mode != Mode::schema)
+        return deny(std::string("table ") + a + " belongs to Tandem and cannot be written directly");
+      return SQLITE_OK;
+    case SQLITE_CREATE_INDEX:
+    case SQLITE_CREATE_TABLE:
+    case SQLITE_CREATE_TEMP_INDEX:
+    case SQLITE_CREATE_TEMP_TABLE:
+    case SQLITE_CREATE_TEMP_TRIGGER:
+    case SQLITE_CREATE_TEMP_VIEW:
+    case SQLITE_CREATE_TRIGGER:
+    case SQLITE_CREATE_VIEW:
+    case SQLITE_DROP_INDEX:
+    case SQLITE_DROP_TABLE:
+    case SQLITE_DROP_TEMP_INDEX:
+    case SQLITE_DROP_TEMP_TABLE:
+    case SQLITE_DROP_TEMP_TRIGGER:
+    case SQLITE_DROP_TEMP_VIEW:
+    case SQLITE_DROP_TRIGGER:
+    case SQLITE_DROP_VIEW:
+    case SQLITE_ALTER_TABLE:
+    case SQLITE_CREATE_VTABLE:
+    case SQLITE_DROP_VTABLE:
+    case SQLITE_REINDEX:
+    case SQLITE_ANALYZE: {
+      if (s->mode != Mode::schema) return deny("schema changes are not allowed here; they belong in the schema");
+      const char* object = action == SQLITE_ALTER_TABLE ? b : a;
+      const char* table = (action == SQLITE_CREATE_INDEX || action == SQLITE_CREATE_TRIGGER ||
+                           action == SQLITE_DROP_INDEX || action == SQLITE_DROP_TRIGGER)
+                              ? b
+                              : object;
+      if (is_tandem_table(object) || is_tandem_table(table))
+        return deny(std::string("Tandem's own objects cannot be changed (") + (object ? object : "") + ")");
+      if ((action == SQLITE_DROP_TABLE || action == SQLITE_ALTER_TABLE) && table && s->find_table(table))
+        return deny(std::string("table ") + table + " is replicated; dropping or altering it is not supported");
+      return SQLITE_OK;
+    }
+    default: return SQLITE_OK;
+  }
+}
+
+SiteId random_site() {
+  std::random_device rd;
+  SiteId s{};
+  for (size_t i = 0; i < s.size(); i += 4) {
+    uint32_t x = rd();
+    for (size_t j = 0; j < 4; ++j) s[i + j] = static_cast<uint8_t>(x >> (8 * j));
+  }
+  return s;
+}
+
+struct KeyHash {
+  size_t operator()(const Value& v) const { return hash_identical(v); }
+};
+struct KeyEq {
+  bool operator()(const Value& a, const Value& b) const { return identical(a, b); }
+};
+
+}  // namespace
+
+// ---- site ids ----
+
+std::string site_hex(const SiteId& site) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (uint8_t b : site) {
+    out += hex[b >> 4];
+    out += hex[b & 15];
+  }
+  return out;
+}
+
+std::optional<SiteId> site_from_hex(const std::string& text) {
+  if (text.size() != 32) return std::nullopt;
+  SiteId s{};
+  for (size_t i = 0; i < 16; ++i) {
+    int v = 0;
+    for (size_t j = 0; j < 2; ++j) {
+      char c = static_cast<char>(std::toupper(static_cast<unsigned char>(text[2 * i + j])));
+      int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      if (d < 0) return std::nullopt;
+      v = v * 16 + d;
+    }
+    s[i] = static_cast<uint8_t>(v);
+  }
+  return s;
+}
+
+std::optional<SiteId> site_from_bytes(const std::string& bytes) {
+  if (bytes.size() != 16) return std::nullopt;
+  SiteId s{};
+  std::copy(bytes.begin(), bytes.end(), s.begin());
+  return s;
+}
+
+std::string site_bytes(const SiteId& site) { return std::string(site.begin(), site.end()); }
+
+// ---- Impl helpers ----
+
+Store::Impl::~Impl() {
+  capture.detach();
+  if (db) sqlite3_set_authorizer(db->raw(), nullptr, nullptr);
+  user_statements.clear();
+}
+
+const TableInfo* Store::Impl::find_table(const std::string& name, size_t* position) const {
+  for (size_t i = 0; i < tables.size(); ++i) {
+    if (sqlite3_stricmp(tables[i]->name.c_str(), name.c_str()) == 0) {
+      if (position) *position = i;
+      return tables[i].get();
+    }
+  }
+  return nullptr;
+}
+
+Result<RowClock> Store::Impl::load_clock(const TableInfo& t, const Value& key) {
+  TANDEM_ASSIGN_OR_RETURN(auto st, db->cached("SELECT cl, clock FROM " + t.clock_table() + " WHERE pk = ?1"));
+  TANDEM_RETURN_IF_ERROR(st->bind(1, key));
+  TANDEM_ASSIGN_OR_RETURN(bool found, st->step());
+  RowClock clock;
+  clock.cells.assign(t.value_columns.size(), CellClock{});
+  if (!found) return clock;
+  clock.exists = true;
+  clock.cl = st->column_int64(0);
+  auto* p = static_cast<const char*>(sqlite3_column_blob(st->raw(), 1));
+  auto n = static_cast<size_t>(sqlite3_column_bytes(st->raw(), 1));
+  TANDEM_RETURN_IF_ERROR(decode_clock(std::string_view(p ? p : "", n), t.value_columns.size(), &clock)
+                             .with_context("clock of a row of " + t.name));
+  return clock;
+}
+
+Status Store::Impl::save_clock(const TableInfo& t, const Value& key, const RowClock& clock) {
+  TANDEM_ASSIGN_OR_RETURN(auto st, db->cached("INSERT OR REPLACE INTO " + t.clock_table() + "(pk, cl, clock) VALUES (?1, ?2, ?3)"));
+  TANDEM_RETURN_IF_ERROR(st->bind(1, key));
+  TANDEM_RETURN_IF_ERROR(st->bind_int64(2, clock.cl));
+  std::string bytes = encode_clock(clock);
+  int rc = sqlite3_bind_blob(st->raw(), 3, bytes.data(), static_cast<int>(bytes.size()), SQLITE_STATIC);
+  if (rc != SQLITE_OK) return db->error(rc);
+  return st->run();
+}
+
+Result<std::optional<Row>> Store::Impl::load_row(const TableInfo& t, const Row& pk) {
+  std::string sql = "SELECT * FROM " + t.quoted_name() + " WHERE ";
+  for (size_t i = 0; i < t.pk_columns.size(); ++i) {
+    if (i) sql += " AND ";
+    sql += quote_identifier(t.columns[static_cast<size_t>(t.pk_columns[i])].name) + " = ?" + std::to_string(i + 1);
+  }
+  TANDEM_ASSIGN_OR_RETURN(auto st, db->cached(sql));
+  for (size_t i = 0; i < pk.size(); ++i) TANDEM_RETURN_IF_ERROR(st->bind(static_cast<int>(i + 1), pk[i]));
+  TANDEM_ASSIGN_OR_RETURN(bool found, st->step());
+  if (!found) return std::optional<Row>();
+  return std::optional<Row>(st->row());
+}
+
+Status Store::Impl::append_changelog(int64_t version, const TouchedKeys& touched) {
+  for (size_t i = 0; i < touched.per_table.size(); ++i) {
+    const auto& keys = touched.per_table[i];
+    if (keys.empty()) continue;
+    std::string blob;
+    for (const auto& k : keys) append_key(blob, k);
+    TANDEM_ASSIGN_OR_RETURN(auto st, db->cached("INSERT INTO tandem_changelog(db_version, table_id, keys) VALUES (?1, ?2, ?3)"));
+    TANDEM_RETURN_IF_ERROR(st->bind_int64(1, version));
+    TANDEM_RETURN_IF_ERROR(st->bind_int64(2, tables[i]->id));
+    int rc = sqlite3_bind_blob(st->raw(), 3, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
+    if (rc != SQLITE_OK) return db->error(rc);
+    TANDEM_RETURN_IF_ERROR(st->run());
+    changelog_keys += static_cast<int64_t>(keys.size());
+  }
+  return Status::Ok();
+}
+
+Status Store::Impl::save_counters(int64_t version, int64_t records, int64_t keys) {
+  TANDEM_ASSIGN_OR_RETURN(auto st, db->cached(
+      "INSERT OR REPLACE INTO tandem_meta(key, value) VALUES ('db_version', ?1), ('clock_records', ?2), ('changelog_keys', ?3)"));
+  TANDEM_RETURN_IF_ERROR(st->bind_int64(1, version));
+  TANDEM_RETURN_IF_ERROR(st->bind_int64(2, records));
+  TANDEM_RETURN_IF_ERROR(st->bind_int64(3, keys));
+  return st->run();
+}
+
+Result<int64_t> Store::Impl::site_ordinal(const std::string& site_bytes_) {
+  auto it = site_ordinals.find(site_bytes_);
+  if (it != site_ordinals.end()) return it->second;
+  auto ordinal = static_cast<int64_t>(sites.size());
+  TANDEM_ASSIGN_OR_RETURN(auto st, db->cached("INSERT INTO tandem_sites(ordinal, site_id) VALUES (?1, ?2)"));
+  TANDEM_RETURN_IF_ERROR(st->bind_int64(1, ordinal));
+  TANDEM_RETURN_IF_ERROR(st->bind(2, Value::Blob(site_bytes_)));
+  TANDEM_RETURN_IF_ERROR(st->run());
+  sites.push_back(*site_from_bytes(site_bytes_));
+  site_ordinals.emplace(site_bytes_, ordinal);
+  return ordinal;
+}
+
+void Store::Impl::forget_sites_after(size_t count) {
+  while (sites.size() > count) {
+    site_ordinals.erase(site_bytes(sites.back()));
+    sites.pop_back();
+  }
+}
+
+Result<Statement*> Store::Impl::user_statement(const std::string& sql) {
+  auto it = user_statements.find(sql);
+  if (it != user_statements.end()) return it->second.get();
+  denial.clear();
+  auto st = db->prepare(sql);
+  if (!st.ok()) {
+    if (!denial.empty()) return Status::PermissionDenied(denial);
+    return st.status();
+  }
+  if (user_statements.size() >= 256) user_statements.clear();
+  auto* raw = st->get();
+  user_statements.emplace(sql, std::move(st).value());
+  return raw;
+}
+
+// ---- local writes ----
+
+Result<CommitResult> Store::Impl::local_write(const std::function<Status()>& body, const std::string& mutation_id) {
+  MirrorGuard mirror(*this);
+  Transaction txn(*db);
+  TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
+  int64_t changes_before = db->total_changes();
+  mode = Mode::user_write;
+  capture.start(options.capture_row_images);
+  Status body_status = body();
+  capture.stop();
+  mode = Mode::internal;
+  if (!body_status.ok()) {
+    capture.clear();
+    return body_status;
+  }
+  int64_t rows_changed = db->total_changes() - changes_before;
+  TANDEM_ASSIGN_OR_RETURN(CommitResult result, record_local_write(capture.take(), mutation_id));
+  TANDEM_RETURN_IF_ERROR(txn.commit());
+  mirror.commit();
+  result.rows_changed = rows_changed;
+  return result;
+}
+
+Result<CommitResult> Store::Impl::record_local_write(std::vector<CaptureEvent> events, const std::string& mutation_id) {
+  CommitResult result;
+  result.db_version = db_version;
+  result.deltas.db_version = db_version;
+  result.deltas.origin = DeltaOrigin::local;
+  result.deltas.mutation_id = mutation_id;
+  if (events.empty()) return result;
+
+  const int64_t version = db_version + 1;
+  int64_t seq = 0;
+  struct Touched {
+    size_t table;
+    Value key;
+    RowClock clock;
+    bool dirty = false;
+    bool seen = false;  // first_old is set
+    std::optional<Row> first_old;
+    std::optional<Row> last_new;
+  };
+  std::vector<Touched> touched;
+  std::vector<std::unordered_map<Value, size_t, KeyHash, KeyEq>> index(tables.size());
+  // For INTEGER PRIMARY KEY tables: keys above the largest clock key have no clock yet, so
+  // appends (the common insert) skip the clock lookup.
+  std::vector<std::optional<int64_t>> max_key(tables.size());
+  int64_t new_records = 0;
+
+  auto touch = [&](size_t table, const Value& key) -> Result<Touched*> {
+    auto& idx = index[table];
+    auto it = idx.find(key);
+    if (it != idx.end()) return &touched[it->second];
+    const TableInfo& t = *tables[table];
+    Touched entry{table, key, RowClock{}};
+    bool known_absent = false;
+    if (t.integer_pk && key.is_integer()) {
+      if (!max_key[table]) {
+        TANDEM_ASSIGN_OR_RETURN(auto st, db->cached("SELECT coalesce(max(pk), -9223372036854775808) FROM " + t.clock_table()));
+        TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
+        max_key[table] = row ? st->column_int64(0) : INT64_MIN;
+      }
+      known_absent = key.integer() > *max_key[table];
+    }
+    if (known_absent) {
+      entry.clock.cells.assign(t.value_columns.size(), CellClock{});
+    } else {
+      TANDEM_ASSIGN_OR_RETURN(entry.clock, load_clock(t, key));
+    }
+    idx.emplace(key, touched.size());
+    touched.push_back(std::move(entry));
+    return &touched.back();
+  };
+  auto stamp = [&](CellClock& c, int64_t col_version) {
+    c.col_version = col_version;
+    c.db_version = version;
+    c.site = 0;
+    c.seq = seq++;
+  };
+  // crdt-semantics.md, local writes: INSERT of a new key, re-insert, and REPLACE.
+  auto insert_row = [&](Touched& t) {
+    RowClock& c = t.clock;
+    if (c.alive()) {
+      for (auto& cell : c.cells) stamp(cell, cell.present() ? cell.col_version + 1 : 1);
+    } else {
+      if (!c.exists) {
+        c.exists = true;
+        c.cl = 1;
+        ++new_records;
+        if (c.cells.empty()) stamp(c.sentinel, 1);
+      } else {
+        c.cl += 1;
+        stamp(c.sentinel, c.cl);
+      }
+      for (auto& cell : c.cells) stamp(cell, 1);
+    }
+    t.dirty = true;
+  };
+  auto delete_row = [&](Touched& t) {
+    RowClock& c = t.clock;
+    if (!c.exists) {
+      c.exists = true;
+      c.cl = 2;
+      ++new_records;
+    } else {
+      c.cl += (c.cl & 1) ? 1 : 2;
+    }
+    for (auto& cell : c.cells) cell = CellClock{};
+    stamp(c.sentinel, c.cl);
+    t.dirty = true;
+  };
+  auto first_touch = [](Touched& t, const std::optional<Row>& old_row) {
+    if (t.seen) return;
+    t.seen = true;
+    t.first_old = old_row;
+  };
+
+  for (auto& ev : events) {
+    size_t table = ev.table;
+    switch (ev.kind) {
+      case CaptureEvent::Kind::insert: {
+        TANDEM_ASSIGN_OR_RETURN(Touched * t, touch(table, ev.new_key));
+        first_touch(*t, std::nullopt);
+        insert_row(*t);
+        t->last_new = std::move(ev.new_row);
+        break;
+      }
+      case CaptureEvent::Kind::remove: {
+        TANDEM_ASSIGN_OR_RETURN(Touched * t, touch(table, ev.old_key));
+        first_touch(*t, ev.old_row);
+        // An unconfirmed delete was a REPLACE conflict: the insert that follows records it.
+        if (ev.confirmed) delete_row(*t);
+        t->last_new.reset();
+        break;
+      }
+      case CaptureEvent::Kind::update: {
+        if (!identical(ev.old_key, ev.new_key)) {
+          // A primary-key update: a delete of the old key plus an insert of the new key with
+          // every column as a fresh write (where cr-sqlite 0.16 diverges).
+          TANDEM_ASSIGN_OR_RETURN(Touched * from, touch(table, ev.old_key));
+          first_touch(*from, ev.old_row);
+          delete_row(*from);
+          from->last_new.reset();
+          TANDEM_ASSIGN_OR_RETURN(Touched * to, touch(table, ev.new_key));
+          first_touch(*to, std::nullopt);
+          insert_row(*to);
+          to->last_new = std::move(ev.new_row);
+          break;
+        }
+        TANDEM_ASSIGN_OR_RETURN(Touched * t, touch(table, ev.new_key));
+        first_touch(*t, ev.old_row);
+        if (!t->clock.alive()) {
+          insert_row(*t);  // a row Tandem had no live clock for: record every column
+        } else if (!ev.changed.empty()) {
+          for (uint32_t c : ev.changed) {
+            CellClock& cell = t->clock.cells[c];
+            stamp(cell, cell.present() ? cell.col_version + 1 : 1);
+          }
+          t->dirty = true;
+        }
+        t->last_new = std::move(ev.new_row);
+        break;
+      }
+    }
+  }
+
+  TouchedKeys keys;
+  for (auto& t : touched) {
+    if (t.dirty) {
+      TANDEM_RETURN_IF_ERROR(save_clock(*tables[t.table], t.key, t.clock));
+      keys.add(t.table, t.key);
+    }
+    if (!options.capture_row_images) continue;
+    if (!t.first_old && !t.last_new) continue;
+    if (t.first_old && t.last_new && identical(*t.first_old, *t.last_new)) continue;
+    result.deltas.deltas.push_back(RowDelta{tables[t.table]->name, std::move(t.first_old), std::move(t.last_new)});
+  }
+  if (keys.per_table.empty()) return result;
+
+  TANDEM_RETURN_IF_ERROR(append_changelog(version, keys));
+  clock_records += new_records;
+  db_version = version;
+  TANDEM_RETURN_IF_ERROR(compact_changelog_if_needed());
+  TANDEM_RETURN_IF_ERROR(save_counters(db_version, clock_records, changelog_keys));
+  result.changed = true;
+  result.db_version = version;
+  result.deltas.db_version = version;
+  return result;
+}
+
+// ---- Store ----
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Store::~Store() = default;
+
+Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  TANDEM_ASSIGN_OR_RETURN(impl->db, Database::open(path, options.open));
+  Database& db = *impl->db;
+
+  {
+    Transaction txn(db);
+    TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
+    TANDEM_RETURN_IF_ERROR(db.exec(kBookkeeping).with_context("creating Tandem's tables in " + path));
+    TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT key, value FROM tandem_meta"));
+    std::optional<SiteId> site;
+    std::optional<int64_t> format;
+    for (;;) {
+      TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
+      if (!row) break;
+      std::string key = st->column(0).bytes();
+      Value v = st->column(1);
+      if (key == "site_id") {
+        site = v.is_blob() ? site_from_bytes(v.bytes()) : std::nullopt;
+        if (!site) return Status::Internal(path + ": corrupt site_id in tandem_meta");
+      } else if (key == "format") {
+        format = v.integer();
+      } else if (key == "db_version") {
+        impl->db_version = v.integer();
+      } else if (key == "clock_records") {
+        impl->clock_records = v.integer();
+      } else if (key == "changelog_keys") {
+        impl->changelog_keys = v.integer();
+      }
+    }
+    st.reset();
+    if (format && *format != kFormat)
+      return Status::Unsupported(path + " has Tandem format " + std::to_string(*format) + "; this build reads format " +
+                                 std::to_string(kFormat));
+    if (!site) {
+      site = options.site_id ? *options.site_id : random_site();
+      TANDEM_ASSIGN_OR_RETURN(auto ins, db.prepare("INSERT INTO tandem_meta(key, value) VALUES ('site_id', ?1), ('format', ?2), ('db_version', 0)"));
+      TANDEM_RETURN_IF_ERROR(ins->bind(1, Value::Blob(site_bytes(*site))));
+      TANDEM_RETURN_IF_ERROR(ins->bind_int64(2, kFormat));
+      TANDEM_RETURN_IF_ERROR(ins->run());
+      TANDEM_ASSIGN_OR_RETURN(auto own, db.prepare("INSERT OR REPLACE INTO tandem_sites(ordinal, site_id) VALUES (0, ?1)"));
+      TANDEM_RETURN_IF_ERROR(own->bind(1, Value::Blob(site_bytes(*site))));
+      TANDEM_RETURN_IF_ERROR(own->run());
+    }
+    impl->site = *site;
+    TANDEM_RETURN_IF_ERROR(txn.commit());
+  }
+
+  {
+    TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT ordinal, site_id FROM tandem_sites ORDER BY ordinal"));
+    for (;;) {
+      TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
+      if (!row) break;
+      auto s = site_from_bytes(st->column(1).bytes());
+      if (!s || st->column_int64(0) != static_cast<int64_t>(impl->sites.size()))
+        return Status::Internal(path + ": corrupt tandem_sites");
+      impl->site_ordinals.emplace(site_bytes(*s), static_cast<int64_t>(impl->sites.size()));
+      impl->sites.push_back(*s);
+    }
+    if (impl->sites.empty() || impl->sites[0] != impl->site) return Status::Internal(path + ": corrupt tandem_sites");
+  }
+
+  {
+    TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT id, name, value_columns FROM tandem_tables ORDER BY id"));
+    for (;;) {
+      TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
+      if (!row) break;
+      int64_t id = st->column_int64(0);
+      std::string name = st->column(1).bytes();
+      std::string stored = st->column(2).bytes();
+      TANDEM_ASSIGN_OR_RETURN(TableInfo info, inspect_table(db, name));
+      info.id = id;
+      nlohmann::json columns = nlohmann::json::array();
+      for (int c : info.value_columns) columns.push_back(info.columns[static_cast<size_t>(c)].name);
+      if (columns.dump() != stored)
+        return Status::Internal(path + ": replicated table " + name + " changed outside Tandem (value columns " +
+                                columns.dump() + ", registered " + stored + ")");
+      impl->tables.push_back(std::make_unique<TableInfo>(std::move(info)));
+      impl->table_list.push_back(impl->tables.back().get());
+    }
+  }
+
+  // tandem_merging(): 1 while a merge writes rows, so application triggers on replicated
+  // tables can skip work that the origin replica already did (WHEN NOT tandem_merging()).
+  sqlite3_create_function_v2(
+      db.raw(), "tandem_merging", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS, impl.get(),
+      [](sqlite3_context* ctx, int, sqlite3_value**) {
+        sqlite3_result_int(ctx, static_cast<Store::Impl*>(sqlite3_user_data(ctx))->merging ? 1 : 0);
+      },
+      nullptr, nullptr, nullptr);
+  impl->capture.attach(db.raw(), &impl->table_list);
+  sqlite3_set_authorizer(db.raw(), authorize, impl.get());
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+Status Store::execute_schema(const std::string& sql) {
+  Impl& s = *impl_;
+  Transaction txn(*s.db);
+  TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
+  s.mode = Impl::Mode::schema;
+  s.denial.clear();
+  Status st = s.db->exec(sql);
+  s.mode = Impl::Mode::internal;
+  if (!st.ok()) return s.denial.empty() ? st : Status::PermissionDenied(s.denial);
+  // Re-inspect every replicated table: a schema statement may not change one.
+  for (const auto& t : s.tables) {
+    auto now = inspect_table(*s.db, t->name);
+    if (!now.ok()) return now.status().with_context("schema change refused");
+    bool same = now->columns.size() == t->columns.size() && now->value_columns == t->value_columns &&
+                now->pk_columns == t->pk_columns;
+    for (size_t i = 0; same && i < t->columns.size(); ++i) same = now->columns[i].name == t->columns[i].name;
+    if (!same) return Status::Unsupported("schema change refused: replicated table " + t->name + " cannot change its columns");
+  }
+  s.user_statements.clear();
+  return txn.commit();
+}
+
+Status Store::register_table(const std::string& name) {
+  Impl& s = *impl_;
+  TANDEM_ASSIGN_OR_RETURN(TableInfo info, inspect_table(*s.db, name));
+  if (s.find_table(info.name)) return Status::Ok();
+
+  MirrorGuard mirror(s);
+  Transaction txn(*s.db);
+  TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
+  nlohmann::json columns = nlohmann::json::array();
+  for (int c : info.value_columns) columns.push_back(info.columns[static_cast<size_t>(c)].name);
+  {
+    TANDEM_ASSIGN_OR_RETURN(auto st, s.db->prepare("INSERT INTO tandem_tables(name, value_columns) VALUES (?1, ?2)"));
+    TANDEM_RETURN_IF_ERROR(st->bind(1, Value::Text(info.name)));
+    TANDEM_RETURN_IF_ERROR(st->bind(2, Value::Text(columns.dump())));
+    TANDEM_RETURN_IF_ERROR(st->run());
+    info.id = sqlite3_last_insert_rowid(s.db->raw());
+  }
+  std::string key_type = info.integer_pk ? "INTEGER PRIMARY KEY" : "BLOB PRIMARY KEY NOT NULL";
+  TANDEM_RETURN_IF_ERROR(s.db->exec("CREATE TABLE " + info.clock_table() + "(pk " + key_type +
+                                    ", cl INTEGER NOT NULL, clock BLOB NOT NULL)"));
+
+  // Rows the table already holds become this replica's inserts, in one new db_version.
+  auto owned = std::make_unique<TableInfo>(info);
+  size_t position = s.tables.size();
+  s.tables.push_back(std::move(owned));
+  s.table_list.push_back(s.tables.back().get());
+  auto undo_registration = [&] {
+    s.tables.pop_back();
+    s.table_list.pop_back();
+  };
+  std::string select = "SELECT ";
+  for (size_t i = 0; i < info.pk_columns.size(); ++i)
+    select += (i ? ", " : "") + quote_identifier(info.columns[static_cast<size_t>(info.pk_columns[i])].name);
+  select += " FROM " + info.quoted_name();
+  auto st = s.db->prepare(select);
+  if (!st.ok()) {
+    undo_registration();
+    return st.status();
+  }
+  TouchedKeys keys;
+  int64_t version = s.db_version + 1, seq = 0, rows = 0;
+  for (;;) {
+    auto row = (*st)->step();
+    if (!row.ok()) {
+      undo_registration();
+      return row.status();
+    }
+    if (!*row) break;
+    Value key = clock_key(info.integer_pk, (*st)->row());
+    RowClock clock;
+    clock.exists = true;
+    clock.cl = 1;
+    clock.cells.assign(info.value_columns.size(), CellClock{});
+    if (clock.cells.empty()) clock.sentinel = CellClock{1, version, 0, seq++};
+    for (auto& cell : clock.cells) cell = CellClock{1, version, 0, seq++};
+    Status saved = s.save_clock(info, key, clock);
+    if (!saved.ok()) {
+      undo_registration();
+      return saved;
+    }
+    keys.add(position, std::move(key));
+    ++rows;
+  }
+  (*st).reset();
+  Status done = Status::Ok();
+  if (rows > 0) {
+    done = s.append_changelog(version, keys);
+    if (done.ok()) {
+      s.clock_records += rows;
+      s.db_version = version;
+      done = s.save_counters(s.db_version, s.clock_records, s.changelog_keys);
+    }
+  }
+  if (done.ok()) done = txn.commit();
+  if (!done.ok()) {
+    undo_registration();
+    return done;
+  }
+  mirror.commit();
+  s.user_statements.clear();
+  return Status::Ok();
+}
+
+std::vector<std::string> Store::replicated_tables() const {
+  std::vector<std::string> names;
+  for (const auto& t : impl_->tables) names.push_back(t->name);
+  return names;
+}
+
+const TableInfo* Store::table(const std::string& name) const { return impl_->find_table(name); }
+
+Result<CommitResult> Store::write(const std::vector<SqlStatement>& statements, const std::string& mutation_id) {
+  Impl& s = *impl_;
+  return s.local_write(
+      [&]() -> Status {
+        for (size_t i = 0; i < statements.size(); ++i) {
+          const auto& stmt = statements[i];
+          auto context = [&](const Status& st) {
+            return statements.size() == 1 ? st : st.with_context("statement " + std::to_string(i + 1));
+          };
+          auto prepared = s.user_statement(stmt.sql);
+          if (!prepared.ok()) return context(prepared.status());
+          Statement* st = *prepared;
+          st->reset();
+          Status bound = st->bind_all(stmt.params);
+          if (!bound.ok()) return context(bound);
+          Status ran = st->run();
+          st->reset();
+          if (!ran.ok()) return context(ran);
+        }
+        return Status::Ok();
+      },
+      mutation_id);
+}
+
+Result<CommitResult> Store::transact(const std::function<Status(Database&)>& body, const std::string& mutation_id) {
+  Impl& s = *impl_;
+  return s.local_write([&]() { return body(*s.db); }, mutation_id);
+}
+
+Result<CommitResult> Store::mutate(const std::vector<worker::Mutation>& mutations, const std::string& mutation_id) {
+  Impl& s = *impl_;
+  return s.local_write(
+      [&]() -> Status {
+        for (size_t i = 0; i < mutations.size(); ++i) {
+          const auto& m = mutations[i];
+          const std::string where = "mutation " + std::to_string(i + 1);
+          const TableInfo* t = s.find_table(m.table());
+          if (!t) return Status::InvalidArgument(where + ": no replicated table named '" + m.table() + "'");
+          std::string sql;
+          Row params;
+          auto key_clause = [&](const google::protobuf::RepeatedPtrField<change::Value>& pk) -> Status {
+            if (static_cast<size_t>(pk.size()) != t->pk_columns.size())
+              return Status::InvalidArgument(where + ": table " + t->name + " has a " + std::to_string(t->pk_columns.size()) +
+                                             "-column primary key, " + std::to_string(pk.size()) + " values given");
+            sql += " WHERE ";
+            for (size_t k = 0; k < t->pk_columns.size(); ++k) {
+              if (k) sql += " AND ";
+              sql += quote_identifier(t->columns[static_cast<size_t>(t->pk_columns[k])].name) + " = ?";
+              params.push_back(from_proto(pk[static_cast<int>(k)]));
+            }
+            return Status::Ok();
+          };
+          auto check_columns = [&](const google::protobuf::RepeatedPtrField<std::string>& cols, int values) -> Status {
+            if (cols.size() != values)
+              return Status::InvalidArgument(where + ": " + std::to_string(cols.size()) + " columns but " +
+                                             std::to_string(values) + " values");
+            for (const auto& c : cols)
+              if (t->column_index(c) < 0) return Status::InvalidArgument(where + ": table " + t->name + " has no column '" + c + "'");
+            return Status::Ok();
+          };
+          switch (m.op_case()) {
+            case worker::Mutation::kInsert: {
+              const auto& ins = m.insert();
+              TANDEM_RETURN_IF_ERROR(check_columns(ins.columns(), ins.values_size()));
+              if (ins.columns().empty()) return Status::InvalidArgument(where + ": an insert needs at least one column");
+              sql = std::string(ins.or_replace() ? "INSERT OR REPLACE INTO " : "INSERT INTO ") + t->quoted_name() + "(";
+              for (int c = 0; c < ins.columns_size(); ++c) sql += (c ? ", " : "") + quote_identifier(ins.columns(c));
+              sql += ") VALUES (";
+              for (int c = 0; c < ins.values_size(); ++c) sql += c ? ", ?" : "?";
+              sql += ")";
+              params = from_proto(ins.values());
+              break;
+            }
+            case worker::Mutation::kUpdate: {
+              const auto& up = m.update();
+              TANDEM_RETURN_IF_ERROR(check_columns(up.columns(), up.values_size()));
+              if (up.columns().empty()) return Status::InvalidArgument(where + ": an update needs at least one column");
+              sql = "UPDATE " + t->quoted_name() + " SET ";
+              for (int c = 0; c < up.columns_size(); ++c) sql += (c ? ", " : "") + quote_identifier(up.columns(c)) + " = ?";
+              params = from_proto(up.values());
+              TANDEM_RETURN_IF_ERROR(key_clause(up.pk()));
+              break;
+            }
+            case worker::Mutation::kDelete:
+              sql = "DELETE FROM " + t->quoted_name();
+              TANDEM_RETURN_IF_ERROR(key_clause(m.delete_().pk()));
+              break;
+            case worker::Mutation::OP_NOT_SET: return Status::InvalidArgument(where + ": no operation (insert, update or delete)");
+          }
+          TANDEM_ASSIGN_OR_RETURN(Statement * st, s.user_statement(sql));
+          st->reset();
+          TANDEM_RETURN_IF_ERROR(st->bind_all(params).with_context(where));
+          Status ran = st->run();
+          st->reset();
+          TANDEM_RETURN_IF_ERROR(ran.with_context(where));
+          if (m.op_case() == worker::Mutation::kUpdate && s.db->changes() == 0)
+            return Status::NotFound(where + ": no row of " + t->name + " has that primary key");
+        }
+        return Status::Ok();
+      },
+      mutation_id);
+}
+
+Result<QueryResult> Store::query(const std::string& sql, const Row& params) {
+  Impl& s = *impl_;
+  Transaction txn(*s.db);
+  TANDEM_RETURN_IF_ERROR(txn.begin_deferred());
+  s.mode = Impl::Mode::user_read;
+  auto prepared = s.user_statement(sql);
+  s.mode = Impl::Mode::internal;
+  if (!prepared.ok()) return prepared.status();
+  Statement* st = *prepared;
+  if (!st->readonly()) return Status::InvalidArgument("a query must not write; use a write for: " + sql);
+  st->reset();
+  TANDEM_RETURN_IF_ERROR(st->bind_all(params));
+  QueryResult result;
+  result.db_version = s.db_version;
+  for (int i = 0; i < st->column_count(); ++i) result.columns.push_back(st->column_name(i));
+  s.mode = Impl::Mode::user_read;
+  for (;;) {
+    auto row = st->step();
+    if (!row.ok()) {
+      s.mode = Impl::Mode::internal;
+      st->reset();
+      return row.status();
+    }
+    if (!*row) break;
+    result.rows.push_back(st->row());
+  }
+  s.mode = Impl::Mode::internal;
+  st->reset();
+  TANDEM_RETURN_IF_ERROR(txn.commit());
+  return result;
+}
+
+Result<PeerCursor> Store::peer(const SiteId& peer) {
+  TANDEM_ASSIGN_OR_RETURN(auto st, impl_->db->cached("SELECT received, acked FROM tandem_peers WHERE site_id = ?1"));
+  TANDEM_RETURN_IF_ERROR(st->bind(1, Value::Blob(site_bytes(peer))));
+  TANDEM_ASSIGN_OR_RETURN(bool found, st->step());
+  PeerCursor c;
+  if (found) {
+    c.received = st->column_int64(0);
+    c.acked = st->column_int64(1);
+  }
+  return c;
+}
+
+Status Store::record_peer_ack(const SiteId& peer, int64_t acked) {
+  TANDEM_ASSIGN_OR_RETURN(auto st, impl_->db->cached(
+      "INSERT INTO tandem_peers(site_id, acked) VALUES (?1, ?2) "
+      "ON CONFLICT(site_id) DO UPDATE SET acked = max(acked, excluded.acked)"));
+  TANDEM_RETURN_IF_ERROR(st->bind(1, Value::Blob(site_bytes(peer))));
+  TANDEM_RETURN_IF_ERROR(st->bind_int64(2, acked));
+  return st->run();
+}
+
+const SiteId& Store::site_id() const { return impl_->site; }
+int64_t Store::db_version() const { return impl_->db_version; }
+Database& Store::database() { return *impl_->db; }
+
+}  // namespace tandem

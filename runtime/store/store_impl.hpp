@@ -1,0 +1,107 @@
+// Internal to runtime/store: the state behind Store, shared by store.cpp (open, schema,
+// local writes, reads, peers), merge.cpp and changes.cpp.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/store/capture.hpp"
+#include "runtime/store/store.hpp"
+#include "runtime/store/store_format.hpp"
+
+namespace tandem {
+
+// Keys of the clock records a transaction touched, per table, in first-touch order.
+struct TouchedKeys {
+  std::vector<std::vector<Value>> per_table;  // index = table position
+  void add(size_t table, Value key) {
+    if (per_table.size() <= table) per_table.resize(table + 1);
+    per_table[table].push_back(std::move(key));
+  }
+};
+
+class Store::Impl {
+ public:
+  // What the SQLite authorizer allows right now (see authorize() in store.cpp).
+  enum class Mode { internal, user_write, user_read, schema };
+
+  std::unique_ptr<Database> db;
+  StoreOptions options;
+  SiteId site{};
+  int64_t db_version = 0;
+  int64_t clock_records = 0;     // records in every clock table (meta 'clock_records')
+  int64_t changelog_keys = 0;    // keys listed by tandem_changelog (meta 'changelog_keys')
+
+  std::vector<std::unique_ptr<TableInfo>> tables;
+  std::vector<const TableInfo*> table_list;  // same order, for Capture
+  std::vector<SiteId> sites;                 // ordinal -> site id (0 is this replica)
+  std::unordered_map<std::string, int64_t> site_ordinals;  // site bytes -> ordinal
+
+  Capture capture;
+  Mode mode = Mode::internal;
+  bool merging = false;  // tandem_merging() for application triggers
+  std::string denial;  // why the authorizer refused the last statement
+
+  // Statements prepared from application SQL live apart from Tandem's own, so that SQL
+  // text cannot reuse a statement authorized in internal mode.
+  std::unordered_map<std::string, std::unique_ptr<Statement>> user_statements;
+
+  ~Impl();
+
+  // Registered table by name (case-insensitive, as SQLite), or nullptr; and its position.
+  const TableInfo* find_table(const std::string& name, size_t* position = nullptr) const;
+
+  // Clock record of `key` in `t` (exists = false when there is none).
+  Result<RowClock> load_clock(const TableInfo& t, const Value& key);
+  Status save_clock(const TableInfo& t, const Value& key, const RowClock& clock);
+  // Current data row of `pk` (every column), or nullopt.
+  Result<std::optional<Row>> load_row(const TableInfo& t, const Row& pk);
+
+  // Appends one tandem_changelog entry per table with keys, and bumps counters.
+  Status append_changelog(int64_t version, const TouchedKeys& touched);
+  // Writes db_version and the record/changelog counters to tandem_meta.
+  Status save_counters(int64_t version, int64_t records, int64_t keys);
+  // Ordinal of `site`, inserting it into tandem_sites (and the in-memory maps) if new.
+  // Callers roll the maps back with forget_sites_after() when the transaction fails.
+  Result<int64_t> site_ordinal(const std::string& site_bytes);
+  void forget_sites_after(size_t count);
+
+  // Statement for application SQL (authorized in the current mode).
+  Result<Statement*> user_statement(const std::string& sql);
+
+  // Turns captured events into clocks, changelog entries, a db_version and row deltas.
+  // Runs inside the write transaction, before COMMIT.
+  Result<CommitResult> record_local_write(std::vector<CaptureEvent> events, const std::string& mutation_id);
+
+  // Runs `body` as one local write transaction with capture on.
+  Result<CommitResult> local_write(const std::function<Status()>& body, const std::string& mutation_id);
+
+  // Rebuilds tandem_changelog from the clock records when it has outgrown them.
+  Status compact_changelog_if_needed();
+};
+
+// Restores the in-memory mirror of tandem_meta and tandem_sites when a transaction fails.
+class MirrorGuard {
+ public:
+  explicit MirrorGuard(Store::Impl& s)
+      : s_(s), version_(s.db_version), records_(s.clock_records), keys_(s.changelog_keys), sites_(s.sites.size()) {}
+  ~MirrorGuard() {
+    if (committed_) return;
+    s_.db_version = version_;
+    s_.clock_records = records_;
+    s_.changelog_keys = keys_;
+    s_.forget_sites_after(sites_);
+  }
+  void commit() { committed_ = true; }
+
+ private:
+  Store::Impl& s_;
+  int64_t version_, records_, keys_;
+  size_t sites_;
+  bool committed_ = false;
+};
+
+}  // namespace tandem
