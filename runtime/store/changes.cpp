@@ -145,6 +145,48 @@ Result<change::ChangeBatch> Store::changes_since(int64_t since, const std::optio
   return batch;
 }
 
+Status Store::verify() {
+  Impl& s = *impl_;
+  Transaction txn(*s.db);
+  TANDEM_RETURN_IF_ERROR(txn.begin_deferred());
+  {
+    TANDEM_ASSIGN_OR_RETURN(auto st, s.db->prepare("PRAGMA quick_check"));
+    TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
+    if (!row || st->column(0).bytes() != "ok")
+      return Status::Internal("SQLite quick_check: " + (row ? st->column(0).bytes() : std::string("no answer")));
+  }
+  int64_t records = 0;
+  for (const auto& tp : s.tables) {
+    const TableInfo& t = *tp;
+    int64_t live = 0;
+    TANDEM_ASSIGN_OR_RETURN(auto clocks, s.db->prepare("SELECT pk, cl, clock FROM " + t.clock_table()));
+    RowClock clock;
+    for (;;) {
+      TANDEM_ASSIGN_OR_RETURN(bool row, clocks->step());
+      if (!row) break;
+      ++records;
+      TANDEM_RETURN_IF_ERROR(decode_record(t, *clocks, 1, 2, &clock));
+      if (clock.cl < 1) return Status::Internal(t.name + ": a clock record with causal length " + std::to_string(clock.cl));
+      for (const auto& c : clock.cells)
+        if (c.present() && c.db_version > s.db_version) return Status::Internal(t.name + ": a clock ahead of db_version");
+      if (!clock.alive()) continue;
+      ++live;
+      Row pk;
+      TANDEM_RETURN_IF_ERROR(key_values(t.integer_pk, clocks->column(0), &pk));
+      TANDEM_ASSIGN_OR_RETURN(auto data, s.load_row(t, pk));
+      if (!data) return Status::Internal(t.name + ": a live clock record without its row");
+    }
+    TANDEM_ASSIGN_OR_RETURN(auto count, s.db->prepare("SELECT count(*) FROM " + t.quoted_name()));
+    TANDEM_ASSIGN_OR_RETURN(bool row, count->step());
+    if (!row || count->column_int64(0) != live)
+      return Status::Internal(t.name + ": " + std::to_string(row ? count->column_int64(0) : -1) + " rows but " + std::to_string(live) +
+                              " live clock records (a write bypassed Tandem?)");
+  }
+  if (records != s.clock_records)
+    return Status::Internal("clock record counter says " + std::to_string(s.clock_records) + ", found " + std::to_string(records));
+  return Status::Ok();
+}
+
 Status Store::Impl::compact_changelog_if_needed() {
   if (changelog_keys <= 2 * clock_records + 65536) return Status::Ok();
   std::map<int64_t, TouchedKeys> by_version;

@@ -198,7 +198,9 @@ Result<MergeResult> Store::merge(const change::ChangeBatch& batch) {
         if (!clock.exists) ++new_records;
         clock.exists = true;
         clock.cl = ch.cl;
-        clock.sentinel = CellClock{ch.cl, version, site, ch.seq};
+        // cl 1 needs no sentinel ("1 if any clock exists"), as at the origin of a fresh
+        // insert; recording one would send an extra change per row onwards.
+        clock.sentinel = ch.cl > 1 || ch.cell < 0 ? CellClock{ch.cl, version, site, ch.seq} : CellClock{};
         for (auto& cell : clock.cells) cell = CellClock{0, version, site, ch.seq};
         if (ch.cell >= 0) {
           clock.cells[static_cast<size_t>(ch.cell)] = winner;

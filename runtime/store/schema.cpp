@@ -11,6 +11,17 @@ std::string upper(std::string s) {
   return s;
 }
 
+// SQLite's affinity rules (datatype3.html, 3.1), reduced to the question that matters for keys:
+// does the column leave a value's storage class alone (BLOB affinity, or ANY in STRICT
+// tables)? Then 1 and 1.0 are different values that SQLite's key index holds as equal.
+bool has_no_affinity(const std::string& declared_type) {
+  std::string t = upper(declared_type);
+  if (t.find("INT") != std::string::npos) return false;
+  if (t.find("CHAR") != std::string::npos || t.find("CLOB") != std::string::npos || t.find("TEXT") != std::string::npos) return false;
+  if (t.empty() || t.find("BLOB") != std::string::npos || t == "ANY") return true;
+  return false;  // REAL, FLOAT, DOUBLE, NUMERIC and anything else: REAL or NUMERIC affinity
+}
+
 Status refuse(const std::string& table, const std::string& why) {
   return Status::Unsupported("table " + table + " cannot be replicated: " + why);
 }
@@ -129,6 +140,9 @@ Result<TableInfo> inspect_table(Database& db, const std::string& requested) {
     const auto& c = info.columns[static_cast<size_t>(k)];
     if (!info.integer_pk && !c.not_null)
       return refuse(info.name, "key column " + c.name + " must be declared NOT NULL (SQLite lets NULL into non-integer keys)");
+    if (!info.integer_pk && has_no_affinity(c.declared_type))
+      return refuse(info.name, "key column " + c.name + " needs a declared type with affinity (INTEGER, TEXT, REAL, NUMERIC): "
+                               "without one SQLite holds 1 and 1.0 as the same key although they are different values");
   }
   for (int v : info.value_columns) {
     const auto& c = info.columns[static_cast<size_t>(v)];

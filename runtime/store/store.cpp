@@ -382,7 +382,8 @@ Result<CommitResult> Store::Impl::record_local_write(std::vector<CaptureEvent> e
     t.first_old = old_row;
   };
 
-  for (auto& ev : events) {
+  for (size_t e = 0; e < events.size(); ++e) {
+    CaptureEvent& ev = events[e];
     size_t table = ev.table;
     switch (ev.kind) {
       case CaptureEvent::Kind::insert: {
@@ -395,8 +396,19 @@ Result<CommitResult> Store::Impl::record_local_write(std::vector<CaptureEvent> e
       case CaptureEvent::Kind::remove: {
         TANDEM_ASSIGN_OR_RETURN(Touched * t, touch(table, ev.old_key));
         first_touch(*t, ev.old_row);
-        // An unconfirmed delete was a REPLACE conflict: the insert that follows records it.
-        if (ev.confirmed) delete_row(*t);
+        // An unconfirmed delete was a REPLACE conflict. When the write that caused it
+        // lands on the same key, that write records every column (crdt-semantics.md);
+        // a conflict that removed another key is that key's delete.
+        bool replaced_in_place = false;
+        if (!ev.confirmed) {
+          for (size_t next = e + 1; next < events.size(); ++next) {
+            const CaptureEvent& n = events[next];
+            if (n.table != ev.table) continue;
+            replaced_in_place = n.kind != CaptureEvent::Kind::remove && identical(n.new_key, ev.old_key);
+            break;
+          }
+        }
+        if (!replaced_in_place) delete_row(*t);
         t->last_new.reset();
         break;
       }

@@ -112,6 +112,10 @@ class Store {
   // Records that `peer` holds every change of ours up to `acked` (monotonic).
   Status record_peer_ack(const SiteId& peer, int64_t acked);
 
+  // Checks the invariants of store_format.hpp (every row has a live clock record and every
+  // live record a row; records decode; counters agree) and SQLite's quick_check. O(rows).
+  Status verify();
+
   const SiteId& site_id() const;
   int64_t db_version() const;
   Database& database();

@@ -1,0 +1,190 @@
+// Durability: state survives reopening; injected I/O errors and killed processes leave the
+// store exactly at its last committed transaction; corrupt files are refused clearly.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "runtime/sqlite/fault_vfs.hpp"
+#include "tests/store/store_test_util.hpp"
+
+using namespace tandem;
+using namespace tandem::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kSchema = "CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, a, b)";
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    char tmpl[] = "/tmp/tandem-test-XXXXXX";
+    path = mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+std::unique_ptr<Store> open_store(const fs::path& file, bool faulty = false, uint8_t site = 1) {
+  StoreOptions o;
+  o.site_id = site_number(site);
+  if (faulty) o.open.vfs = kFaultVfsName;
+  auto s = Store::open(file.string(), o);
+  INFO(s.status().to_string());
+  REQUIRE(s.ok());
+  return std::move(s).value();
+}
+
+std::unique_ptr<Store> fresh_store(const fs::path& file, bool faulty = false) {
+  auto s = open_store(file, faulty);
+  REQUIRE(s->execute_schema(kSchema).ok());
+  REQUIRE(s->register_table("t").ok());
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("a store reopens with its site, version, tables and changes", "[store][durability]") {
+  TempDir dir;
+  auto file = dir.path / "a.db";
+  int64_t version;
+  std::string site;
+  {
+    auto s = fresh_store(file);
+    exec(*s, "INSERT INTO t VALUES (1, 'x', 2)");
+    exec(*s, "UPDATE t SET a = 'y' WHERE id = 1");
+    version = s->db_version();
+    site = site_hex(s->site_id());
+  }
+  {
+    StoreOptions o;  // no site id given: the stored one is kept
+    auto s = Store::open(file.string(), o);
+    REQUIRE(s.ok());
+    CHECK(site_hex((*s)->site_id()) == site);
+    CHECK((*s)->db_version() == version);
+    CHECK((*s)->replicated_tables() == std::vector<std::string>{"t"});
+    CHECK((*s)->changes_since(0)->changes_size() == 2);
+    CHECK((*s)->verify().ok());
+    exec(**s, "INSERT INTO t VALUES (2, 'z', 3)");
+    CHECK((*s)->db_version() == version + 1);
+  }
+}
+
+TEST_CASE("an injected I/O error at any point of a write or merge leaves the last committed state", "[store][durability][faults]") {
+  REQUIRE(register_fault_vfs());
+  auto source = memory_store(2, kSchema, {"t"});
+  for (int i = 0; i < 30; ++i) exec(*source, "INSERT INTO t VALUES (?, 'remote', ?)", {Value::Integer(100 + i), Value::Integer(i)});
+  auto batch = source->changes_since(0);
+  REQUIRE(batch.ok());
+
+  for (int op = 0; op < 2; ++op) {
+    bool succeeded = false;
+    for (int64_t fault_at = 0; !succeeded && fault_at < 400; ++fault_at) {
+      TempDir dir;
+      auto file = dir.path / "f.db";
+      std::vector<Row> before;
+      int64_t version_before;
+      {
+        auto s = fresh_store(file, /*faulty*/ true);
+        for (int i = 0; i < 20; ++i) exec(*s, "INSERT INTO t VALUES (?, 'local', ?)", {Value::Integer(i), Value::Integer(i)});
+        before = dump(*s, "t");
+        version_before = s->db_version();
+        fail_after(fault_at);
+        Status result;
+        if (op == 0) {
+          std::vector<SqlStatement> writes;
+          for (int i = 0; i < 50; ++i) writes.push_back({"INSERT OR REPLACE INTO t VALUES (?, 'new', ?)", {Value::Integer(i % 25), Value::Integer(i)}});
+          result = s->write(writes).status();
+        } else {
+          result = s->merge(*batch).status();
+        }
+        clear_faults();
+        succeeded = result.ok();
+        if (!result.ok()) {
+          INFO(result.to_string());
+          CHECK((result.code() == StatusCode::internal || result.code() == StatusCode::resource_exhausted));
+          CHECK(s->db_version() == version_before);  // the in-memory mirror rolled back too
+        }
+      }
+      auto reopened = open_store(file);
+      INFO("operation " << op << ", fault after " << fault_at << " I/O operations");
+      REQUIRE(reopened->verify().ok());
+      if (!succeeded) {
+        CHECK(reopened->db_version() == version_before);
+        CHECK(same_rows(dump(*reopened, "t"), before));
+      } else {
+        CHECK(reopened->db_version() == version_before + (op == 0 ? 1 : 0) + (op == 1 ? reopened->db_version() - version_before : 0));
+        CHECK_FALSE(same_rows(dump(*reopened, "t"), before));
+      }
+      exec(*reopened, "INSERT INTO t VALUES (999, 'after', 0)");  // still writable
+    }
+    CHECK(succeeded);
+  }
+}
+
+TEST_CASE("a process killed in the middle of writing leaves a consistent store", "[store][durability][faults]") {
+  TempDir dir;
+  auto file = dir.path / "k.db";
+  { fresh_store(file); }
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      StoreOptions o;
+      auto s = Store::open(file.string(), o);
+      if (!s.ok()) _exit(3);
+      for (int i = 0;; ++i) {
+        std::vector<SqlStatement> writes;
+        for (int j = 0; j < 200; ++j)
+          writes.push_back({"INSERT OR REPLACE INTO t VALUES (?, ?, ?)", {Value::Integer((i * 200 + j) % 5000), Value::Text("w"), Value::Integer(i)}});
+        if (i % 3 == 0) writes.push_back({"DELETE FROM t WHERE id % 7 = ?", {Value::Integer(i % 7)}});
+        if (!(*s)->write(writes).ok()) _exit(4);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(150 + 100 * attempt));
+    kill(child, SIGKILL);
+    int status = 0;
+    waitpid(child, &status, 0);
+    REQUIRE(WIFSIGNALED(status));
+    auto s = open_store(file);
+    auto v = s->verify();
+    INFO(v.to_string());
+    CHECK(v.ok());
+    CHECK(s->db_version() > 0);
+    // Every committed version is complete: its changes can be extracted and merged.
+    auto copy = memory_store(7, kSchema, {"t"});
+    sync(*s, *copy);
+    CHECK(same_rows(dump(*s, "t"), dump(*copy, "t")));
+  }
+}
+
+TEST_CASE("corrupt and foreign files are refused with a clear error", "[store][durability][errors]") {
+  TempDir dir;
+  {
+    std::ofstream(dir.path / "garbage.db") << std::string(8192, 'x');
+    auto s = Store::open((dir.path / "garbage.db").string());
+    REQUIRE_FALSE(s.ok());
+    CHECK(s.status().message().find("not a database") != std::string::npos);
+  }
+  {
+    auto file = dir.path / "trunc.db";
+    { auto s = fresh_store(file); for (int i = 0; i < 200; ++i) exec(*s, "INSERT INTO t VALUES (?, 'x', 1)", {Value::Integer(i)}); }
+    fs::remove(dir.path / "trunc.db-wal");
+    fs::resize_file(file, 4096 + 100);
+    auto s = Store::open(file.string());
+    if (s.ok()) {
+      CHECK_FALSE((*s)->verify().ok());
+    } else {
+      CHECK_FALSE(s.status().message().empty());
+    }
+  }
+  {
+    auto s = Store::open((dir.path / "missing-dir" / "x.db").string());
+    REQUIRE_FALSE(s.ok());
+    CHECK(s.status().message().find("cannot open") != std::string::npos);
+  }
+}
