@@ -1,0 +1,281 @@
+#include "runtime/sync/channel_core.hpp"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "runtime/sync/frames.hpp"
+#include "runtime/sync/schema_sync.hpp"
+
+namespace tandem::sync_channel {
+namespace {
+
+Status make_parent_dirs(const std::string& path) {
+  for (size_t pos = path.find('/', 1); pos != std::string::npos; pos = path.find('/', pos + 1)) {
+    const std::string dir = path.substr(0, pos);
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+      return Status::Internal("cannot create directory '" + dir + "': " + std::strerror(errno));
+  }
+  return Status::Ok();
+}
+
+change::ChangeBatch filter_site(const change::ChangeBatch& batch, const SiteId& site, bool keep_site) {
+  change::ChangeBatch out;
+  out.set_sender_site_id(batch.sender_site_id());
+  out.set_from_db_version(batch.from_db_version());
+  out.set_to_db_version(batch.to_db_version());
+  out.set_complete(batch.complete());
+  const std::string bytes = site_bytes(site);
+  for (const auto& c : batch.changes())
+    if ((c.site_id() == bytes) == keep_site) *out.add_changes() = c;
+  return out;
+}
+
+}  // namespace
+
+change::ChangeBatch only_from_site(const change::ChangeBatch& batch, const SiteId& site) {
+  return filter_site(batch, site, true);
+}
+change::ChangeBatch without_site(const change::ChangeBatch& batch, const SiteId& site) {
+  return filter_site(batch, site, false);
+}
+
+Result<std::unique_ptr<ChannelCore>> ChannelCore::open(const std::string& path, const ChannelOptions& options) {
+  TANDEM_RETURN_IF_ERROR(make_parent_dirs(path));
+  StoreOptions store_options;
+  // Merges commit with NORMAL; durable_commit() syncs once for a whole group (see header).
+  store_options.open.synchronous_full = false;
+  store_options.capture_row_images = false;
+  TANDEM_ASSIGN_OR_RETURN(auto store, Store::open(path, store_options));
+  return std::unique_ptr<ChannelCore>(new ChannelCore(std::move(store), options));
+}
+
+ChannelCore::ChannelCore(std::unique_ptr<Store> store, const ChannelOptions& options)
+    : store_(std::move(store)), options_(options) {}
+
+ChannelCore::~ChannelCore() { (void)checkpoint(); }
+
+int64_t ChannelCore::db_version() const { return store_->db_version(); }
+const SiteId& ChannelCore::site_id() const { return store_->site_id(); }
+
+Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, const sync::Hello& hello) {
+  if (members_.count(session)) return Status::InvalidArgument("session already joined");
+  auto site = site_from_bytes(hello.site_id());
+  if (!site) return Status::InvalidArgument("hello.site_id must be 16 bytes");
+  if (*site == store_->site_id()) return Status::InvalidArgument("client site id equals the server's");
+  TANDEM_RETURN_IF_ERROR(sync_schema::adopt_tables(*store_, {hello.schema().begin(), hello.schema().end()}));
+  TANDEM_ASSIGN_OR_RETURN(PeerCursor cursor, store_->peer(*site));
+
+  Member m;
+  m.site = *site;
+  m.name = hello.client_name();
+  int64_t from = cursor.acked;
+  if (hello.server_site_id() == site_bytes(store_->site_id())) from = hello.cursor();
+  from = std::min(from, store_->db_version());
+  m.sent = m.acked = from;
+
+  Outbox out;
+  Outgoing welcome;
+  welcome.session = session;
+  auto* w = welcome.envelope.mutable_welcome();
+  w->set_protocol_version(sync_frames::kProtocolVersion);
+  w->set_user(user);
+  w->set_server_site_id(site_bytes(store_->site_id()));
+  w->set_server_db_version(store_->db_version());
+  w->set_client_acked_db_version(cursor.received);
+  w->set_forward_from(from);
+  w->set_push_window(options_.push_window);
+  w->set_max_frame_bytes(options_.max_frame_bytes);
+  out.push_back(std::move(welcome));
+
+  auto& member = members_[session] = std::move(m);
+  ReadCache cache;
+  pump(session, member, cache, out);
+  return out;
+}
+
+void ChannelCore::leave(uint64_t session) {
+  auto it = members_.find(session);
+  if (it == members_.end()) return;
+  pending_pushes_ -= it->second.pending.size();
+  if (it->second.ack_dirty) (void)store_->record_peer_ack(it->second.site, it->second.acked);
+  members_.erase(it);
+}
+
+Status ChannelCore::push(uint64_t session, const sync::Push& push) {
+  auto it = members_.find(session);
+  if (it == members_.end()) return Status::InvalidArgument("push from a session that has not joined");
+  Member& m = it->second;
+  if (push.seq() != m.last_push_seq + 1)
+    return Status::InvalidArgument("push seq " + std::to_string(push.seq()) + " out of order (expected " +
+                                   std::to_string(m.last_push_seq + 1) + ")");
+  if (m.pending.size() >= options_.push_window)
+    return Status::InvalidArgument("more than " + std::to_string(options_.push_window) + " unacknowledged pushes");
+  if (push.batch().sender_site_id() != site_bytes(m.site))
+    return Status::InvalidArgument("push batch sender is not the hello's site id");
+  if (push.batch().from_db_version() < 0 || push.batch().to_db_version() < push.batch().from_db_version())
+    return Status::InvalidArgument("push batch has a bad version range");
+  m.last_push_seq = push.seq();
+  m.pending.push_back(push);
+  ++pending_pushes_;
+  return Status::Ok();
+}
+
+Outbox ChannelCore::flush() {
+  Outbox out;
+  std::vector<SiteId> merged_sites;
+  std::vector<std::pair<uint64_t, uint64_t>> to_ack;  // session, last push seq
+  for (auto& [session, m] : members_) {
+    if (m.pending.empty()) continue;
+    // One merge per session per flush: its queued batches are contiguous, so they are one.
+    change::ChangeBatch combined = m.pending.front().batch();
+    for (size_t i = 1; i < m.pending.size(); ++i) {
+      const auto& b = m.pending[i].batch();
+      for (const auto& c : b.changes()) *combined.add_changes() = c;
+      combined.set_to_db_version(std::max(combined.to_db_version(), b.to_db_version()));
+    }
+    const uint64_t last_seq = m.pending.back().seq();
+    pending_pushes_ -= m.pending.size();
+    m.pending.clear();
+    auto merged = store_->merge(combined);
+    ++stats_.merges;
+    if (!merged.ok()) {
+      out.push_back({session, sync_frames::error_envelope(sync_frames::error_code_for(merged.status()),
+                                                           "push " + std::to_string(last_seq) + " refused: " +
+                                                               merged.status().message(),
+                                                           true),
+                     true});
+      continue;
+    }
+    stats_.changes_merged += combined.changes_size();
+    stats_.changes_applied += merged->changes_applied;
+    merged_sites.push_back(m.site);
+    to_ack.emplace_back(session, last_seq);
+  }
+  if (!merged_sites.empty()) {
+    Status durable = durable_commit(merged_sites);
+    if (!durable.ok()) {
+      // Nothing may be acknowledged that is not known durable; the clients push again.
+      for (auto& [session, seq] : to_ack)
+        out.push_back({session, sync_frames::error_envelope(sync::Error::UNAVAILABLE,
+                                                             "server could not commit durably: " + durable.message(), true),
+                       true});
+      return out;
+    }
+    for (auto& [session, seq] : to_ack) {
+      Member& m = members_.at(session);
+      auto cursor = store_->peer(m.site);
+      Outgoing ack;
+      ack.session = session;
+      ack.envelope.mutable_ack()->set_seq(seq);
+      ack.envelope.mutable_ack()->set_client_acked_db_version(cursor.ok() ? cursor->received : 0);
+      ack.envelope.mutable_ack()->set_server_db_version(store_->db_version());
+      out.push_back(std::move(ack));
+    }
+  }
+  ReadCache cache;
+  for (auto& [session, m] : members_) pump(session, m, cache, out);
+  return out;
+}
+
+Status ChannelCore::durable_commit(const std::vector<SiteId>& merged_sites) {
+  Database& db = store_->database();
+  TANDEM_RETURN_IF_ERROR(db.exec("PRAGMA synchronous=FULL"));
+  Status st = [&]() -> Status {
+    Transaction txn(db);
+    TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
+    // At least one row is written so that the commit appends a WAL frame and syncs the
+    // WAL file, which also syncs the frames of the NORMAL merges before it.
+    bool wrote = false;
+    for (auto& [session, m] : members_) {
+      if (!m.ack_dirty) continue;
+      TANDEM_RETURN_IF_ERROR(store_->record_peer_ack(m.site, m.acked));
+      m.ack_dirty = false;
+      wrote = true;
+    }
+    if (!wrote) {
+      TANDEM_ASSIGN_OR_RETURN(PeerCursor c, store_->peer(merged_sites.front()));
+      TANDEM_RETURN_IF_ERROR(store_->record_peer_ack(merged_sites.front(), c.acked));
+    }
+    return txn.commit();
+  }();
+  Status back = db.exec("PRAGMA synchronous=NORMAL");
+  if (!st.ok()) return st;
+  ++stats_.group_commits;
+  return back;
+}
+
+void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& out) {
+  const int64_t head = store_->db_version();
+  while (m.sent < head && m.in_flight.size() < options_.forward_window) {
+    auto cached = cache.find(m.sent);
+    if (cached == cache.end()) {
+      auto read = store_->changes_since(m.sent, std::nullopt, options_.forward_batch_changes);
+      ++stats_.change_reads;
+      if (!read.ok()) {
+        out.push_back({session, sync_frames::error_envelope(sync::Error::INTERNAL,
+                                                             "reading changes failed: " + read.status().message(), true),
+                       true});
+        return;
+      }
+      cached = cache.emplace(m.sent, std::move(*read)).first;
+    }
+    const change::ChangeBatch& all = cached->second;
+    const int64_t to = std::max(all.to_db_version(), m.sent + 1);
+    change::ChangeBatch mine = without_site(all, m.site);
+    mine.set_to_db_version(to);
+    if (mine.changes_size() == 0) {
+      // Everything in the range came from this client: nothing to send. It holds it all.
+      m.sent = to;
+      if (m.in_flight.empty() && m.acked < to) {
+        m.acked = to;
+        m.ack_dirty = true;
+      }
+      continue;
+    }
+    Outgoing fwd;
+    fwd.session = session;
+    fwd.envelope.mutable_forward()->set_seq(m.next_forward_seq);
+    *fwd.envelope.mutable_forward()->mutable_batch() = std::move(mine);
+    m.in_flight.emplace_back(m.next_forward_seq, to);
+    ++m.next_forward_seq;
+    m.sent = to;
+    ++stats_.forwards;
+    out.push_back(std::move(fwd));
+  }
+}
+
+Result<Outbox> ChannelCore::client_ack(uint64_t session, const sync::ClientAck& ack) {
+  auto it = members_.find(session);
+  if (it == members_.end()) return Status::InvalidArgument("client ack from a session that has not joined");
+  Member& m = it->second;
+  if (ack.seq() == 0 || ack.seq() >= m.next_forward_seq)
+    return Status::InvalidArgument("client ack for forward " + std::to_string(ack.seq()) + " that was never sent");
+  while (!m.in_flight.empty() && m.in_flight.front().first <= ack.seq()) {
+    m.acked = std::max(m.acked, m.in_flight.front().second);
+    m.in_flight.pop_front();
+    m.ack_dirty = true;
+  }
+  Outbox out;
+  ReadCache cache;
+  pump(session, m, cache, out);
+  return out;
+}
+
+Status ChannelCore::checkpoint() {
+  if (!store_) return Status::Ok();
+  bool any = false;
+  for (auto& [session, m] : members_) any = any || m.ack_dirty;
+  if (!any) return Status::Ok();
+  Transaction txn(store_->database());
+  TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
+  for (auto& [session, m] : members_) {
+    if (!m.ack_dirty) continue;
+    TANDEM_RETURN_IF_ERROR(store_->record_peer_ack(m.site, m.acked));
+    m.ack_dirty = false;
+  }
+  return txn.commit();
+}
+
+}  // namespace tandem::sync_channel

@@ -1,0 +1,118 @@
+// The server side of one user's channel, without actors: the user's Store, the sessions
+// (client connections) joined to it, what each has pushed, been acknowledged, been
+// forwarded and has acknowledged. The channel actor owns one and relays its Outbox.
+//
+// Durability and ordering (docs/protocol.md has the client's view):
+//   - push() only queues. flush() merges every queued push, then makes all of them durable
+//     with one fsync (group commit: the merges run with synchronous=NORMAL, then one small
+//     write with synchronous=FULL syncs the WAL, which holds every frame before it), and
+//     only then produces the Acks. An Ack therefore never names a change that a crash or
+//     power loss could take back.
+//   - Forwards carry changes_since(cursor) of the channel, minus the changes that originated
+//     at the receiving client, in db_version order; each session's forwards are contiguous
+//     and at most `forward_window` are unacknowledged at once. Sessions at the same cursor
+//     share one read of the change log (fan-out costs one query, not one per session).
+//   - What each client acknowledged is kept in memory and written to the store's peer table
+//     with the next group commit and when the session leaves; losing it in a crash only
+//     means some changes are forwarded again, which merges ignore.
+// Not thread-safe: one owner (the channel actor's thread).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proto/sync.pb.h"
+#include "runtime/common/status.hpp"
+#include "runtime/store/store.hpp"
+
+namespace tandem::sync_channel {
+
+struct ChannelOptions {
+  uint32_t push_window = 16;            // unacknowledged pushes a client may have (told in Welcome)
+  uint32_t forward_window = 4;          // unacknowledged forwards per session
+  size_t forward_batch_changes = 5000;  // changes per forward (cut at a db_version boundary)
+  uint32_t max_frame_bytes = 16u << 20; // told in Welcome
+};
+
+struct Outgoing {
+  uint64_t session = 0;
+  sync::Envelope envelope;
+  bool close_after = false;  // a fatal error: the session closes after sending it
+};
+using Outbox = std::vector<Outgoing>;
+
+struct ChannelStats {
+  int64_t merges = 0;          // merge transactions
+  int64_t group_commits = 0;   // fsyncs that made merges durable
+  int64_t changes_merged = 0;  // incoming changes in merged batches
+  int64_t changes_applied = 0; // of which won
+  int64_t forwards = 0;
+  int64_t change_reads = 0;    // changes_since calls (shared across sessions at one cursor)
+};
+
+class ChannelCore {
+ public:
+  // Opens (creating the directory's file if needed) the user's store at `path`.
+  static Result<std::unique_ptr<ChannelCore>> open(const std::string& path, const ChannelOptions& options = {});
+  ~ChannelCore();
+
+  // Adds a session for a hello already authenticated for this channel's user: adopts the
+  // hello's tables, and returns the Welcome followed by the catch-up forwards.
+  Result<Outbox> join(uint64_t session, const std::string& user, const sync::Hello& hello);
+  // Removes a session (its acknowledged cursor is recorded). Unknown sessions are ignored.
+  void leave(uint64_t session);
+  // Queues a push of a joined session. A push out of sequence, over the window, from
+  // another site or with a bad range is refused (the caller sends a fatal PROTOCOL error).
+  Status push(uint64_t session, const sync::Push& push);
+  bool has_pending() const { return pending_pushes_ > 0; }
+  // Merges and durably commits every queued push; acks, errors for refused batches, and
+  // the forwards the new changes cause.
+  Outbox flush();
+  // A client acknowledged forwards up to ack.seq; may release more forwards.
+  Result<Outbox> client_ack(uint64_t session, const sync::ClientAck& ack);
+  // Records every session's acknowledged cursor (before the file is closed).
+  Status checkpoint();
+
+  size_t session_count() const { return members_.size(); }
+  int64_t db_version() const;
+  const SiteId& site_id() const;
+  const ChannelStats& stats() const { return stats_; }
+  Store& store() { return *store_; }
+
+ private:
+  struct Member {
+    SiteId site{};
+    std::string name;
+    uint64_t last_push_seq = 0;
+    uint64_t next_forward_seq = 1;
+    int64_t sent = 0;   // server db_version forwarded through (or skipped: all its own)
+    int64_t acked = 0;  // server db_version the client acknowledged holding
+    bool ack_dirty = false;
+    std::deque<std::pair<uint64_t, int64_t>> in_flight;  // forward seq -> to_db_version
+    std::vector<sync::Push> pending;
+  };
+  using ReadCache = std::map<int64_t, change::ChangeBatch>;
+
+  ChannelCore(std::unique_ptr<Store> store, const ChannelOptions& options);
+  Status durable_commit(const std::vector<SiteId>& merged_sites);
+  void pump(uint64_t session, Member& m, ReadCache& cache, Outbox& out);
+
+  std::unique_ptr<Store> store_;
+  ChannelOptions options_;
+  std::map<uint64_t, Member> members_;
+  size_t pending_pushes_ = 0;
+  ChannelStats stats_;
+};
+
+// Keeps only the changes that originated at `site` (a client pushes only its own changes:
+// everything else it holds came from the server, which has it). The range is kept.
+change::ChangeBatch only_from_site(const change::ChangeBatch& batch, const SiteId& site);
+// The changes that did not originate at `site`; the range is kept.
+change::ChangeBatch without_site(const change::ChangeBatch& batch, const SiteId& site);
+
+}  // namespace tandem::sync_channel

@@ -1,0 +1,98 @@
+#include "runtime/sync/frames.hpp"
+
+namespace tandem::sync_frames {
+
+Decoded decode(const std::string& frame) {
+  Decoded d;
+  if (!d.envelope.ParseFromString(frame)) {
+    d.error.set_code(sync::Error::MALFORMED);
+    d.error.set_message("frame of " + std::to_string(frame.size()) + " bytes is not a tandem.sync.Envelope");
+    d.error.set_fatal(true);
+    return d;
+  }
+  if (d.envelope.kind_case() == sync::Envelope::KIND_NOT_SET) {
+    d.error.set_code(sync::Error::UNKNOWN_MESSAGE);
+    d.error.set_message("envelope carries no message this protocol version knows");
+    d.error.set_fatal(true);
+    return d;
+  }
+  d.ok = true;
+  return d;
+}
+
+std::string encode(const sync::Envelope& envelope) { return envelope.SerializeAsString(); }
+
+sync::Envelope error_envelope(sync::Error::Code code, const std::string& message, bool fatal) {
+  sync::Envelope e;
+  auto* err = e.mutable_error();
+  err->set_code(code);
+  err->set_message(message);
+  err->set_fatal(fatal);
+  return e;
+}
+
+std::string error_frame(sync::Error::Code code, const std::string& message, bool fatal) {
+  return encode(error_envelope(code, message, fatal));
+}
+
+sync::Error::Code error_code_for(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::invalid_argument:
+    case StatusCode::constraint:
+    case StatusCode::unsupported:
+    case StatusCode::not_found: return sync::Error::REJECTED;
+    case StatusCode::unauthenticated: return sync::Error::UNAUTHENTICATED;
+    case StatusCode::permission_denied: return sync::Error::PERMISSION_DENIED;
+    case StatusCode::unavailable:
+    case StatusCode::resource_exhausted: return sync::Error::UNAVAILABLE;
+    default: return sync::Error::INTERNAL;
+  }
+}
+
+bool check_hello(const sync::Hello& hello, sync::Error* refusal) {
+  auto refuse = [&](sync::Error::Code code, const std::string& message) {
+    refusal->set_code(code);
+    refusal->set_message(message);
+    refusal->set_fatal(true);
+    return false;
+  };
+  if (hello.protocol_version() != kProtocolVersion)
+    return refuse(sync::Error::UNSUPPORTED_VERSION, "protocol version " + std::to_string(hello.protocol_version()) +
+                                                        " is not supported; this server speaks version " +
+                                                        std::to_string(kProtocolVersion));
+  if (hello.site_id().size() != 16)
+    return refuse(sync::Error::MALFORMED, "hello.site_id must be 16 bytes, got " + std::to_string(hello.site_id().size()));
+  if (!hello.server_site_id().empty() && hello.server_site_id().size() != 16)
+    return refuse(sync::Error::MALFORMED, "hello.server_site_id must be empty or 16 bytes");
+  if (hello.cursor() < 0) return refuse(sync::Error::MALFORMED, "hello.cursor must not be negative");
+  if (hello.client_name().size() > 64) return refuse(sync::Error::MALFORMED, "hello.client_name longer than 64 bytes");
+  if (hello.schema_size() > 1000) return refuse(sync::Error::MALFORMED, "hello.schema has more than 1000 statements");
+  return true;
+}
+
+std::string describe(const sync::Envelope& e) {
+  auto range = [](const change::ChangeBatch& b) {
+    return "changes=" + std::to_string(b.changes_size()) + " v(" + std::to_string(b.from_db_version()) + "," +
+           std::to_string(b.to_db_version()) + "]";
+  };
+  switch (e.kind_case()) {
+    case sync::Envelope::kHello: return "hello v" + std::to_string(e.hello().protocol_version()) + " cursor=" + std::to_string(e.hello().cursor());
+    case sync::Envelope::kWelcome:
+      return "welcome user=" + e.welcome().user() + " server_v=" + std::to_string(e.welcome().server_db_version()) +
+             " client_acked=" + std::to_string(e.welcome().client_acked_db_version());
+    case sync::Envelope::kPush: return "push seq=" + std::to_string(e.push().seq()) + " " + range(e.push().batch());
+    case sync::Envelope::kAck:
+      return "ack seq=" + std::to_string(e.ack().seq()) + " client_v=" + std::to_string(e.ack().client_acked_db_version()) +
+             " server_v=" + std::to_string(e.ack().server_db_version());
+    case sync::Envelope::kForward: return "forward seq=" + std::to_string(e.forward().seq()) + " " + range(e.forward().batch());
+    case sync::Envelope::kClientAck:
+      return "client_ack seq=" + std::to_string(e.client_ack().seq()) + " server_v=" + std::to_string(e.client_ack().server_db_version());
+    case sync::Envelope::kError:
+      return "error " + sync::Error::Code_Name(e.error().code()) + (e.error().fatal() ? " (fatal) " : " ") + e.error().message();
+    case sync::Envelope::kPing: return "ping " + std::to_string(e.ping().nonce());
+    case sync::Envelope::kPong: return "pong " + std::to_string(e.pong().nonce());
+    default: return "unknown";
+  }
+}
+
+}  // namespace tandem::sync_frames

@@ -1,0 +1,135 @@
+#include "runtime/sync/schema_sync.hpp"
+
+#include <sqlite3.h>
+
+#include <cctype>
+
+#include "runtime/store/schema.hpp"
+
+namespace tandem::sync_schema {
+namespace {
+
+// The statement without leading whitespace and comments, upper-cased words collapsed:
+// enough to recognise "CREATE TABLE" / "CREATE TEMP TABLE".
+std::string leading_words(const std::string& sql, size_t words) {
+  size_t i = 0;
+  std::string out;
+  size_t taken = 0;
+  while (i < sql.size() && taken < words) {
+    if (std::isspace(static_cast<unsigned char>(sql[i]))) { ++i; continue; }
+    if (sql.compare(i, 2, "--") == 0) { while (i < sql.size() && sql[i] != '\n') ++i; continue; }
+    if (sql.compare(i, 2, "/*") == 0) {
+      size_t end = sql.find("*/", i + 2);
+      i = end == std::string::npos ? sql.size() : end + 2;
+      continue;
+    }
+    std::string word;
+    while (i < sql.size() && (std::isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '_'))
+      word.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(sql[i++]))));
+    if (word.empty()) break;
+    if (!out.empty()) out.push_back(' ');
+    out += word;
+    ++taken;
+  }
+  return out;
+}
+
+int authorize_create_table_only(void*, int action, const char* a, const char*, const char*, const char*) {
+  auto is_schema = [&] {
+    return a != nullptr && (std::string(a) == "sqlite_master" || std::string(a) == "sqlite_schema");
+  };
+  switch (action) {
+    case SQLITE_CREATE_TABLE:
+    case SQLITE_SELECT:
+    case SQLITE_FUNCTION:
+    case SQLITE_READ:
+      return SQLITE_OK;
+    case SQLITE_INSERT:
+    case SQLITE_UPDATE:
+    case SQLITE_DELETE:
+      return is_schema() ? SQLITE_OK : SQLITE_DENY;
+    default:
+      return SQLITE_DENY;
+  }
+}
+
+bool same_shape(const TableInfo& a, const TableInfo& b) {
+  if (a.columns.size() != b.columns.size() || a.pk_columns != b.pk_columns) return false;
+  for (size_t i = 0; i < a.columns.size(); ++i)
+    if (a.columns[i].name != b.columns[i].name) return false;
+  return true;
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> split_statements(const std::string& sql) {
+  std::vector<std::string> out;
+  std::string current;
+  for (char c : sql) {
+    current.push_back(c);
+    if (c == ';' && sqlite3_complete(current.c_str())) {
+      if (!leading_words(current, 1).empty()) out.push_back(current);
+      current.clear();
+    }
+  }
+  if (!leading_words(current, 1).empty()) {
+    current += ";";
+    if (!sqlite3_complete(current.c_str())) return Status::InvalidArgument("schema ends inside a statement");
+    out.push_back(current);
+  }
+  return out;
+}
+
+Status adopt_tables(Store& store, const std::vector<std::string>& statements) {
+  OpenOptions scratch_options;
+  scratch_options.wal = false;
+  scratch_options.synchronous_full = false;
+  TANDEM_ASSIGN_OR_RETURN(auto scratch, Database::open(":memory:", scratch_options));
+  sqlite3_limit(scratch->raw(), SQLITE_LIMIT_ATTACHED, 0);
+  sqlite3_limit(scratch->raw(), SQLITE_LIMIT_LENGTH, 1 << 20);
+  sqlite3_set_authorizer(scratch->raw(), authorize_create_table_only, nullptr);
+
+  std::vector<std::string> tables;
+  for (const auto& text : statements) {
+    TANDEM_ASSIGN_OR_RETURN(auto pieces, split_statements(text));
+    for (const auto& statement : pieces) {
+      const std::string words = leading_words(statement, 2);
+      if (words != "CREATE TABLE") continue;  // indexes, triggers, views: local to the client
+      auto st = scratch->prepare(statement);
+      if (!st.ok()) return Status::InvalidArgument("schema statement refused: " + st.status().message());
+      TANDEM_RETURN_IF_ERROR((*st)->run().with_context("schema statement refused"));
+    }
+  }
+  // The client's statements are done: Tandem's own inspection below may use PRAGMAs.
+  sqlite3_set_authorizer(scratch->raw(), nullptr, nullptr);
+  {
+    TANDEM_ASSIGN_OR_RETURN(auto list, scratch->prepare(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid"));
+    for (;;) {
+      TANDEM_ASSIGN_OR_RETURN(bool row, list->step());
+      if (!row) break;
+      tables.push_back(list->column(0).bytes());
+      tables.push_back(list->column(1).bytes());
+    }
+  }
+  // Check everything before changing the store, so a refused schema changes nothing.
+  std::vector<std::pair<std::string, std::string>> missing;
+  for (size_t i = 0; i < tables.size(); i += 2) {
+    const std::string& name = tables[i];
+    auto declared = inspect_table(*scratch, name);
+    if (!declared.ok()) return declared.status().with_context("table " + name + " cannot replicate");
+    const TableInfo* existing = store.table(name);
+    if (existing == nullptr) {
+      missing.emplace_back(name, tables[i + 1]);
+    } else if (!same_shape(*existing, *declared)) {
+      return Status::InvalidArgument("table " + name + " differs from the server's (columns or primary key)");
+    }
+  }
+  for (const auto& [name, sql] : missing) {
+    TANDEM_RETURN_IF_ERROR(store.execute_schema(sql).with_context("creating table " + name));
+    TANDEM_RETURN_IF_ERROR(store.register_table(name).with_context("registering table " + name));
+  }
+  return Status::Ok();
+}
+
+}  // namespace tandem::sync_schema

@@ -1,0 +1,28 @@
+// The replicated schema travels in the client's hello (the server is given no schema of its
+// own): the server adopts the tables a client declares, in that user's file only.
+//
+// A client's statements are untrusted. Only CREATE TABLE statements are considered (other
+// kinds are skipped: indexes, triggers and views are the client's local business); they are
+// first run in a scratch in-memory database under an authorizer that refuses anything but
+// creating tables (no ATTACH, PRAGMA, VACUUM INTO, virtual tables), then each table is
+// checked with the store's own rules. A table the store already has must have the same
+// columns and key; a missing one is created and registered. Thread-safe over distinct stores.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "runtime/common/status.hpp"
+#include "runtime/store/store.hpp"
+
+namespace tandem::sync_schema {
+
+// Splits SQL text into complete statements (SQLite's own tokenizer decides where one ends),
+// without running them. INVALID_ARGUMENT for an unterminated statement.
+Result<std::vector<std::string>> split_statements(const std::string& sql);
+
+// Creates and registers the tables the statements declare that `store` lacks; refuses
+// (REJECTED-class status, nothing changed) a declared table that differs from the store's.
+Status adopt_tables(Store& store, const std::vector<std::string>& statements);
+
+}  // namespace tandem::sync_schema

@@ -1,0 +1,336 @@
+// The server channel's logic without actors or sockets: joins, pushes, group commits,
+// acks, forwards and client acks between real Stores, and every refusal.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "runtime/sync/channel_core.hpp"
+#include "runtime/sync/frames.hpp"
+#include "runtime/sync/schema_sync.hpp"
+
+using namespace tandem;
+using namespace tandem::sync_channel;
+
+namespace {
+
+const char* kSchema = "CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT, done INTEGER DEFAULT 0);";
+
+SiteId site(uint8_t n) {
+  SiteId s{};
+  s[0] = 0xC0;
+  s[15] = n;
+  return s;
+}
+
+std::unique_ptr<Store> client_store(uint8_t n) {
+  StoreOptions options;
+  options.site_id = site(n);
+  auto store = Store::open(":memory:", options);
+  REQUIRE(store.ok());
+  REQUIRE((*store)->execute_schema(kSchema).ok());
+  REQUIRE((*store)->register_table("todo").ok());
+  return std::move(store).value();
+}
+
+void write(Store& s, const std::string& sql) {
+  auto r = s.write({SqlStatement{sql, {}}});
+  INFO(r.status().to_string());
+  REQUIRE(r.ok());
+}
+
+std::string rows(Store& s) {
+  auto r = s.query("SELECT id, title, done FROM todo ORDER BY id");
+  REQUIRE(r.ok());
+  std::string out;
+  for (const auto& row : r->rows) {
+    for (const auto& v : row) out += v.to_sql_literal() + " ";
+    out += "\n";
+  }
+  return out;
+}
+
+sync::Hello hello(Store& s, const std::string& server_site = {}, int64_t cursor = 0) {
+  sync::Hello h;
+  h.set_protocol_version(1);
+  h.set_site_id(site_bytes(s.site_id()));
+  h.set_server_site_id(server_site);
+  h.set_cursor(cursor);
+  h.add_schema(kSchema);
+  return h;
+}
+
+sync::Push push_since(Store& s, uint64_t seq, int64_t since) {
+  auto batch = s.changes_since(since);
+  REQUIRE(batch.ok());
+  sync::Push p;
+  p.set_seq(seq);
+  *p.mutable_batch() = only_from_site(*batch, s.site_id());
+  return p;
+}
+
+std::vector<sync::Envelope> for_session(const Outbox& out, uint64_t session) {
+  std::vector<sync::Envelope> v;
+  for (const auto& o : out)
+    if (o.session == session) v.push_back(o.envelope);
+  return v;
+}
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/tandem-channel-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() { (void)std::system(("rm -rf " + path).c_str()); }
+};
+
+}  // namespace
+
+TEST_CASE("a push is merged, acked after the group commit, and forwarded to the other session", "[channel]") {
+  TempDir dir;
+  auto channel = ChannelCore::open(dir.path + "/users/alice.db");
+  REQUIRE(channel.ok());
+  auto& ch = **channel;
+  auto a = client_store(1), b = client_store(2);
+
+  auto joined_a = ch.join(1, "alice", hello(*a));
+  INFO(joined_a.status().to_string());
+  REQUIRE(joined_a.ok());
+  REQUIRE(joined_a->size() == 1);
+  const auto& welcome = (*joined_a)[0].envelope.welcome();
+  CHECK(welcome.user() == "alice");
+  CHECK(welcome.client_acked_db_version() == 0);
+  CHECK(welcome.server_site_id().size() == 16);
+  REQUIRE(ch.join(2, "alice", hello(*b)).ok());
+
+  write(*a, "INSERT INTO todo(id, title) VALUES (1, 'milk'), (2, 'eggs')");
+  write(*a, "UPDATE todo SET done = 1 WHERE id = 1");
+  REQUIRE(ch.push(1, push_since(*a, 1, 0)).ok());
+  CHECK(ch.has_pending());
+  Outbox out = ch.flush();
+  CHECK_FALSE(ch.has_pending());
+  CHECK(ch.stats().group_commits == 1);
+
+  auto to_a = for_session(out, 1);
+  REQUIRE(to_a.size() == 1);  // the ack; its own changes are not forwarded back
+  REQUIRE(to_a[0].has_ack());
+  CHECK(to_a[0].ack().seq() == 1);
+  CHECK(to_a[0].ack().client_acked_db_version() == a->db_version());
+
+  auto to_b = for_session(out, 2);
+  REQUIRE(to_b.size() == 1);
+  REQUIRE(to_b[0].has_forward());
+  CHECK(to_b[0].forward().seq() == 1);
+  auto merged = b->merge(to_b[0].forward().batch());
+  REQUIRE(merged.ok());
+  CHECK(rows(*b) == rows(*a));
+  CHECK(rows(*b) == "1 'milk' 1 \n2 'eggs' 0 \n");
+
+  sync::ClientAck ack;
+  ack.set_seq(1);
+  ack.set_server_db_version(to_b[0].forward().batch().to_db_version());
+  auto more = ch.client_ack(2, ack);
+  REQUIRE(more.ok());
+  CHECK(more->empty());
+  REQUIRE(ch.checkpoint().ok());
+  auto cursor = ch.store().peer(b->site_id());
+  REQUIRE(cursor.ok());
+  CHECK(cursor->acked == ch.db_version());
+}
+
+TEST_CASE("a reconnecting client gets exactly what it missed, by its cursor or the server's record", "[channel]") {
+  TempDir dir;
+  const std::string path = dir.path + "/users/bob.db";
+  auto a = client_store(1), b = client_store(2);
+  std::string server_site;
+  int64_t b_cursor = 0;
+  {
+    auto ch = ChannelCore::open(path);
+    REQUIRE(ch.ok());
+    REQUIRE((*ch)->join(1, "bob", hello(*a)).ok());
+    REQUIRE((*ch)->join(2, "bob", hello(*b)).ok());
+    write(*a, "INSERT INTO todo(id, title) VALUES (1, 'one')");
+    REQUIRE((*ch)->push(1, push_since(*a, 1, 0)).ok());
+    auto out = (*ch)->flush();
+    auto to_b = for_session(out, 2);
+    REQUIRE(to_b.size() == 1);
+    REQUIRE(b->merge(to_b[0].forward().batch()).ok());
+    sync::ClientAck ack;
+    ack.set_seq(1);
+    REQUIRE((*ch)->client_ack(2, ack).ok());
+    (*ch)->leave(2);  // b goes offline; its ack is recorded
+    server_site = site_bytes((*ch)->site_id());
+    b_cursor = to_b[0].forward().batch().to_db_version();
+
+    write(*a, "INSERT INTO todo(id, title) VALUES (2, 'two')");
+    REQUIRE((*ch)->push(1, push_since(*a, 2, 1)).ok());
+    (*ch)->flush();
+  }
+  auto ch = ChannelCore::open(path);  // the server restarted
+  REQUIRE(ch.ok());
+  SECTION("by the client's cursor") {
+    auto joined = (*ch)->join(7, "bob", hello(*b, server_site, b_cursor));
+    REQUIRE(joined.ok());
+    REQUIRE(joined->size() == 2);
+    const auto& fwd = (*joined)[1].envelope.forward();
+    CHECK(fwd.batch().from_db_version() == b_cursor);
+    REQUIRE(b->merge(fwd.batch()).ok());
+    CHECK(rows(*b) == rows(*a));
+  }
+  SECTION("by the server's record when the client does not know the server") {
+    auto joined = (*ch)->join(7, "bob", hello(*b));
+    REQUIRE(joined.ok());
+    REQUIRE(joined->size() == 2);
+    CHECK((*joined)[0].envelope.welcome().forward_from() == b_cursor);
+    REQUIRE(b->merge((*joined)[1].envelope.forward().batch()).ok());
+    CHECK(rows(*b) == rows(*a));
+  }
+  SECTION("a pusher learns what the server holds of it") {
+    auto joined = (*ch)->join(8, "bob", hello(*a));
+    REQUIRE(joined.ok());
+    CHECK((*joined)[0].envelope.welcome().client_acked_db_version() == a->db_version());
+  }
+}
+
+TEST_CASE("the forward window holds back forwards until the client acks", "[channel]") {
+  TempDir dir;
+  ChannelOptions options;
+  options.forward_window = 2;
+  options.forward_batch_changes = 1;  // one db_version per forward
+  auto ch = ChannelCore::open(dir.path + "/users/w.db", options);
+  REQUIRE(ch.ok());
+  auto a = client_store(1), b = client_store(2);
+  REQUIRE((*ch)->join(1, "w", hello(*a)).ok());
+  REQUIRE((*ch)->join(2, "w", hello(*b)).ok());
+  // Five pushes, five server versions: only two forwards may be unacknowledged at once.
+  std::vector<sync::Envelope> to_b;
+  for (int i = 1; i <= 5; ++i) {
+    const int64_t since = a->db_version();
+    write(*a, "INSERT INTO todo(id, title) VALUES (" + std::to_string(i) + ", 'x')");
+    REQUIRE((*ch)->push(1, push_since(*a, static_cast<uint64_t>(i), since)).ok());
+    for (auto& e : for_session((*ch)->flush(), 2)) to_b.push_back(e);
+  }
+  REQUIRE(to_b.size() == 2);
+  uint64_t acked = 0;
+  while (!to_b.empty()) {
+    for (const auto& e : to_b) {
+      REQUIRE(e.has_forward());
+      CHECK(e.forward().seq() == acked + 1);
+      REQUIRE(b->merge(e.forward().batch()).ok());
+      ++acked;
+    }
+    sync::ClientAck ack;
+    ack.set_seq(acked);
+    auto more = (*ch)->client_ack(2, ack);
+    REQUIRE(more.ok());
+    to_b = for_session(*more, 2);
+    CHECK(to_b.size() <= 2);
+  }
+  CHECK(rows(*b) == rows(*a));
+  sync::ClientAck bogus;
+  bogus.set_seq(99);
+  CHECK_FALSE((*ch)->client_ack(2, bogus).ok());
+}
+
+TEST_CASE("bad pushes are refused and change nothing", "[channel][bad-input]") {
+  TempDir dir;
+  auto ch = ChannelCore::open(dir.path + "/users/c.db");
+  REQUIRE(ch.ok());
+  auto a = client_store(1), b = client_store(2);
+  REQUIRE((*ch)->join(1, "c", hello(*a)).ok());
+  REQUIRE((*ch)->join(2, "c", hello(*b)).ok());
+  write(*a, "INSERT INTO todo(id, title) VALUES (1, 'x')");
+  const int64_t before = (*ch)->db_version();
+
+  CHECK_FALSE((*ch)->push(1, push_since(*a, 2, 0)).ok());  // seq must start at 1
+  CHECK_FALSE((*ch)->push(2, push_since(*a, 1, 0)).ok());  // a's batch on b's session
+  CHECK_FALSE((*ch)->push(9, push_since(*a, 1, 0)).ok());  // not joined
+
+  sync::Push bad = push_since(*a, 1, 0);
+  bad.mutable_batch()->mutable_changes(0)->set_table("no_such_table");
+  REQUIRE((*ch)->push(1, bad).ok());  // queued; the merge refuses it
+  auto out = (*ch)->flush();
+  auto to_a = for_session(out, 1);
+  REQUIRE(to_a.size() == 1);
+  REQUIRE(to_a[0].has_error());
+  CHECK(to_a[0].error().code() == sync::Error::REJECTED);
+  CHECK(to_a[0].error().fatal());
+  CHECK(for_session(out, 2).empty());
+  CHECK((*ch)->db_version() == before);
+}
+
+TEST_CASE("schemas from clients: tables adopted, mismatches and hostile statements refused", "[channel][bad-input]") {
+  TempDir dir;
+  auto ch = ChannelCore::open(dir.path + "/users/d.db");
+  REQUIRE(ch.ok());
+  auto a = client_store(1);
+  REQUIRE((*ch)->join(1, "d", hello(*a)).ok());
+  REQUIRE((*ch)->store().table("todo") != nullptr);
+
+  sync::Hello other = hello(*a);
+  other.clear_schema();
+  other.add_schema("CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, name TEXT);");
+  auto refused = (*ch)->join(2, "d", other);
+  REQUIRE_FALSE(refused.ok());
+  CHECK_THAT(refused.status().message(), Catch::Contains("differs"));
+
+  const std::string victim = dir.path + "/victim.db";
+  sync::Hello hostile = hello(*a);
+  hostile.add_schema("ATTACH DATABASE '" + victim + "' AS x; CREATE TABLE x.evil(a PRIMARY KEY NOT NULL);");
+  hostile.add_schema("VACUUM INTO '" + victim + "';");
+  hostile.add_schema("CREATE TABLE notes(id INTEGER PRIMARY KEY NOT NULL, body TEXT);");
+  auto joined = (*ch)->join(3, "d", hostile);
+  CHECK_FALSE(joined.ok());  // CREATE TABLE x.evil needs the attached database
+  CHECK(::access(victim.c_str(), F_OK) != 0);
+  CHECK((*ch)->store().table("notes") == nullptr);  // refused whole
+
+  sync::Hello skipped = hello(*a);
+  skipped.add_schema("VACUUM INTO '" + victim + "'; CREATE TABLE notes(id INTEGER PRIMARY KEY NOT NULL, body TEXT);"
+                     "CREATE INDEX notes_body ON notes(body);");
+  REQUIRE((*ch)->join(4, "d", skipped).ok());
+  CHECK(::access(victim.c_str(), F_OK) != 0);
+  CHECK((*ch)->store().table("notes") != nullptr);
+
+  sync::Hello unsupported = hello(*a);
+  unsupported.add_schema("CREATE TABLE nokey(a, b);");
+  CHECK_FALSE((*ch)->join(5, "d", unsupported).ok());
+}
+
+TEST_CASE("schema text splits into statements", "[channel]") {
+  auto s = sync_schema::split_statements("CREATE TABLE a(x PRIMARY KEY); -- c\n CREATE TABLE b(';', y)");
+  REQUIRE(s.ok());
+  REQUIRE(s->size() == 2);
+  CHECK_FALSE(sync_schema::split_statements("CREATE TABLE a('x").ok());
+}
+
+TEST_CASE("frames: malformed and unknown envelopes, hello checks", "[channel][bad-input]") {
+  auto garbage = sync_frames::decode(std::string("\xff\xff\xff\xff", 4));
+  CHECK_FALSE(garbage.ok);
+  CHECK(garbage.error.code() == sync::Error::MALFORMED);
+  // Field 99 (varint): a valid protobuf, but no message this version knows.
+  auto unknown = sync_frames::decode(std::string("\x98\x06\x01", 3));
+  CHECK_FALSE(unknown.ok);
+  CHECK(unknown.error.code() == sync::Error::UNKNOWN_MESSAGE);
+  sync::Envelope e;
+  e.mutable_ping()->set_nonce(7);
+  auto ping = sync_frames::decode(sync_frames::encode(e));
+  REQUIRE(ping.ok);
+  CHECK(ping.envelope.ping().nonce() == 7);
+
+  sync::Hello h;
+  h.set_protocol_version(2);
+  h.set_site_id(std::string(16, 'x'));
+  sync::Error why;
+  CHECK_FALSE(sync_frames::check_hello(h, &why));
+  CHECK(why.code() == sync::Error::UNSUPPORTED_VERSION);
+  h.set_protocol_version(1);
+  CHECK(sync_frames::check_hello(h, &why));
+  h.set_site_id("short");
+  CHECK_FALSE(sync_frames::check_hello(h, &why));
+  CHECK(why.code() == sync::Error::MALFORMED);
+}
