@@ -8,7 +8,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Print help for every subcommand");
   auto* bench = tandem::app::add_bench_command(app);
-  (void)bench;
+  tandem::app::add_bench_store(*bench);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

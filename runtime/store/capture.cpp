@@ -19,10 +19,16 @@ void update_trampoline(void* ctx, int op, const char* database, const char* tabl
   static_cast<Capture*>(ctx)->on_update(op, database, table, rowid);
 }
 
-// Same storage class and same value, bit for bit (see identical() in value.hpp).
-bool identical_values(sqlite3_value* a, sqlite3_value* b) {
+// Same storage class and same value, bit for bit (see identical() in value.hpp). In a
+// REAL-affinity column an INTEGER is a REAL that SQLite stored compactly.
+bool identical_values(sqlite3_value* a, sqlite3_value* b, bool real_affinity) {
   int ta = sqlite3_value_type(a);
-  if (ta != sqlite3_value_type(b)) return false;
+  int tb = sqlite3_value_type(b);
+  if (real_affinity && (ta == SQLITE_INTEGER || tb == SQLITE_INTEGER) && (ta == SQLITE_FLOAT || tb == SQLITE_FLOAT)) {
+    double x = sqlite3_value_double(a), y = sqlite3_value_double(b);
+    return std::memcmp(&x, &y, sizeof x) == 0;
+  }
+  if (ta != tb) return false;
   switch (ta) {
     case SQLITE_NULL: return true;
     case SQLITE_INTEGER: return sqlite3_value_int64(a) == sqlite3_value_int64(b);
@@ -42,14 +48,15 @@ bool identical_values(sqlite3_value* a, sqlite3_value* b) {
 
 using ValueReader = int (*)(sqlite3*, int, sqlite3_value**);
 
-Row read_row(sqlite3* db, ValueReader read, size_t columns) {
+Row read_row(sqlite3* db, ValueReader read, const TableInfo& t) {
   Row row;
-  row.reserve(columns);
-  for (size_t i = 0; i < columns; ++i) {
+  row.reserve(t.columns.size());
+  for (size_t i = 0; i < t.columns.size(); ++i) {
     sqlite3_value* v = nullptr;
     read(db, static_cast<int>(i), &v);
     row.push_back(v ? value_from_sqlite(v) : Value());
   }
+  realify(t.columns, row);
   return row;
 }
 
@@ -61,6 +68,8 @@ Value read_key(sqlite3* db, ValueReader read, const TableInfo& t, int64_t rowid)
     sqlite3_value* v = nullptr;
     read(db, c, &v);
     pk.push_back(v ? value_from_sqlite(v) : Value());
+    if (t.columns[static_cast<size_t>(c)].real_affinity && pk.back().is_integer())
+      pk.back() = Value::Real(static_cast<double>(pk.back().integer()));
   }
   return Value::Blob(encode_key(pk));
 }
@@ -121,13 +130,13 @@ void Capture::on_preupdate(sqlite3* db, int op, const char* database, const char
       ev.kind = CaptureEvent::Kind::insert;
       ev.rowid = new_rowid;
       ev.new_key = read_key(db, sqlite3_preupdate_new, t, new_rowid);
-      if (images_) ev.new_row = read_row(db, sqlite3_preupdate_new, t.columns.size());
+      if (images_) ev.new_row = read_row(db, sqlite3_preupdate_new, t);
       break;
     case SQLITE_DELETE:
       ev.kind = CaptureEvent::Kind::remove;
       ev.rowid = old_rowid;
       ev.old_key = read_key(db, sqlite3_preupdate_old, t, old_rowid);
-      if (images_) ev.old_row = read_row(db, sqlite3_preupdate_old, t.columns.size());
+      if (images_) ev.old_row = read_row(db, sqlite3_preupdate_old, t);
       break;
     case SQLITE_UPDATE: {
       ev.kind = CaptureEvent::Kind::update;
@@ -139,11 +148,11 @@ void Capture::on_preupdate(sqlite3* db, int op, const char* database, const char
         sqlite3_value* b = nullptr;
         sqlite3_preupdate_old(db, t.value_columns[i], &a);
         sqlite3_preupdate_new(db, t.value_columns[i], &b);
-        if (!a || !b || !identical_values(a, b)) ev.changed.push_back(static_cast<uint32_t>(i));
+        if (!a || !b || !identical_values(a, b, t.columns[static_cast<size_t>(t.value_columns[i])].real_affinity)) ev.changed.push_back(static_cast<uint32_t>(i));
       }
       if (images_) {
-        ev.old_row = read_row(db, sqlite3_preupdate_old, t.columns.size());
-        ev.new_row = read_row(db, sqlite3_preupdate_new, t.columns.size());
+        ev.old_row = read_row(db, sqlite3_preupdate_old, t);
+        ev.new_row = read_row(db, sqlite3_preupdate_new, t);
       }
       break;
     }

@@ -12,7 +12,7 @@
 //
 // Values are written exactly as sent. SQLite's column affinity could convert one (TEXT '1'
 // into INTEGER 1); a correct peer only sends values read back from storage, which affinity
-// leaves alone, so the written row is read back (RETURNING) and any difference refuses the
+// leaves alone, so the written row is read back and any difference refuses the
 // batch rather than storing a value other replicas would not hold. CHECK constraints are not
 // applied to merged rows (ignore_check_constraints): a row can be valid only once all of its
 // columns have arrived, and every replica checked its own writes.
@@ -262,16 +262,13 @@ Result<MergeResult> Store::merge(const change::ChangeBatch& batch) {
           }
           sql = "INSERT INTO " + t.quoted_name() + "(" + names + ") VALUES (" + marks + ")";
         }
-        sql += " RETURNING *";
         TANDEM_ASSIGN_OR_RETURN(auto st, s.db->cached(sql));
         TANDEM_RETURN_IF_ERROR(st->bind_all(params));
-        TANDEM_ASSIGN_OR_RETURN(bool returned, st->step());
-        if (!returned) return Status::Internal("merge wrote no row of " + t.name);
-        new_row = st->row();
-        while (true) {  // finish the statement so the write is complete
-          TANDEM_ASSIGN_OR_RETURN(bool more, st->step());
-          if (!more) break;
-        }
+        TANDEM_RETURN_IF_ERROR(st->run());
+        // Read back rather than RETURNING: SQLite 3.40's RETURNING applies REAL affinity to
+        // the wrong columns of tables with a REAL key.
+        TANDEM_ASSIGN_OR_RETURN(new_row, s.load_row(t, first.pk));
+        if (!new_row) return Status::Internal("merge wrote no row of " + t.name);
         TANDEM_RETURN_IF_ERROR(verify_stored(t, *new_row, row, written));
       }
     } else if (old_row) {

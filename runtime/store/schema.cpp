@@ -22,11 +22,24 @@ bool has_no_affinity(const std::string& declared_type) {
   return false;  // REAL, FLOAT, DOUBLE, NUMERIC and anything else: REAL or NUMERIC affinity
 }
 
+bool real_affinity(const std::string& declared_type) {
+  std::string t = upper(declared_type);
+  if (t.find("INT") != std::string::npos) return false;
+  if (t.find("CHAR") != std::string::npos || t.find("CLOB") != std::string::npos || t.find("TEXT") != std::string::npos) return false;
+  if (t.find("BLOB") != std::string::npos || t.empty()) return false;
+  return t.find("REAL") != std::string::npos || t.find("FLOA") != std::string::npos || t.find("DOUB") != std::string::npos;
+}
+
 Status refuse(const std::string& table, const std::string& why) {
   return Status::Unsupported("table " + table + " cannot be replicated: " + why);
 }
 
 }  // namespace
+
+void realify(const std::vector<ColumnInfo>& columns, Row& row) {
+  for (size_t i = 0; i < row.size() && i < columns.size(); ++i)
+    if (columns[i].real_affinity && row[i].is_integer()) row[i] = Value::Real(static_cast<double>(row[i].integer()));
+}
 
 int TableInfo::column_index(const std::string& n) const {
   for (size_t i = 0; i < columns.size(); ++i)
@@ -84,6 +97,7 @@ Result<TableInfo> inspect_table(Database& db, const std::string& requested) {
       c.not_null = st->column_int64(2) != 0;
       c.has_default = st->column_int64(3) != 0;
       c.pk_position = static_cast<int>(st->column_int64(4));
+      c.real_affinity = real_affinity(c.declared_type);
       if (st->column_int64(5) != 0) return refuse(info.name, "generated column " + c.name + " is not supported");
       if (c.name == "-1") return refuse(info.name, "a column named \"-1\" would clash with the row sentinel");
       info.columns.push_back(std::move(c));

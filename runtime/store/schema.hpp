@@ -19,7 +19,13 @@ struct ColumnInfo {
   int pk_position = 0;    // 1-based position in the primary key, 0 when not a key column
   bool not_null = false;
   bool has_default = false;
+  // REAL affinity: SQLite stores integral reals as integers on disk and hands them out as
+  // INTEGER from the preupdate hook (inserts) and from RETURNING; readers realify them.
+  bool real_affinity = false;
 };
+
+// INTEGER -> REAL for REAL-affinity columns, as a SELECT would return the row.
+void realify(const std::vector<ColumnInfo>& columns, Row& row);
 
 struct TableInfo {
   int64_t id = 0;                    // Tandem's table number (names the clock table)

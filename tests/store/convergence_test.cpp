@@ -25,8 +25,9 @@ namespace {
 const char* kSchema =
     "CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, a, b, c);"
     "CREATE TABLE k(x NUMERIC NOT NULL, y NUMERIC NOT NULL, v, PRIMARY KEY (x, y));"
-    "CREATE TABLE p(x NUMERIC NOT NULL, y NUMERIC NOT NULL, PRIMARY KEY (x, y));";
-const std::vector<std::string> kTables = {"t", "k", "p"};
+    "CREATE TABLE p(x NUMERIC NOT NULL, y NUMERIC NOT NULL, PRIMARY KEY (x, y));"
+    "CREATE TABLE r(id REAL NOT NULL PRIMARY KEY, f REAL, i INTEGER, s TEXT, n NUMERIC);";
+const std::vector<std::string> kTables = {"t", "k", "p", "r"};
 
 // ---- the model: crdt-semantics.md, directly ----
 
@@ -182,6 +183,7 @@ Value random_value(std::mt19937_64& rng) {
 
 Row random_key(std::mt19937_64& rng, const std::string& table) {
   if (table == "t") return {Value::Integer(static_cast<int64_t>(rng() % 8))};
+  if (table == "r") return {Value::Real(static_cast<double>(rng() % 4) / 2)};  // 0.0, 0.5, 1.0, 1.5
   Value x = rng() % 2 ? Value::Text(rng() % 2 ? "p" : "q") : Value::Integer(static_cast<int64_t>(rng() % 2));
   Value y = rng() % 3 == 0 ? Value::Real(1.5) : Value::Integer(static_cast<int64_t>(rng() % 3));
   return {x, y};
@@ -217,8 +219,20 @@ class Workload {
     return q->rows[0];
   }
 
+  std::string column(const std::string& table, int c) {
+    return nodes_[0].store->table(table)->columns[static_cast<size_t>(c)].name;
+  }
   std::string where(const std::string& table) {
-    return table == "t" ? " WHERE id = ?" : " WHERE x = ? AND y = ?";
+    const TableInfo* t = nodes_[0].store->table(table);
+    std::string w = " WHERE ";
+    for (size_t i = 0; i < t->pk_columns.size(); ++i) w += (i ? " AND " : "") + column(table, t->pk_columns[i]) + " = ?";
+    return w;
+  }
+  std::string set_key(const std::string& table) {
+    const TableInfo* t = nodes_[0].store->table(table);
+    std::string w = " SET ";
+    for (size_t i = 0; i < t->pk_columns.size(); ++i) w += (i ? ", " : "") + column(table, t->pk_columns[i]) + " = ?";
+    return w;
   }
 
   // One random write statement on node `n`; applies it to the model when it succeeds.
@@ -230,8 +244,9 @@ class Workload {
     std::optional<Row> before = stored(*n.store, table, pk);
     Row values;
     for (size_t i = 0; i < shape.values.size(); ++i) values.push_back(random_value(rng_));
-    Row all_params = pk;
-    all_params.insert(all_params.end(), values.begin(), values.end());
+    Row all_params(shape.columns);
+    for (size_t i = 0; i < shape.pk.size(); ++i) all_params[static_cast<size_t>(shape.pk[i])] = pk[i];
+    for (size_t i = 0; i < shape.values.size(); ++i) all_params[static_cast<size_t>(shape.values[i])] = values[i];
     std::string placeholders;
     for (size_t i = 0; i < shape.columns; ++i) placeholders += i ? ", ?" : "?";
     std::string sql;
@@ -250,7 +265,7 @@ class Workload {
         size_t n_set = 1 + rng_() % shape.values.size();
         for (size_t i = 0; i < n_set; ++i) {
           size_t c = static_cast<size_t>(shape.values[rng_() % shape.values.size()]);
-          sql += std::string(i ? ", " : "") + (table == "t" ? std::string(1, static_cast<char>('a' + c - 1)) : "v") + " = ?";
+          sql += std::string(i ? ", " : "") + column(table, static_cast<int>(c)) + " = ?";
           params.push_back(random_value(rng_));
         }
         sql += where(table);
@@ -267,8 +282,8 @@ class Workload {
         params = all_params;
         break;
       case 4: {  // UPSERT
-        sql = "INSERT INTO " + table + " VALUES (" + placeholders + ") ON CONFLICT DO UPDATE SET " +
-              (table == "t" ? "b = excluded.b" : "v = excluded.v");
+        std::string col = column(table, shape.values.back());
+        sql = "INSERT INTO " + table + " VALUES (" + placeholders + ") ON CONFLICT DO UPDATE SET " + col + " = excluded." + col;
         params = all_params;
         break;
       }
@@ -277,8 +292,7 @@ class Workload {
         Row to = random_key(rng_, table);
         if (identical(to, pk)) return "skip";
         bool occupied = stored(*n.store, table, to).has_value();
-        sql = std::string(occupied ? "UPDATE OR REPLACE " : "UPDATE ") + table + (table == "t" ? " SET id = ?" : " SET x = ?, y = ?") +
-              where(table);
+        sql = std::string(occupied ? "UPDATE OR REPLACE " : "UPDATE ") + table + set_key(table) + where(table);
         params = to;
         params.insert(params.end(), pk.begin(), pk.end());
         auto r = n.store->write({{sql, params}});
