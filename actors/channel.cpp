@@ -1,0 +1,157 @@
+#include "actors/channel.hpp"
+
+#include <caf/stateful_actor.hpp>
+#include <caf/send.hpp>
+#include <spdlog/spdlog.h>
+
+#include "runtime/store/store.hpp"
+#include "runtime/sync/frames.hpp"
+
+namespace tandem::actors {
+namespace {
+
+void deliver(channel_actor::stateful_pointer<channel_state> self, sync_channel::Outbox out) {
+  for (auto& o : out) {
+    auto it = self->state.sessions.find(o.session);
+    if (it == self->state.sessions.end()) continue;
+    if (o.envelope.has_forward())
+      spdlog::debug("hop=server.forward user={} session={} seq={} server_v=({},{}] changes={}", self->state.user,
+                    o.session, o.envelope.forward().seq(), o.envelope.forward().batch().from_db_version(),
+                    o.envelope.forward().batch().to_db_version(), o.envelope.forward().batch().changes_size());
+    else if (o.envelope.has_ack())
+      spdlog::debug("hop=server.ack user={} session={} seq={} client_v={} server_v={}", self->state.user, o.session,
+                    o.envelope.ack().seq(), o.envelope.ack().client_acked_db_version(),
+                    o.envelope.ack().server_db_version());
+    else if (o.envelope.has_error())
+      spdlog::warn("hop=server.error user={} session={} {}", self->state.user, o.session,
+                   sync_frames::describe(o.envelope));
+    self->send(it->second, std::move(o.envelope));
+    if (o.close_after) {
+      self->state.core->leave(o.session);
+      self->state.sessions.erase(it);
+    }
+  }
+}
+
+void report_usage(channel_actor::stateful_pointer<channel_state> self) {
+  cluster::ChannelUsage usage;
+  usage.set_user(self->state.user);
+  usage.set_sessions(static_cast<uint32_t>(self->state.sessions.size()));
+  self->send(self->state.directory, std::move(usage));
+}
+
+void remove_session(channel_actor::stateful_pointer<channel_state> self, uint64_t session) {
+  if (self->state.sessions.erase(session) == 0) return;
+  if (self->state.core) self->state.core->leave(session);
+  spdlog::debug("hop=server.leave user={} session={} sessions={}", self->state.user, session,
+                self->state.sessions.size());
+  if (self->state.sessions.empty()) report_usage(self);
+}
+
+}  // namespace
+
+channel_actor::behavior_type channel(channel_actor::stateful_pointer<channel_state> self, std::string user,
+                                     std::string path, sync_channel::ChannelOptions options,
+                                     channel_usage_sink directory) {
+  self->state.user = user;
+  self->state.directory = std::move(directory);
+  auto opened = sync_channel::ChannelCore::open(path, options);
+  if (opened.ok()) {
+    self->state.core = std::move(opened).value();
+    spdlog::info("hop=server.channel_open user={} file={} db_version={}", user, path, self->state.core->db_version());
+  } else {
+    self->state.open_error = opened.status().to_string();
+    spdlog::error("hop=server.channel_open user={} file={} error=\"{}\"", user, path, self->state.open_error);
+  }
+  self->set_default_handler(caf::drop);
+  self->set_down_handler([self](caf::down_msg& down) {
+    // A session died without saying goodbye: forget it.
+    for (auto it = self->state.sessions.begin(); it != self->state.sessions.end(); ++it) {
+      if (it->second.address() == down.source) {
+        remove_session(self, it->first);
+        return;
+      }
+    }
+  });
+  self->attach_functor([self] {
+    if (self->state.core) {
+      auto st = self->state.core->checkpoint();
+      if (!st.ok()) spdlog::warn("hop=server.channel_close user={} checkpoint=\"{}\"", self->state.user, st.to_string());
+      self->state.core.reset();
+    }
+  });
+  return {
+      [self](cluster::Join& join) {
+        auto session = caf::actor_cast<caf::actor>(self->current_sender());
+        if (!session) return;
+        if (!self->state.core) {
+          self->send(session, sync_frames::error_envelope(sync::Error::UNAVAILABLE,
+                                                          "cannot open the channel: " + self->state.open_error, true));
+          return;
+        }
+        auto joined = self->state.core->join(join.session(), join.user(), join.hello());
+        if (!joined.ok()) {
+          spdlog::warn("hop=server.join user={} session={} refused=\"{}\"", self->state.user, join.session(),
+                       joined.status().to_string());
+          self->send(session, sync_frames::error_envelope(sync_frames::error_code_for(joined.status()),
+                                                          "join refused: " + joined.status().message(), true));
+          return;
+        }
+        const bool first = self->state.sessions.empty();
+        self->state.sessions[join.session()] = session;
+        self->monitor(session);
+        spdlog::debug("hop=server.join user={} session={} client={} sessions={}", self->state.user, join.session(),
+                      join.hello().client_name(), self->state.sessions.size());
+        if (first) report_usage(self);
+        deliver(self, std::move(*joined));
+      },
+      [self](cluster::SessionPush& push) {
+        if (!self->state.core || !self->state.sessions.count(push.session())) return;
+        spdlog::debug("hop=server.push user={} session={} seq={} client_v=({},{}] changes={}", self->state.user,
+                      push.session(), push.push().seq(), push.push().batch().from_db_version(),
+                      push.push().batch().to_db_version(), push.push().batch().changes_size());
+        auto st = self->state.core->push(push.session(), push.push());
+        if (!st.ok()) {
+          sync_channel::Outbox out;
+          out.push_back({push.session(), sync_frames::error_envelope(sync::Error::PROTOCOL, st.message(), true), true});
+          deliver(self, std::move(out));
+          return;
+        }
+        if (!self->state.flush_scheduled) {
+          // Behind every message already queued: the pushes that arrived meanwhile share one commit.
+          self->state.flush_scheduled = true;
+          self->send(self, flush_atom::value);
+        }
+      },
+      [self](flush_atom) {
+        self->state.flush_scheduled = false;
+        if (!self->state.core || !self->state.core->has_pending()) return;
+        auto out = self->state.core->flush();
+        spdlog::debug("hop=server.commit user={} server_v={} group_commits={}", self->state.user,
+                      self->state.core->db_version(), self->state.core->stats().group_commits);
+        deliver(self, std::move(out));
+      },
+      [self](cluster::SessionClientAck& ack) {
+        if (!self->state.core || !self->state.sessions.count(ack.session())) return;
+        auto out = self->state.core->client_ack(ack.session(), ack.ack());
+        if (!out.ok()) {
+          sync_channel::Outbox refused;
+          refused.push_back({ack.session(), sync_frames::error_envelope(sync::Error::PROTOCOL, out.status().message(), true), true});
+          deliver(self, std::move(refused));
+          return;
+        }
+        deliver(self, std::move(*out));
+      },
+      [self](cluster::Leave& leave) { remove_session(self, leave.session()); },
+      [self](cluster::CloseChannel& close) {
+        spdlog::info("hop=server.channel_close user={} reason=\"{}\" sessions={}", self->state.user, close.reason(),
+                     self->state.sessions.size());
+        for (auto& [id, session] : self->state.sessions)
+          self->send(session, sync_frames::error_envelope(sync::Error::UNAVAILABLE, "channel closed: " + close.reason(), true));
+        self->state.sessions.clear();
+        self->quit();
+      },
+  };
+}
+
+}  // namespace tandem::actors

@@ -1,0 +1,62 @@
+// The `channel` role (server): one per user with connected or recently connected clients.
+// It owns that user's SQLite file through a sync_channel::ChannelCore (runtime/sync), merges
+// the sessions' pushes, makes them durable (one fsync per group of concurrent pushes), acks,
+// and forwards what the user's other sessions have not seen.
+//
+// SQLite blocks, so a channel runs detached (its own thread) and never stalls the
+// scheduler. Sessions are told everything through tandem.sync.Envelope messages, in order;
+// an Error envelope with `fatal` set means the session must close. The channel reports to
+// the directory when its session count drops to or rises from zero; the directory decides
+// when to close it (CloseChannel), after which it records acknowledgements and stops.
+#pragma once
+
+#include "proto/caf_glue.hpp"
+#include "proto/cluster.pb.h"
+#include "proto/sync.pb.h"
+TANDEM_PROTO_CAF_GLUE(tandem::change)
+TANDEM_PROTO_CAF_GLUE(tandem::sync)
+TANDEM_PROTO_CAF_GLUE(tandem::cluster)
+
+#include <caf/atom.hpp>
+#include <caf/typed_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "runtime/sync/channel_core.hpp"
+
+namespace tandem::actors {
+
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+
+// What a channel tells the directory (a subset of directory_actor, so that this header does
+// not depend on the directory's).
+using channel_usage_sink = caf::typed_actor<caf::reacts_to<cluster::ChannelUsage>>;
+
+using channel_actor = caf::typed_actor<
+    caf::reacts_to<cluster::Join>,              // from a session; answered with Envelopes
+    caf::reacts_to<cluster::SessionPush>,
+    caf::reacts_to<cluster::SessionClientAck>,
+    caf::reacts_to<cluster::Leave>,
+    caf::reacts_to<cluster::CloseChannel>,      // from the directory
+    caf::reacts_to<flush_atom>>;                // to itself: the group commit
+
+struct channel_state {
+  std::string user;
+  std::unique_ptr<sync_channel::ChannelCore> core;  // null when the file could not be opened
+  std::string open_error;
+  channel_usage_sink directory;
+  std::map<uint64_t, caf::actor> sessions;  // session id -> session actor (untyped for sending Envelopes)
+  bool flush_scheduled = false;
+  static inline const char* name = "channel";
+};
+
+// Opens `path` (the user's file) on its own thread. If that fails, every Join is answered
+// with a fatal UNAVAILABLE error and the channel stops. Spawn detached.
+channel_actor::behavior_type channel(channel_actor::stateful_pointer<channel_state> self, std::string user,
+                                     std::string path, sync_channel::ChannelOptions options,
+                                     channel_usage_sink directory);
+
+}  // namespace tandem::actors

@@ -1,0 +1,187 @@
+#include "actors/session.hpp"
+
+#include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
+#include <spdlog/spdlog.h>
+
+#include "runtime/sync/frames.hpp"
+
+namespace tandem::actors {
+namespace {
+
+using self_ptr = session_actor::stateful_pointer<session_state>;
+
+void send_frame(self_ptr self, const sync::Envelope& e) {
+  if (self->state.connection) self->state.connection->send(sync_frames::encode(e));
+}
+
+// Sends a fatal error and closes; the session stops when the connection reports it is down.
+void fail(self_ptr self, sync::Error::Code code, const std::string& message) {
+  if (self->state.phase == session_state::Phase::closed) return;
+  spdlog::info("hop=server.session_refused client={} user={} code={} reason=\"{}\"", self->state.client,
+               self->state.user, sync::Error::Code_Name(code), message);
+  send_frame(self, sync_frames::error_envelope(code, message, true));
+  self->state.phase = session_state::Phase::closed;
+  if (self->state.connection) self->state.connection->close(net::kClosePolicyViolation, sync::Error::Code_Name(code));
+}
+
+void leave_channel(self_ptr self) {
+  if (self->state.channel) {
+    cluster::Leave leave;
+    leave.set_session(self->state.connection->id());
+    self->send(self->state.channel, std::move(leave));
+  }
+}
+
+void join(self_ptr self) {
+  ++self->state.join_attempts;
+  cluster::ChannelLookup lookup;
+  lookup.set_user(self->state.user);
+  self->request(self->state.directory, self->state.config->lookup_timeout, std::move(lookup))
+      .then(
+          [self](channel_actor ch) {
+            if (self->state.phase != session_state::Phase::joining) return;
+            self->state.channel = ch;
+            self->monitor(ch);
+            cluster::Join j;
+            j.set_session(self->state.connection->id());
+            j.set_user(self->state.user);
+            *j.mutable_hello() = self->state.hello;
+            self->send(ch, std::move(j));
+          },
+          [self](caf::error& err) {
+            fail(self, sync::Error::UNAVAILABLE, "no channel for user: " + self->system().render(err));
+          });
+}
+
+void on_hello(self_ptr self, const sync::Hello& hello) {
+  sync::Error refusal;
+  if (!sync_frames::check_hello(hello, &refusal)) return fail(self, refusal.code(), refusal.message());
+  auth::VerifyOptions verify;
+  verify.audience = self->state.config->audience;
+  auto claims = auth::verify_token(self->state.config->secret, hello.token(), verify);
+  if (!claims.ok()) return fail(self, sync::Error::UNAUTHENTICATED, claims.status().message());
+  self->state.user = claims->user;
+  self->state.hello = hello;
+  self->state.hello.clear_token();
+  self->state.client = hello.client_name() + "@" + self->state.connection->peer();
+  self->state.phase = session_state::Phase::joining;
+  spdlog::debug("hop=server.hello user={} client={} cursor={}", self->state.user, self->state.client, hello.cursor());
+  join(self);
+}
+
+void on_frame(self_ptr self, const std::string& frame) {
+  if (self->state.phase == session_state::Phase::closed) return;
+  auto decoded = sync_frames::decode(frame);
+  if (!decoded.ok) return fail(self, decoded.error.code(), decoded.error.message());
+  sync::Envelope& e = decoded.envelope;
+  switch (e.kind_case()) {
+    case sync::Envelope::kHello:
+      if (self->state.phase != session_state::Phase::awaiting_hello)
+        return fail(self, sync::Error::PROTOCOL, "a second hello on one connection");
+      return on_hello(self, e.hello());
+    case sync::Envelope::kPing: {
+      sync::Envelope pong;
+      pong.mutable_pong()->set_nonce(e.ping().nonce());
+      return send_frame(self, pong);
+    }
+    case sync::Envelope::kPong:
+      return;
+    case sync::Envelope::kPush: {
+      if (self->state.phase != session_state::Phase::joined)
+        return fail(self, sync::Error::PROTOCOL, "push before the welcome");
+      cluster::SessionPush p;
+      p.set_session(self->state.connection->id());
+      *p.mutable_push() = std::move(*e.mutable_push());
+      self->send(self->state.channel, std::move(p));
+      return;
+    }
+    case sync::Envelope::kClientAck: {
+      if (self->state.phase != session_state::Phase::joined)
+        return fail(self, sync::Error::PROTOCOL, "client ack before the welcome");
+      cluster::SessionClientAck a;
+      a.set_session(self->state.connection->id());
+      *a.mutable_ack() = e.client_ack();
+      self->send(self->state.channel, std::move(a));
+      return;
+    }
+    case sync::Envelope::kError:
+      spdlog::info("hop=server.client_error client={} user={} {}", self->state.client, self->state.user,
+                   sync_frames::describe(e));
+      if (e.error().fatal()) {
+        self->state.phase = session_state::Phase::closed;
+        self->state.connection->close(net::kCloseNormal, "client error");
+      }
+      return;
+    default:
+      return fail(self, sync::Error::PROTOCOL, "clients do not send " + sync_frames::describe(e));
+  }
+}
+
+}  // namespace
+
+session_actor::behavior_type session(self_ptr self, std::shared_ptr<net::Connection> connection,
+                                     std::shared_ptr<const SessionConfig> config, directory_actor directory) {
+  self->state.connection = std::move(connection);
+  self->state.config = std::move(config);
+  self->state.directory = std::move(directory);
+  self->state.client = self->state.connection->peer();
+  self->set_default_handler(caf::drop);
+  self->set_error_handler([self](caf::error& err) {
+    spdlog::warn("hop=server.session client={} error=\"{}\"", self->state.client, self->system().render(err));
+  });
+  self->set_down_handler([self](caf::down_msg& down) {
+    if (!self->state.channel || down.source != self->state.channel.address()) return;
+    self->state.channel = channel_actor{};
+    if (self->state.phase == session_state::Phase::joining && self->state.join_attempts < 3) {
+      join(self);  // the channel closed between the lookup and the join: ask again
+      return;
+    }
+    fail(self, sync::Error::UNAVAILABLE, "the user's channel closed; reconnect");
+  });
+  self->delayed_send(self, self->state.config->hello_timeout, hello_timeout_atom::value);
+  return {
+      [self](frame_atom, std::string& frame) { on_frame(self, frame); },
+      [self](closed_atom, std::string& why) {
+        spdlog::debug("hop=server.disconnect client={} user={} why=\"{}\"", self->state.client, self->state.user, why);
+        leave_channel(self);
+        self->state.phase = session_state::Phase::closed;
+        self->state.connection.reset();
+        self->quit();
+      },
+      [self](sync::Envelope& e) {
+        if (self->state.phase == session_state::Phase::closed) return;
+        if (e.has_welcome()) {
+          self->state.phase = session_state::Phase::joined;
+          spdlog::info("hop=server.welcome user={} client={} server_v={} client_acked={} forward_from={}",
+                       self->state.user, self->state.client, e.welcome().server_db_version(),
+                       e.welcome().client_acked_db_version(), e.welcome().forward_from());
+        }
+        if (e.has_error() && e.error().fatal()) {
+          send_frame(self, e);
+          self->state.phase = session_state::Phase::closed;
+          self->state.channel = channel_actor{};  // the channel already dropped this session
+          self->state.connection->close(net::kClosePolicyViolation, sync::Error::Code_Name(e.error().code()));
+          return;
+        }
+        send_frame(self, e);
+      },
+      [self](hello_timeout_atom) {
+        if (self->state.phase == session_state::Phase::awaiting_hello)
+          fail(self, sync::Error::TIMEOUT, "no hello within " + std::to_string(self->state.config->hello_timeout.count()) + " ms");
+      },
+  };
+}
+
+net::Server::AcceptFn make_session_acceptor(caf::actor_system& system, std::shared_ptr<const SessionConfig> config,
+                                            directory_actor directory) {
+  return [&system, config, directory](const std::shared_ptr<net::Connection>& connection) {
+    auto s = system.spawn(session, connection, config, directory);
+    net::Handler h;
+    h.on_frame = [s](std::string frame) { caf::anon_send(s, frame_atom::value, std::move(frame)); };
+    h.on_close = [s](const Status& why) { caf::anon_send(s, closed_atom::value, why.message()); };
+    return h;
+  };
+}
+
+}  // namespace tandem::actors

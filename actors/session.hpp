@@ -1,0 +1,66 @@
+// The `session` role (server): one per client WebSocket connection. It authenticates the
+// first frame (a hello with a valid token, protocol version and site id) within
+// `hello_timeout`, finds the user's channel through the directory, joins it, and from then
+// on is bound to that user: it relays the client's pushes and client acks to that channel
+// and the channel's envelopes (welcome, acks, forwards, errors) to the client. Anything
+// else — a malformed or unknown frame, a push before the welcome, a second hello — gets
+// a fatal Error frame and the connection is closed; other sessions are never affected.
+//
+// The connection is a runtime/net Connection: its handler posts frames here with
+// caf::anon_send (make_session_acceptor does the wiring), and the session sends through
+// its thread-safe send().
+#pragma once
+
+#include "actors/directory.hpp"
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <caf/actor_system.hpp>
+
+#include "runtime/auth/token.hpp"
+#include "runtime/net/websocket.hpp"
+
+namespace tandem::actors {
+
+using frame_atom = caf::atom_constant<caf::atom("frame")>;
+using closed_atom = caf::atom_constant<caf::atom("closed")>;
+using hello_timeout_atom = caf::atom_constant<caf::atom("hellotime")>;
+
+using session_actor = caf::typed_actor<
+    caf::reacts_to<frame_atom, std::string>,   // a frame from the connection
+    caf::reacts_to<closed_atom, std::string>,  // the connection is down (why)
+    caf::reacts_to<sync::Envelope>,            // from the channel, for the client
+    caf::reacts_to<hello_timeout_atom>>;
+
+struct SessionConfig {
+  std::string secret;                            // HS256 token secret
+  std::string audience = auth::kDefaultAudience;
+  std::chrono::milliseconds hello_timeout{10000};
+  std::chrono::milliseconds lookup_timeout{30000};
+};
+
+struct session_state {
+  enum class Phase { awaiting_hello, joining, joined, closed };
+  std::shared_ptr<net::Connection> connection;
+  std::shared_ptr<const SessionConfig> config;
+  directory_actor directory;
+  channel_actor channel;
+  Phase phase = Phase::awaiting_hello;
+  std::string user;
+  std::string client;        // the client's name and address, for logs
+  sync::Hello hello;         // kept (without token) for a re-join after a channel restart
+  int join_attempts = 0;
+  static inline const char* name = "session";
+};
+
+session_actor::behavior_type session(session_actor::stateful_pointer<session_state> self,
+                                     std::shared_ptr<net::Connection> connection,
+                                     std::shared_ptr<const SessionConfig> config, directory_actor directory);
+
+// The net::Server accept callback that spawns one session per connection.
+net::Server::AcceptFn make_session_acceptor(caf::actor_system& system, std::shared_ptr<const SessionConfig> config,
+                                            directory_actor directory);
+
+}  // namespace tandem::actors
