@@ -82,7 +82,7 @@ channel_actor::behavior_type channel(channel_actor::stateful_pointer<channel_sta
   });
   return {
       [self](cluster::Join& join) {
-        auto session = caf::actor_cast<caf::actor>(self->current_sender());
+        auto session = caf::actor_cast<envelope_sink>(self->current_sender());
         if (!session) return;
         if (!self->state.core) {
           self->send(session, sync_frames::error_envelope(sync::Error::UNAVAILABLE,

@@ -35,6 +35,9 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 // not depend on the directory's).
 using channel_usage_sink = caf::typed_actor<caf::reacts_to<cluster::ChannelUsage>>;
 
+// Where a channel sends a session's envelopes (a subset of session_actor).
+using envelope_sink = caf::typed_actor<caf::reacts_to<sync::Envelope>>;
+
 using channel_actor = caf::typed_actor<
     caf::reacts_to<cluster::Join>,              // from a session; answered with Envelopes
     caf::reacts_to<cluster::SessionPush>,
@@ -48,7 +51,7 @@ struct channel_state {
   std::unique_ptr<sync_channel::ChannelCore> core;  // null when the file could not be opened
   std::string open_error;
   channel_usage_sink directory;
-  std::map<uint64_t, caf::actor> sessions;  // session id -> session actor (untyped for sending Envelopes)
+  std::map<uint64_t, envelope_sink> sessions;  // session id -> session actor
   bool flush_scheduled = false;
   static inline const char* name = "channel";
 };
