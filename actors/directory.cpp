@@ -87,6 +87,11 @@ directory_actor::behavior_type directory(directory_actor::stateful_pointer<direc
       return;
     }
   });
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    // Shutdown: every channel records its acknowledgements and closes its file.
+    for (auto& [user, e] : self->state.channels) close_channel(self, user, e, "server shutting down");
+    self->quit(msg.reason);
+  });
   if (self->state.config.idle_close.count() > 0)
     self->delayed_send(self, self->state.config.idle_close / 2, sweep_atom::value);
   return {

@@ -173,6 +173,20 @@ session_actor::behavior_type session(self_ptr self, std::shared_ptr<net::Connect
   };
 }
 
+void add_server_message_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<sync::Envelope>("tandem.sync.Envelope");
+  cfg.add_message_type<cluster::ChannelLookup>("tandem.cluster.ChannelLookup");
+  cfg.add_message_type<cluster::Join>("tandem.cluster.Join");
+  cfg.add_message_type<cluster::SessionPush>("tandem.cluster.SessionPush");
+  cfg.add_message_type<cluster::SessionClientAck>("tandem.cluster.SessionClientAck");
+  cfg.add_message_type<cluster::Leave>("tandem.cluster.Leave");
+  cfg.add_message_type<cluster::ChannelUsage>("tandem.cluster.ChannelUsage");
+  cfg.add_message_type<cluster::CloseChannel>("tandem.cluster.CloseChannel");
+  cfg.add_message_type<cluster::DirectoryStatusRequest>("tandem.cluster.DirectoryStatusRequest");
+  cfg.add_message_type<cluster::DirectoryStatus>("tandem.cluster.DirectoryStatus");
+  cfg.add_message_type<channel_actor>("tandem.actors.channel_actor");
+}
+
 net::Server::AcceptFn make_session_acceptor(caf::actor_system& system, std::shared_ptr<const SessionConfig> config,
                                             directory_actor directory) {
   return [&system, config, directory](const std::shared_ptr<net::Connection>& connection) {

@@ -18,6 +18,7 @@
 #include <string>
 
 #include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
 
 #include "runtime/auth/token.hpp"
 #include "runtime/net/websocket.hpp"
@@ -58,6 +59,9 @@ struct session_state {
 session_actor::behavior_type session(session_actor::stateful_pointer<session_state> self,
                                      std::shared_ptr<net::Connection> connection,
                                      std::shared_ptr<const SessionConfig> config, directory_actor directory);
+
+// Registers every message type of the server roles (call on each process's config).
+void add_server_message_types(caf::actor_system_config& cfg);
 
 // The net::Server accept callback that spawns one session per connection.
 net::Server::AcceptFn make_session_acceptor(caf::actor_system& system, std::shared_ptr<const SessionConfig> config,

@@ -1,0 +1,161 @@
+// `tandem server`: the sync server. Accepts WebSocket (or TLS) connections, authenticates
+// each client's hello, and keeps one SQLite file per user under --data-dir.
+// Prints "listening on ws://HOST:PORT" on stdout once it accepts connections; runs until
+// SIGINT or SIGTERM, then closes every connection and every channel file cleanly.
+#include "actors/session.hpp"
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/send.hpp>
+#include <spdlog/spdlog.h>
+
+#include "apps/tandem/commands.hpp"
+#include "apps/tandem/logging.hpp"
+#include "runtime/auth/token.hpp"
+
+namespace tandem::app {
+namespace {
+
+struct ServerCommand {
+  std::string listen = "127.0.0.1:7000";
+  std::string data_dir;
+  std::string secret_file;
+  std::string tls_cert, tls_key;
+  std::string log_level;
+  size_t max_channels = 256;
+  std::string idle_close = "60s";
+  std::string hello_timeout = "10s";
+  std::string idle_timeout = "30s";
+  size_t max_frame_bytes = 16u << 20;
+  uint32_t push_window = 16;
+  uint32_t forward_window = 4;
+  int io_threads = 1;
+  int actor_threads = 2;
+};
+
+[[noreturn]] void die(const std::string& message) {
+  std::cerr << "tandem server: " << message << "\n";
+  throw CLI::RuntimeError(2);
+}
+
+bool split_host_port(const std::string& text, std::string* host, uint16_t* port) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon + 1 >= text.size()) return false;
+  *host = text.substr(0, colon);
+  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
+  const std::string p = text.substr(colon + 1);
+  if (host->empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) return false;
+  int v = std::stoi(p);
+  if (v > 65535) return false;
+  *port = static_cast<uint16_t>(v);
+  return true;
+}
+
+std::chrono::milliseconds duration_or_die(const std::string& flag, const std::string& text) {
+  auto d = auth::parse_duration(text);
+  if (!d.ok()) die(flag + ": " + d.status().message());
+  return std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+}
+
+void run_server(const ServerCommand& opts) {
+  if (!setup_logging("server", opts.log_level)) throw CLI::RuntimeError(2);
+  std::string host;
+  uint16_t port = 0;
+  if (!split_host_port(opts.listen, &host, &port)) die("--listen must be HOST:PORT, got '" + opts.listen + "'");
+  if (opts.tls_cert.empty() != opts.tls_key.empty()) die("--tls-cert and --tls-key go together");
+  auto secret = auth::read_secret_file(opts.secret_file);
+  if (!secret.ok()) die(secret.status().message());
+  if (::mkdir(opts.data_dir.c_str(), 0700) != 0 && errno != EEXIST)
+    die("cannot create --data-dir '" + opts.data_dir + "': " + std::strerror(errno));
+  struct stat st{};
+  if (::stat(opts.data_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) die("--data-dir '" + opts.data_dir + "' is not a directory");
+  if (opts.max_channels == 0) die("--max-channels must be at least 1");
+  if (opts.push_window == 0 || opts.forward_window == 0) die("windows must be at least 1");
+
+  // Every thread (CAF's, the I/O loop's) inherits this mask; the main thread waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  caf::actor_system_config cfg;
+  actors::add_server_message_types(cfg);
+  cfg.set("scheduler.max-threads", opts.actor_threads);
+  cfg.set("logger.verbosity", "quiet");
+  caf::actor_system system{cfg};
+
+  actors::DirectoryConfig dir_cfg;
+  dir_cfg.data_dir = opts.data_dir;
+  dir_cfg.max_open_channels = opts.max_channels;
+  dir_cfg.idle_close = duration_or_die("--idle-close", opts.idle_close);
+  dir_cfg.channel.push_window = opts.push_window;
+  dir_cfg.channel.forward_window = opts.forward_window;
+  dir_cfg.channel.max_frame_bytes = static_cast<uint32_t>(opts.max_frame_bytes);
+  auto directory = system.spawn(actors::directory, dir_cfg);
+
+  auto session_cfg = std::make_shared<actors::SessionConfig>();
+  session_cfg->secret = *secret;
+  session_cfg->hello_timeout = duration_or_die("--hello-timeout", opts.hello_timeout);
+
+  net::EventLoop loop(opts.io_threads);
+  net::ServerOptions server_opts;
+  server_opts.host = host;
+  server_opts.port = port;
+  server_opts.tls_cert_file = opts.tls_cert;
+  server_opts.tls_key_file = opts.tls_key;
+  server_opts.transport.max_frame_bytes = opts.max_frame_bytes;
+  server_opts.transport.idle_timeout = duration_or_die("--idle-timeout", opts.idle_timeout);
+  server_opts.transport.handshake_timeout = session_cfg->hello_timeout;
+  auto server = net::Server::listen(loop, server_opts, actors::make_session_acceptor(system, session_cfg, directory));
+  if (!server.ok()) {
+    caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
+    die(server.status().message());
+  }
+  const std::string scheme = (*server)->tls() ? "wss" : "ws";
+  const std::string shown_host = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  std::cout << "listening on " << scheme << "://" << shown_host << ":" << (*server)->port() << std::endl;
+  spdlog::info("hop=server.start listen={}://{}:{} data_dir={} max_channels={}", scheme, shown_host,
+               (*server)->port(), opts.data_dir, opts.max_channels);
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  spdlog::info("hop=server.stop signal={}", sig);
+  (*server)->stop();
+  caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
+  system.await_all_actors_done();
+  loop.stop();
+}
+
+}  // namespace
+
+void add_server_command(CLI::App& app) {
+  auto opts = std::make_shared<ServerCommand>();
+  auto* cmd = app.add_subcommand("server", "Run the sync server (one SQLite file per user)");
+  cmd->add_option("--listen", opts->listen, "HOST:PORT to accept connections on (port 0: any free port)")->capture_default_str();
+  cmd->add_option("--data-dir", opts->data_dir, "Directory of the per-user files (<dir>/users/<user>.db)")->required();
+  cmd->add_option("--secret-file", opts->secret_file, "File holding the token secret (>= 32 bytes)")->required();
+  cmd->add_option("--tls-cert", opts->tls_cert, "PEM certificate chain: serve wss:// (needs --tls-key)");
+  cmd->add_option("--tls-key", opts->tls_key, "PEM private key of --tls-cert");
+  cmd->add_option("--max-channels", opts->max_channels, "Most user files open at once")->capture_default_str();
+  cmd->add_option("--idle-close", opts->idle_close, "Close a user's file after this long without clients")->capture_default_str();
+  cmd->add_option("--hello-timeout", opts->hello_timeout, "Time a connection has to handshake and say hello")->capture_default_str();
+  cmd->add_option("--idle-timeout", opts->idle_timeout, "Close a connection silent this long (pings at half)")->capture_default_str();
+  cmd->add_option("--max-frame-bytes", opts->max_frame_bytes, "Largest frame accepted")->capture_default_str();
+  cmd->add_option("--push-window", opts->push_window, "Unacknowledged pushes a client may have")->capture_default_str();
+  cmd->add_option("--forward-window", opts->forward_window, "Unacknowledged forwards per connection")->capture_default_str();
+  cmd->add_option("--io-threads", opts->io_threads, "Network threads")->capture_default_str();
+  cmd->add_option("--actor-threads", opts->actor_threads, "Actor scheduler threads")->capture_default_str();
+  add_log_level_option(cmd, &opts->log_level);
+  cmd->callback([opts] { run_server(*opts); });
+}
+
+}  // namespace tandem::app
