@@ -9,6 +9,8 @@ int main(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "Print help for every subcommand");
   auto* bench = tandem::app::add_bench_command(app);
   tandem::app::add_bench_store(*bench);
+  tandem::app::add_server_command(app);
+  tandem::app::add_token_command(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }
