@@ -84,9 +84,11 @@ Status write_rows(Database& db, const std::string& op, int64_t first, int batch,
   return Status::Ok();
 }
 
-void run_write(const std::string& dir, int runs, int64_t total_rows) {
+void run_write(const std::string& dir, int runs, int64_t total_rows, const std::string& only_op, int only_batch) {
   for (const std::string op : {"insert", "update"}) {
+    if (!only_op.empty() && op != only_op) continue;
     for (int batch : {1, 100, 10000}) {
+      if (only_batch && batch != only_batch) continue;
       // Single-row transactions each pay an fsync: fewer of them keep the run short.
       int transactions = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(total_rows / batch, batch == 1 ? 300 : 200000)));
       const int64_t existing = op == "update" ? 100000 : 0;
@@ -234,7 +236,11 @@ void add_bench_store(CLI::App& bench) {
   write->add_option("--dir", *dir, "Folder for the temporary databases")->capture_default_str();
   write->add_option("--runs", *runs, "Repetitions (medians are printed)")->capture_default_str()->check(CLI::Range(1, 100));
   write->add_option("--rows", *rows, "Rows per measurement for batched transactions")->capture_default_str()->check(CLI::Range(10000, 100000000));
-  write->callback([=] { run_write(*dir, *runs, *rows); });
+  auto op = std::make_shared<std::string>();
+  auto batch_only = std::make_shared<int>(0);
+  write->add_option("--op", *op, "Only this operation")->check(CLI::IsMember({"insert", "update"}));
+  write->add_option("--batch", *batch_only, "Only this batch size")->check(CLI::IsMember({1, 100, 10000}));
+  write->callback([=] { run_write(*dir, *runs, *rows, *op, *batch_only); });
 
   auto* merge = bench.add_subcommand("merge", "Merge throughput of 10,000-change batches into a large replica vs plain SQLite upserts");
   auto mdir = std::make_shared<std::string>("/tmp");

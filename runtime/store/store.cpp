@@ -150,6 +150,7 @@ std::string site_bytes(const SiteId& site) { return std::string(site.begin(), si
 
 Store::Impl::~Impl() {
   capture.detach();
+  table_statements.clear();
   if (db) sqlite3_set_authorizer(db->raw(), nullptr, nullptr);
   user_statements.clear();
 }
@@ -164,8 +165,21 @@ const TableInfo* Store::Impl::find_table(const std::string& name, size_t* positi
   return nullptr;
 }
 
+namespace {
+
+// Prepares `sql` into `slot` on first use and lends it out (reset when the lease ends).
+Result<StatementLease> lend(Database& db, std::unique_ptr<Statement>& slot, const std::function<std::string()>& sql) {
+  if (!slot) {
+    TANDEM_ASSIGN_OR_RETURN(slot, db.prepare(sql()));
+  }
+  return StatementLease(slot.get());
+}
+
+}  // namespace
+
 Result<RowClock> Store::Impl::load_clock(const TableInfo& t, const Value& key) {
-  TANDEM_ASSIGN_OR_RETURN(auto st, db->cached("SELECT cl, clock FROM " + t.clock_table() + " WHERE pk = ?1"));
+  TANDEM_ASSIGN_OR_RETURN(auto st, lend(*db, table_statements[t.id].load_clock,
+                                        [&] { return "SELECT cl, clock FROM " + t.clock_table() + " WHERE pk = ?1"; }));
   TANDEM_RETURN_IF_ERROR(st->bind(1, key));
   TANDEM_ASSIGN_OR_RETURN(bool found, st->step());
   RowClock clock;
@@ -181,22 +195,26 @@ Result<RowClock> Store::Impl::load_clock(const TableInfo& t, const Value& key) {
 }
 
 Status Store::Impl::save_clock(const TableInfo& t, const Value& key, const RowClock& clock) {
-  TANDEM_ASSIGN_OR_RETURN(auto st, db->cached("INSERT OR REPLACE INTO " + t.clock_table() + "(pk, cl, clock) VALUES (?1, ?2, ?3)"));
+  TANDEM_ASSIGN_OR_RETURN(auto st, lend(*db, table_statements[t.id].save_clock, [&] {
+    return "INSERT OR REPLACE INTO " + t.clock_table() + "(pk, cl, clock) VALUES (?1, ?2, ?3)";
+  }));
   TANDEM_RETURN_IF_ERROR(st->bind(1, key));
   TANDEM_RETURN_IF_ERROR(st->bind_int64(2, clock.cl));
-  std::string bytes = encode_clock(clock);
-  int rc = sqlite3_bind_blob(st->raw(), 3, bytes.data(), static_cast<int>(bytes.size()), SQLITE_STATIC);
+  encode_clock(clock, &clock_buffer);
+  int rc = sqlite3_bind_blob(st->raw(), 3, clock_buffer.data(), static_cast<int>(clock_buffer.size()), SQLITE_STATIC);
   if (rc != SQLITE_OK) return db->error(rc);
   return st->run();
 }
 
 Result<std::optional<Row>> Store::Impl::load_row(const TableInfo& t, const Row& pk) {
-  std::string sql = "SELECT * FROM " + t.quoted_name() + " WHERE ";
-  for (size_t i = 0; i < t.pk_columns.size(); ++i) {
-    if (i) sql += " AND ";
-    sql += quote_identifier(t.columns[static_cast<size_t>(t.pk_columns[i])].name) + " = ?" + std::to_string(i + 1);
-  }
-  TANDEM_ASSIGN_OR_RETURN(auto st, db->cached(sql));
+  TANDEM_ASSIGN_OR_RETURN(auto st, lend(*db, table_statements[t.id].load_row, [&] {
+    std::string sql = "SELECT * FROM " + t.quoted_name() + " WHERE ";
+    for (size_t i = 0; i < t.pk_columns.size(); ++i) {
+      if (i) sql += " AND ";
+      sql += quote_identifier(t.columns[static_cast<size_t>(t.pk_columns[i])].name) + " = ?" + std::to_string(i + 1);
+    }
+    return sql;
+  }));
   for (size_t i = 0; i < pk.size(); ++i) TANDEM_RETURN_IF_ERROR(st->bind(static_cast<int>(i + 1), pk[i]));
   TANDEM_ASSIGN_OR_RETURN(bool found, st->step());
   if (!found) return std::optional<Row>();

@@ -67,6 +67,13 @@ bool get_varint(std::string_view& in, uint64_t* v) {
 
 std::string encode_clock(const RowClock& clock) {
   std::string out;
+  encode_clock(clock, &out);
+  return out;
+}
+
+void encode_clock(const RowClock& clock, std::string* buffer) {
+  std::string& out = *buffer;
+  out.clear();
   bool uniform = !clock.sentinel.present() && clock.cl == 1 && !clock.cells.empty();
   if (uniform) {
     const CellClock& first = clock.cells.front();
@@ -79,7 +86,7 @@ std::string encode_clock(const RowClock& clock) {
   if (uniform) {
     out.push_back(static_cast<char>(kUniform));
     put_clock(out, clock.cells.front());
-    return out;
+    return;
   }
   out.push_back(static_cast<char>(kGeneral));
   for (const CellClock& c : clock.cells) {
@@ -96,7 +103,6 @@ std::string encode_clock(const RowClock& clock) {
   } else {
     put_varint(out, 0);
   }
-  return out;
 }
 
 Status decode_clock(std::string_view in, size_t cells, RowClock* clock) {

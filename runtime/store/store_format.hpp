@@ -76,6 +76,7 @@ void put_varint(std::string& out, uint64_t v);
 bool get_varint(std::string_view& in, uint64_t* v);
 
 std::string encode_clock(const RowClock& clock);
+void encode_clock(const RowClock& clock, std::string* out);  // into a reused buffer
 // Decodes into `clock` (cells resized to `cells`); the caller sets exists and cl.
 Status decode_clock(std::string_view bytes, size_t cells, RowClock* clock);
 
