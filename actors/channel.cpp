@@ -73,13 +73,7 @@ channel_actor::behavior_type channel(channel_actor::stateful_pointer<channel_sta
       }
     }
   });
-  self->attach_functor([self] {
-    if (self->state.core) {
-      auto st = self->state.core->checkpoint();
-      if (!st.ok()) spdlog::warn("hop=server.channel_close user={} checkpoint=\"{}\"", self->state.user, st.to_string());
-      self->state.core.reset();
-    }
-  });
+  // The state's ChannelCore records acknowledgements and closes the file when the actor ends.
   return {
       [self](cluster::Join& join) {
         auto session = caf::actor_cast<envelope_sink>(self->current_sender());

@@ -90,7 +90,6 @@ void run_server(const ServerCommand& opts) {
   caf::actor_system_config cfg;
   actors::add_server_message_types(cfg);
   cfg.set("scheduler.max-threads", opts.actor_threads);
-  cfg.set("logger.verbosity", "quiet");
   caf::actor_system system{cfg};
 
   actors::DirectoryConfig dir_cfg;

@@ -1,0 +1,442 @@
+// The server's actors behind a real WebSocket listener, in one process, driven by raw
+// protocol clients: the happy path, every bad input the issue lists (each answered with an
+// error frame or a close within a bounded time while other clients are served), tokens and
+// user ids, and the bound on open channel files.
+#include <catch2/catch.hpp>
+
+#include "actors/session.hpp"
+
+#include <jwt.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+#include "runtime/auth/token.hpp"
+#include "runtime/sync/channel_core.hpp"
+#include "runtime/sync/frames.hpp"
+
+using namespace tandem;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kSecret = "server-test-secret-0123456789abcdef0123456789";
+const char* kSchema = "CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT);";
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/tandem-server-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() { (void)std::system(("rm -rf " + path).c_str()); }
+  // Every file under the directory, recursively (relative names).
+  std::vector<std::string> files() const {
+    std::vector<std::string> out;
+    std::string cmd = "cd " + path + " && find . -type f | sort";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    char line[4096];
+    while (p && std::fgets(line, sizeof line, p)) {
+      std::string s(line);
+      if (!s.empty() && s.back() == '\n') s.pop_back();
+      out.push_back(s);
+    }
+    if (p) ::pclose(p);
+    return out;
+  }
+};
+
+caf::actor_system_config& make_config(caf::actor_system_config& cfg) {
+  actors::add_server_message_types(cfg);
+  cfg.set("scheduler.max-threads", 2);
+  return cfg;
+}
+
+// A server with its actors and listener, in this process.
+struct TestServer {
+  TempDir data;
+  caf::actor_system_config cfg;
+  caf::actor_system system{make_config(cfg)};
+  actors::directory_actor directory;
+  net::EventLoop loop{1};
+  std::unique_ptr<net::Server> server;
+
+  explicit TestServer(size_t max_channels = 16, std::chrono::milliseconds hello_timeout = 5000ms,
+                      size_t max_frame = 1 << 20) {
+    actors::DirectoryConfig dc;
+    dc.data_dir = data.path;
+    dc.max_open_channels = max_channels;
+    dc.idle_close = 60s;
+    directory = system.spawn(actors::directory, dc);
+    auto sc = std::make_shared<actors::SessionConfig>();
+    sc->secret = kSecret;
+    sc->hello_timeout = hello_timeout;
+    net::ServerOptions so;
+    so.transport.max_frame_bytes = max_frame;
+    auto s = net::Server::listen(loop, so, actors::make_session_acceptor(system, sc, directory));
+    REQUIRE(s.ok());
+    server = std::move(*s);
+  }
+  ~TestServer() {
+    server->stop();
+    caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
+    system.await_all_actors_done();
+  }
+  std::string url() const { return "ws://127.0.0.1:" + std::to_string(server->port()) + "/sync"; }
+  cluster::DirectoryStatus status() {
+    caf::scoped_actor self{system};
+    cluster::DirectoryStatus out;
+    self->request(directory, 5s, cluster::DirectoryStatusRequest{})
+        .receive([&](cluster::DirectoryStatus& st) { out = st; }, [&](caf::error&) { FAIL("no directory status"); });
+    return out;
+  }
+};
+
+// A protocol client over a real WebSocket, with a Store as its database.
+struct RawClient {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<sync::Envelope> inbox;
+  std::optional<Status> closed;
+  net::EventLoop loop{1};
+  std::shared_ptr<net::Connection> conn;
+
+  explicit RawClient(const std::string& url) {
+    net::Handler h;
+    h.on_frame = [this](std::string f) {
+      sync::Envelope e;
+      if (!e.ParseFromString(f)) e.mutable_error()->set_message("client could not parse a frame");
+      std::lock_guard<std::mutex> l(mu);
+      inbox.push_back(std::move(e));
+      cv.notify_all();
+    };
+    h.on_close = [this](const Status& why) {
+      std::lock_guard<std::mutex> l(mu);
+      closed = why;
+      cv.notify_all();
+    };
+    auto c = net::connect_blocking(loop, url, {}, h);
+    REQUIRE(c.ok());
+    conn = *c;
+  }
+  ~RawClient() {
+    if (conn) conn->abort();
+    loop.stop();
+  }
+  void send(const sync::Envelope& e) { REQUIRE(conn->send(sync_frames::encode(e))); }
+  void send_raw(std::string bytes) { conn->send(std::move(bytes)); }
+  std::optional<sync::Envelope> next(std::chrono::milliseconds within = 10s) {
+    std::unique_lock<std::mutex> l(mu);
+    if (!cv.wait_for(l, within, [&] { return !inbox.empty(); })) return std::nullopt;
+    auto e = std::move(inbox.front());
+    inbox.pop_front();
+    return e;
+  }
+  bool wait_closed(std::chrono::milliseconds within = 10s) {
+    std::unique_lock<std::mutex> l(mu);
+    return cv.wait_for(l, within, [&] { return closed.has_value(); });
+  }
+  // The next frame must be a fatal error with `code`, then the connection closes.
+  void expect_fatal(sync::Error::Code code) {
+    auto e = next();
+    REQUIRE(e);
+    INFO(sync_frames::describe(*e));
+    REQUIRE(e->has_error());
+    CHECK(e->error().code() == code);
+    CHECK(e->error().fatal());
+    CHECK(wait_closed());
+  }
+};
+
+SiteId site(uint8_t n) {
+  SiteId s{};
+  s[0] = 0xAB;
+  s[15] = n;
+  return s;
+}
+
+std::unique_ptr<Store> client_store(uint8_t n) {
+  StoreOptions options;
+  options.site_id = site(n);
+  auto store = Store::open(":memory:", options);
+  REQUIRE(store.ok());
+  REQUIRE((*store)->execute_schema(kSchema).ok());
+  REQUIRE((*store)->register_table("todo").ok());
+  return std::move(store).value();
+}
+
+std::string token_for(const std::string& user) {
+  auto t = auth::mint_token(kSecret, user, std::chrono::hours(1));
+  REQUIRE(t.ok());
+  return *t;
+}
+
+sync::Envelope hello(const std::string& token, uint8_t site_number) {
+  sync::Envelope e;
+  auto* h = e.mutable_hello();
+  h->set_protocol_version(1);
+  h->set_token(token);
+  h->set_site_id(site_bytes(site(site_number)));
+  h->add_schema(kSchema);
+  h->set_client_name("test-" + std::to_string(site_number));
+  return e;
+}
+
+sync::Welcome expect_welcome(RawClient& c) {
+  auto e = c.next();
+  REQUIRE(e);
+  INFO(sync_frames::describe(*e));
+  REQUIRE(e->has_welcome());
+  return e->welcome();
+}
+
+void require_ping_pong(RawClient& c, uint64_t nonce) {
+  sync::Envelope ping;
+  ping.mutable_ping()->set_nonce(nonce);
+  c.send(ping);
+  auto e = c.next();
+  REQUIRE(e);
+  REQUIRE(e->has_pong());
+  CHECK(e->pong().nonce() == nonce);
+}
+
+std::string rows(Store& s) {
+  auto r = s.query("SELECT id, title FROM todo ORDER BY id");
+  REQUIRE(r.ok());
+  std::string out;
+  for (const auto& row : r->rows) out += row[0].to_sql_literal() + "=" + row[1].to_sql_literal() + " ";
+  return out;
+}
+
+std::string raw_jwt(const std::string& grants) {
+  jwt_t* j = nullptr;
+  REQUIRE(jwt_new(&j) == 0);
+  REQUIRE(jwt_add_grants_json(j, grants.c_str()) == 0);
+  REQUIRE(jwt_set_alg(j, JWT_ALG_HS256, reinterpret_cast<const unsigned char*>(kSecret.data()),
+                      static_cast<int>(kSecret.size())) == 0);
+  char* s = jwt_encode_str(j);
+  std::string out(s);
+  std::free(s);
+  jwt_free(j);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("two devices of one user: push, durable ack, forward, client ack", "[server]") {
+  TestServer srv;
+  auto a = client_store(1), b = client_store(2);
+  RawClient ca(srv.url()), cb(srv.url());
+  ca.send(hello(token_for("alice"), 1));
+  auto wa = expect_welcome(ca);
+  CHECK(wa.user() == "alice");
+  cb.send(hello(token_for("alice"), 2));
+  expect_welcome(cb);
+
+  REQUIRE(a->write({SqlStatement{"INSERT INTO todo VALUES (1, 'milk'), (2, 'eggs')", {}}}).ok());
+  sync::Envelope push;
+  push.mutable_push()->set_seq(1);
+  *push.mutable_push()->mutable_batch() = *a->changes_since(0);
+  ca.send(push);
+  auto ack = ca.next();
+  REQUIRE(ack);
+  REQUIRE(ack->has_ack());
+  CHECK(ack->ack().seq() == 1);
+  CHECK(ack->ack().client_acked_db_version() == a->db_version());
+
+  auto fwd = cb.next();
+  REQUIRE(fwd);
+  REQUIRE(fwd->has_forward());
+  REQUIRE(b->merge(fwd->forward().batch()).ok());
+  CHECK(rows(*b) == rows(*a));
+  sync::Envelope cack;
+  cack.mutable_client_ack()->set_seq(fwd->forward().seq());
+  cack.mutable_client_ack()->set_server_db_version(fwd->forward().batch().to_db_version());
+  cb.send(cack);
+  require_ping_pong(cb, 42);
+  CHECK(srv.data.files() == std::vector<std::string>{"./users/alice.db", "./users/alice.db-shm", "./users/alice.db-wal"});
+}
+
+TEST_CASE("bad frames get an error frame and a close; other clients go on", "[server][bad-input]") {
+  TestServer srv;
+  RawClient good(srv.url());
+  good.send(hello(token_for("alice"), 1));
+  expect_welcome(good);
+
+  SECTION("malformed frame") {
+    RawClient c(srv.url());
+    c.send_raw(std::string("\x0a\xff\xff\xff\xff\x0f", 6));
+    c.expect_fatal(sync::Error::MALFORMED);
+  }
+  SECTION("garbage bytes in a frame") {
+    RawClient c(srv.url());
+    std::string junk;
+    for (int i = 0; i < 512; ++i) junk.push_back(static_cast<char>((i * 131 + 7) & 0xff));
+    c.send_raw(junk);
+    c.expect_fatal(sync::Error::MALFORMED);
+  }
+  SECTION("unknown message") {
+    RawClient c(srv.url());
+    c.send_raw(std::string("\xfa\x06\x02hi", 5));  // field 111, length-delimited
+    c.expect_fatal(sync::Error::UNKNOWN_MESSAGE);
+  }
+  SECTION("wrong protocol version") {
+    RawClient c(srv.url());
+    auto h = hello(token_for("alice"), 3);
+    h.mutable_hello()->set_protocol_version(99);
+    c.send(h);
+    c.expect_fatal(sync::Error::UNSUPPORTED_VERSION);
+  }
+  SECTION("push before hello") {
+    RawClient c(srv.url());
+    sync::Envelope push;
+    push.mutable_push()->set_seq(1);
+    c.send(push);
+    c.expect_fatal(sync::Error::PROTOCOL);
+  }
+  SECTION("a second hello") {
+    RawClient c(srv.url());
+    c.send(hello(token_for("alice"), 3));
+    expect_welcome(c);
+    c.send(hello(token_for("alice"), 3));
+    c.expect_fatal(sync::Error::PROTOCOL);
+  }
+  SECTION("a server-only message from a client") {
+    RawClient c(srv.url());
+    c.send(hello(token_for("alice"), 3));
+    expect_welcome(c);
+    sync::Envelope fwd;
+    fwd.mutable_forward()->set_seq(1);
+    c.send(fwd);
+    c.expect_fatal(sync::Error::PROTOCOL);
+  }
+  SECTION("a push out of sequence") {
+    RawClient c(srv.url());
+    c.send(hello(token_for("alice"), 3));
+    expect_welcome(c);
+    sync::Envelope push;
+    push.mutable_push()->set_seq(5);
+    push.mutable_push()->mutable_batch()->set_sender_site_id(site_bytes(site(3)));
+    c.send(push);
+    c.expect_fatal(sync::Error::PROTOCOL);
+  }
+  SECTION("a batch the store refuses") {
+    RawClient c(srv.url());
+    c.send(hello(token_for("alice"), 3));
+    expect_welcome(c);
+    sync::Envelope push;
+    push.mutable_push()->set_seq(1);
+    auto* b = push.mutable_push()->mutable_batch();
+    b->set_sender_site_id(site_bytes(site(3)));
+    b->set_to_db_version(1);
+    auto* ch = b->add_changes();
+    ch->set_table("nope");
+    ch->set_cid("x");
+    c.send(push);
+    c.expect_fatal(sync::Error::REJECTED);
+  }
+  SECTION("an oversized frame") {
+    RawClient c(srv.url());
+    c.send_raw(std::string((1 << 20) + 1, 'x'));
+    CHECK(c.wait_closed());
+  }
+  require_ping_pong(good, 7);
+}
+
+TEST_CASE("a connection that never says hello is closed after the hello timeout", "[server][bad-input]") {
+  TestServer srv(16, 300ms);
+  RawClient silent(srv.url());
+  RawClient good(srv.url());
+  good.send(hello(token_for("alice"), 1));
+  expect_welcome(good);
+  silent.expect_fatal(sync::Error::TIMEOUT);
+  require_ping_pong(good, 1);
+}
+
+TEST_CASE("tokens: missing, expired, forged, wrong audience, bad subjects; nothing is created", "[server][bad-input]") {
+  TestServer srv;
+  auto refused = [&](const std::string& token) {
+    RawClient c(srv.url());
+    c.send(hello(token, 1));
+    c.expect_fatal(sync::Error::UNAUTHENTICATED);
+  };
+  refused("");
+  refused("not-a-token");
+  refused(*auth::mint_token(kSecret, "alice", 1s, auth::kDefaultAudience, 1000));           // expired long ago
+  refused(*auth::mint_token(kSecret + "-other", "alice", std::chrono::hours(1)));           // forged
+  refused(*auth::mint_token(kSecret, "alice", std::chrono::hours(1), "another-service"));   // wrong audience
+  refused(raw_jwt(R"({"sub":"../x","aud":"tandem-sync","exp":9999999999})"));
+  refused(raw_jwt(R"({"sub":"a/b","aud":"tandem-sync","exp":9999999999})"));
+  refused(raw_jwt(R"({"sub":"","aud":"tandem-sync","exp":9999999999})"));
+  refused(raw_jwt(R"({"sub":")" + std::string(65, 'u') + R"(","aud":"tandem-sync","exp":9999999999})"));
+  CHECK(srv.data.files().empty());
+  CHECK(srv.status().open_channels() == 0);
+}
+
+TEST_CASE("a user's token reaches only that user's channel", "[server]") {
+  TestServer srv;
+  auto a = client_store(1);
+  RawClient alice(srv.url());
+  alice.send(hello(token_for("alice"), 1));
+  expect_welcome(alice);
+  REQUIRE(a->write({SqlStatement{"INSERT INTO todo VALUES (1, 'alice secret')", {}}}).ok());
+  sync::Envelope push;
+  push.mutable_push()->set_seq(1);
+  *push.mutable_push()->mutable_batch() = *a->changes_since(0);
+  alice.send(push);
+  REQUIRE(alice.next());
+
+  // Mallory has her own valid token and claims alice's device's site id and cursor: she
+  // still lands in her own channel and receives nothing of alice's.
+  RawClient mallory(srv.url());
+  auto h = hello(token_for("mallory"), 1);
+  mallory.send(h);
+  auto w = expect_welcome(mallory);
+  CHECK(w.user() == "mallory");
+  CHECK(w.server_db_version() == 0);
+  require_ping_pong(mallory, 3);  // nothing else arrived before the pong
+  auto st = srv.status();
+  CHECK(st.open_channels() == 2);
+}
+
+TEST_CASE("open channel files are bounded; idle ones make room", "[server]") {
+  TestServer srv(1);
+  {
+    RawClient alice(srv.url());
+    alice.send(hello(token_for("alice"), 1));
+    expect_welcome(alice);
+    RawClient bob(srv.url());
+    bob.send(hello(token_for("bob"), 2));
+    bob.expect_fatal(sync::Error::UNAVAILABLE);  // alice's channel is busy: at capacity
+    require_ping_pong(alice, 5);
+    alice.conn->close(net::kCloseNormal, "bye");
+    REQUIRE(alice.wait_closed());
+  }
+  // alice left; her channel is idle and is closed to make room for bob's.
+  for (int attempt = 0;; ++attempt) {
+    RawClient bob(srv.url());
+    bob.send(hello(token_for("bob"), 2));
+    auto e = bob.next();
+    REQUIRE(e);
+    if (e->has_welcome()) break;
+    // alice's departure may not have reached the directory yet: retry like a client would.
+    REQUIRE(attempt < 50);
+    std::this_thread::sleep_for(50ms);
+  }
+  auto st = srv.status();
+  CHECK(st.open_channels() == 1);
+  CHECK(st.users(0) == "bob");
+  CHECK(st.channels_closed() >= 1);
+}
