@@ -225,15 +225,8 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
     const int64_t to = std::max(all.to_db_version(), m.sent + 1);
     change::ChangeBatch mine = without_site(all, m.site);
     mine.set_to_db_version(to);
-    if (mine.changes_size() == 0) {
-      // Everything in the range came from this client: nothing to send. It holds it all.
-      m.sent = to;
-      if (m.in_flight.empty() && m.acked < to) {
-        m.acked = to;
-        m.ack_dirty = true;
-      }
-      continue;
-    }
+    // A range whose changes all came from this client is still forwarded, empty: the
+    // client's cursor then keeps up with the server, so it can tell when it is caught up.
     Outgoing fwd;
     fwd.session = session;
     fwd.envelope.mutable_forward()->set_seq(m.next_forward_seq);

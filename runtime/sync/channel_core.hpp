@@ -90,7 +90,7 @@ class ChannelCore {
     std::string name;
     uint64_t last_push_seq = 0;
     uint64_t next_forward_seq = 1;
-    int64_t sent = 0;   // server db_version forwarded through (or skipped: all its own)
+    int64_t sent = 0;   // server db_version forwarded through
     int64_t acked = 0;  // server db_version the client acknowledged holding
     bool ack_dirty = false;
     std::deque<std::pair<uint64_t, int64_t>> in_flight;  // forward seq -> to_db_version

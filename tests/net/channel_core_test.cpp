@@ -117,10 +117,13 @@ TEST_CASE("a push is merged, acked after the group commit, and forwarded to the 
   CHECK(ch.stats().group_commits == 1);
 
   auto to_a = for_session(out, 1);
-  REQUIRE(to_a.size() == 1);  // the ack; its own changes are not forwarded back
+  REQUIRE(to_a.size() == 2);  // the ack, then a forward without its own changes
   REQUIRE(to_a[0].has_ack());
   CHECK(to_a[0].ack().seq() == 1);
   CHECK(to_a[0].ack().client_acked_db_version() == a->db_version());
+  REQUIRE(to_a[1].has_forward());
+  CHECK(to_a[1].forward().batch().changes_size() == 0);
+  CHECK(to_a[1].forward().batch().to_db_version() == ch.db_version());
 
   auto to_b = for_session(out, 2);
   REQUIRE(to_b.size() == 1);
