@@ -35,7 +35,10 @@ typename Inspector::result_type inspect_message(Inspector& f, M& x) {
 
 }  // namespace tandem::proto_caf
 
-#define TANDEM_PROTO_CAF_GLUE(NS)                                                              \
+// The overloads must live in each package's namespace (argument-dependent lookup), and be
+// defined once per translation unit: they are all defined here, under this header's include
+// guard, for every package of proto/. A new package is added to this list.
+#define TANDEM_PROTO_CAF_DEFINE_GLUE(NS)                                                       \
   namespace NS {                                                                               \
   template <class Inspector, class M, std::enable_if_t<::tandem::proto_caf::is_proto_v<M>, int> = 0> \
   typename Inspector::result_type inspect(Inspector& f, M& x) {                                \
@@ -46,3 +49,14 @@ typename Inspector::result_type inspect_message(Inspector& f, M& x) {
     return M::descriptor()->full_name() + "{" + x.ShortDebugString() + "}";                    \
   }                                                                                            \
   }
+
+TANDEM_PROTO_CAF_DEFINE_GLUE(tandem::change)
+TANDEM_PROTO_CAF_DEFINE_GLUE(tandem::worker)
+TANDEM_PROTO_CAF_DEFINE_GLUE(tandem::sync)
+TANDEM_PROTO_CAF_DEFINE_GLUE(tandem::cluster)
+TANDEM_PROTO_CAF_DEFINE_GLUE(tandem::query)
+TANDEM_PROTO_CAF_DEFINE_GLUE(tandem::view)
+TANDEM_PROTO_CAF_DEFINE_GLUE(tandem::tab)
+
+// Kept so that files naming the packages they use still compile; the glue is above.
+#define TANDEM_PROTO_CAF_GLUE(NS)

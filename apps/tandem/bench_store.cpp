@@ -122,8 +122,8 @@ void run_write(const std::string& dir, int runs, int64_t total_rows, const std::
           check(pdb.commit(), "commit");
         }));
         tracked.push_back(rows_per_second(transactions, batch, [&](int64_t first) {
-          auto r = s.transact([&](Database& db) { return write_rows(db, op, first, batch, existing, rng); });
-          if (!r.ok()) fail(r.status(), "tracked write");
+          auto written = s.transact([&](Database& db) { return write_rows(db, op, first, batch, existing, rng); });
+          if (!written.ok()) fail(written.status(), "tracked write");
         }));
       }
       double p = median(plain), t = median(tracked);

@@ -7,6 +7,7 @@ int main(int argc, char** argv) {
   CLI::App app{"tandem: a local-first sync engine (SQLite + CRDT + live queries)"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Print help for every subcommand");
+  tandem::app::add_scenario_command(app);
   auto* bench = tandem::app::add_bench_command(app);
   tandem::app::add_bench_store(*bench);
   tandem::app::add_server_command(app);

@@ -45,10 +45,20 @@ int authorize(void* ctx, int action, const char* a, const char* b, const char*, 
       return deny("transaction control is not allowed here: every write runs as exactly one transaction");
     case SQLITE_ATTACH:
     case SQLITE_DETACH: return deny("ATTACH and DETACH are not allowed");
-    case SQLITE_PRAGMA: return deny(std::string("PRAGMA ") + (a ? a : "") + " is not allowed here");
+    case SQLITE_PRAGMA: {
+      // Reads may introspect the schema (also through pragma_table_info() and friends).
+      static const char* const introspection[] = {"table_info", "table_xinfo", "table_list", "index_list", "index_info",
+                                                  "index_xinfo", "foreign_key_list", "collation_list", "function_list"};
+      if (s->mode == Mode::user_read && a)
+        for (const char* p : introspection)
+          if (sqlite3_stricmp(a, p) == 0) return SQLITE_OK;
+      return deny(std::string("PRAGMA ") + (a ? a : "") + " is not allowed here");
+    }
     case SQLITE_INSERT:
     case SQLITE_UPDATE:
     case SQLITE_DELETE:
+      // SQLite reports its own schema reads as writes to sqlite_master.
+      if (a && (sqlite3_stricmp(a, "sqlite_master") == 0 || sqlite3_stricmp(a, "sqlite_temp_master") == 0)) return SQLITE_OK;
       if (s->mode == Mode::user_read) return deny("this is a read-only query; writes go through a write");
       if (is_tandem_table(a) && s->mode != Mode::schema)
         return deny(std::string("table ") + a + " belongs to Tandem and cannot be written directly");
@@ -694,6 +704,19 @@ Status Store::register_table(const std::string& name) {
 std::vector<std::string> Store::replicated_tables() const {
   std::vector<std::string> names;
   for (const auto& t : impl_->tables) names.push_back(t->name);
+  return names;
+}
+
+Result<std::vector<std::string>> Store::application_tables() {
+  TANDEM_ASSIGN_OR_RETURN(auto st, impl_->db->prepare(
+      "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+      "AND name NOT LIKE 'tandem\\_%' ESCAPE '\\' ORDER BY rowid"));
+  std::vector<std::string> names;
+  for (;;) {
+    TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
+    if (!row) break;
+    names.push_back(st->column(0).bytes());
+  }
   return names;
 }
 

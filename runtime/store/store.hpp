@@ -85,6 +85,8 @@ class Store {
   // supports (schema.hpp) and backfills clocks for rows it already holds.
   Status register_table(const std::string& name);
   std::vector<std::string> replicated_tables() const;
+  // Every ordinary table of the application (not Tandem's, not SQLite's), replicated or not.
+  Result<std::vector<std::string>> application_tables();
   const TableInfo* table(const std::string& name) const;
 
   // One local write transaction running `statements` in order. Transaction control,

@@ -1,0 +1,248 @@
+#include "actors/db_worker.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <caf/all.hpp>
+
+#include "runtime/ivm/journal.hpp"
+#include "runtime/sqlite/proto_value.hpp"
+
+namespace tandem {
+namespace {
+
+struct db_worker_state {
+  std::unique_ptr<Store> store;
+  std::shared_ptr<ivm::DeltaJournal> journal;
+  std::vector<delta_subscriber_actor> subscribers;
+  std::string name;
+};
+
+using worker_pointer = db_worker_actor::stateful_pointer<db_worker_state>;
+
+template <class Response>
+Response error_response(const Status& s) {
+  Response r;
+  to_proto(s, r.mutable_error());
+  return r;
+}
+
+// Journal first, then subscribers: a view that read version v in SQLite finds v in the
+// journal (docs/ivm.md), and every subscriber sees transactions in commit order.
+void publish(worker_pointer self, const DeltaBatch& batch, int64_t version_before) {
+  auto& st = self->state;
+  if (batch.db_version == version_before) return;
+  if (st.journal) {
+    if (batch.deltas.empty()) {
+      st.journal->note_version(batch.db_version);
+    } else {
+      Status appended = st.journal->append(std::make_shared<const DeltaBatch>(batch));
+      if (!appended.ok()) spdlog::error("{}: journal refused version {}: {}", st.name, batch.db_version, appended.to_string());
+    }
+  }
+  if (batch.deltas.empty() || st.subscribers.empty()) return;
+  change::RowDeltaBatch message;
+  to_proto(batch, &message);
+  spdlog::debug("{}: committed db_version {} ({} row deltas, {}{}) -> {} subscribers", st.name, batch.db_version, batch.deltas.size(),
+                batch.origin == DeltaOrigin::merge ? "merge" : "local",
+                batch.mutation_id.empty() ? "" : ", mutation " + batch.mutation_id, st.subscribers.size());
+  for (const auto& s : st.subscribers) self->send(s, message);
+}
+
+worker::PeerStatus peer_status(Store& store, const std::string& peer_bytes) {
+  worker::PeerStatus out;
+  auto site = site_from_bytes(peer_bytes);
+  if (!site) {
+    to_proto(Status::InvalidArgument("peer site id must be 16 bytes"), out.mutable_error());
+    return out;
+  }
+  auto cursor = store.peer(*site);
+  if (!cursor.ok()) {
+    to_proto(cursor.status(), out.mutable_error());
+    return out;
+  }
+  out.set_peer_site_id(peer_bytes);
+  out.set_received_db_version(cursor->received);
+  out.set_acked_db_version(cursor->acked);
+  return out;
+}
+
+db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<std::unique_ptr<Store>> opened,
+                                         std::shared_ptr<ivm::DeltaJournal> journal, std::string name) {
+  self->state.store = std::move(*opened);
+  self->state.journal = std::move(journal);
+  self->state.name = std::move(name);
+  self->set_down_handler([self](const caf::down_msg& down) {
+    auto& subs = self->state.subscribers;
+    subs.erase(std::remove_if(subs.begin(), subs.end(), [&](const delta_subscriber_actor& a) { return a.address() == down.source; }), subs.end());
+  });
+  self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& m) -> caf::result<caf::message> {
+    spdlog::warn("{}: dropped an unexpected message {}", self->state.name, caf::to_string(m.copy_content_to_message()));
+    return caf::make_error(caf::sec::unexpected_message);
+  });
+  return {
+      [self](const worker::WriteRequest& req) -> worker::WriteResponse {
+        Store& store = *self->state.store;
+        if (req.statements_size() > 0 && req.mutations_size() > 0)
+          return error_response<worker::WriteResponse>(Status::InvalidArgument("a write holds SQL statements or mutations, not both"));
+        if (req.statements_size() == 0 && req.mutations_size() == 0)
+          return error_response<worker::WriteResponse>(Status::InvalidArgument("an empty write"));
+        int64_t before = store.db_version();
+        Result<CommitResult> result = Status::Internal("unreachable");
+        if (req.statements_size() > 0) {
+          std::vector<SqlStatement> statements;
+          for (const auto& s : req.statements()) statements.push_back({s.sql(), from_proto(s.params())});
+          result = store.write(statements, req.mutation_id());
+        } else {
+          std::vector<worker::Mutation> mutations(req.mutations().begin(), req.mutations().end());
+          result = store.mutate(mutations, req.mutation_id());
+        }
+        worker::WriteResponse out;
+        out.set_mutation_id(req.mutation_id());
+        if (!result.ok()) {
+          spdlog::debug("{}: write{} refused: {}", self->state.name, req.mutation_id().empty() ? "" : " " + req.mutation_id(),
+                        result.status().to_string());
+          to_proto(result.status(), out.mutable_error());
+          out.set_db_version(store.db_version());
+          return out;
+        }
+        publish(self, result->deltas, before);
+        out.set_db_version(result->db_version);
+        out.set_rows_changed(result->rows_changed);
+        return out;
+      },
+      [self](const worker::QueryRequest& req) -> worker::QueryResponse {
+        auto result = self->state.store->query(req.sql(), from_proto(req.params()));
+        if (!result.ok()) return error_response<worker::QueryResponse>(result.status());
+        worker::QueryResponse out;
+        for (const auto& c : result->columns) out.add_columns(c);
+        for (const auto& row : result->rows) to_proto(row, out.add_rows());
+        out.set_db_version(result->db_version);
+        return out;
+      },
+      [self](const worker::ChangesSinceRequest& req) -> worker::ChangesSinceResponse {
+        std::optional<SiteId> exclude;
+        if (!req.exclude_site_id().empty()) {
+          exclude = site_from_bytes(req.exclude_site_id());
+          if (!exclude) return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("exclude_site_id must be 16 bytes"));
+        }
+        if (req.since_db_version() < 0 || req.limit() < 0)
+          return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("negative version or limit"));
+        auto batch = self->state.store->changes_since(req.since_db_version(), exclude, static_cast<size_t>(req.limit()));
+        if (!batch.ok()) return error_response<worker::ChangesSinceResponse>(batch.status());
+        worker::ChangesSinceResponse out;
+        *out.mutable_batch() = std::move(batch).value();
+        return out;
+      },
+      [self](const worker::MergeRequest& req) -> worker::MergeResponse {
+        Store& store = *self->state.store;
+        int64_t before = store.db_version();
+        auto result = store.merge(req.batch());
+        if (!result.ok()) {
+          spdlog::warn("{}: merge of {} changes refused: {}", self->state.name, req.batch().changes_size(), result.status().to_string());
+          return error_response<worker::MergeResponse>(result.status());
+        }
+        spdlog::debug("{}: merged {} of {} changes from {} up to its version {}", self->state.name, result->changes_applied,
+                      req.batch().changes_size(), site_from_bytes(req.batch().sender_site_id()) ? site_hex(*site_from_bytes(req.batch().sender_site_id())) : "?",
+                      req.batch().to_db_version());
+        publish(self, result->deltas, before);
+        worker::MergeResponse out;
+        out.set_db_version(result->db_version);
+        out.set_changes_applied(result->changes_applied);
+        return out;
+      },
+      [self](const worker::PeerAckRequest& req) -> worker::PeerStatus {
+        auto site = site_from_bytes(req.peer_site_id());
+        if (!site) return error_response<worker::PeerStatus>(Status::InvalidArgument("peer site id must be 16 bytes"));
+        Status s = self->state.store->record_peer_ack(*site, req.acked_db_version());
+        if (!s.ok()) return error_response<worker::PeerStatus>(s);
+        return peer_status(*self->state.store, req.peer_site_id());
+      },
+      [self](const worker::PeerStatusRequest& req) -> worker::PeerStatus { return peer_status(*self->state.store, req.peer_site_id()); },
+      [self](const worker::StatusRequest&) -> worker::StatusResponse {
+        worker::StatusResponse out;
+        out.set_site_id(site_bytes(self->state.store->site_id()));
+        out.set_db_version(self->state.store->db_version());
+        for (const auto& t : self->state.store->replicated_tables()) out.add_tables(t);
+        return out;
+      },
+      [self](const worker::SubscribeRequest&) -> worker::SubscribeResponse {
+        auto sender = caf::actor_cast<delta_subscriber_actor>(self->current_sender());
+        worker::SubscribeResponse out;
+        out.set_db_version(self->state.store->db_version());
+        if (!sender) return out;
+        auto& subs = self->state.subscribers;
+        if (std::find(subs.begin(), subs.end(), sender) == subs.end()) {
+          subs.push_back(sender);
+          self->monitor(sender);
+        }
+        return out;
+      },
+      [self](const worker::UnsubscribeRequest&) {
+        auto sender = self->current_sender();
+        auto& subs = self->state.subscribers;
+        subs.erase(std::remove_if(subs.begin(), subs.end(), [&](const delta_subscriber_actor& a) { return a.address() == sender; }), subs.end());
+      },
+  };
+}
+
+}  // namespace
+
+void to_proto(const Status& status, change::Error* out) {
+  out->set_code(static_cast<change::Error::Code>(static_cast<int>(status.code())));
+  out->set_message(status.message());
+}
+
+Status from_proto(const change::Error& error) {
+  if (error.code() == change::Error::OK) return Status::Ok();
+  return Status(static_cast<StatusCode>(static_cast<int>(error.code())), error.message());
+}
+
+Result<db_worker_actor> spawn_db_worker(caf::actor_system& system, DbWorkerConfig config) {
+  TANDEM_ASSIGN_OR_RETURN(auto store, Store::open(config.path, config.store));
+  TANDEM_ASSIGN_OR_RETURN(auto before, store->application_tables());
+  for (const auto& sql : config.schema) TANDEM_RETURN_IF_ERROR(store->execute_schema(sql).with_context("schema"));
+  std::vector<std::string> replicate = config.replicate;
+  if (replicate.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(auto after, store->application_tables());
+    for (const auto& t : after)
+      if (std::find(before.begin(), before.end(), t) == before.end()) replicate.push_back(t);
+    for (const auto& t : store->replicated_tables())
+      if (std::find(replicate.begin(), replicate.end(), t) == replicate.end()) replicate.push_back(t);
+  }
+  for (const auto& t : replicate) TANDEM_RETURN_IF_ERROR(store->register_table(t));
+  if (config.journal) config.journal->note_version(store->db_version());
+  auto holder = std::make_shared<std::unique_ptr<Store>>(std::move(store));
+  return system.spawn<caf::detached>(db_worker, holder, config.journal, config.name);
+}
+
+void add_db_worker_message_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<change::Value>("tandem.change.Value");
+  cfg.add_message_type<change::Change>("tandem.change.Change");
+  cfg.add_message_type<change::ChangeBatch>("tandem.change.ChangeBatch");
+  cfg.add_message_type<change::Row>("tandem.change.Row");
+  cfg.add_message_type<change::RowDelta>("tandem.change.RowDelta");
+  cfg.add_message_type<change::RowDeltaBatch>("tandem.change.RowDeltaBatch");
+  cfg.add_message_type<change::Error>("tandem.change.Error");
+  cfg.add_message_type<worker::Statement>("tandem.worker.Statement");
+  cfg.add_message_type<worker::Mutation>("tandem.worker.Mutation");
+  cfg.add_message_type<worker::WriteRequest>("tandem.worker.WriteRequest");
+  cfg.add_message_type<worker::WriteResponse>("tandem.worker.WriteResponse");
+  cfg.add_message_type<worker::QueryRequest>("tandem.worker.QueryRequest");
+  cfg.add_message_type<worker::QueryResponse>("tandem.worker.QueryResponse");
+  cfg.add_message_type<worker::ChangesSinceRequest>("tandem.worker.ChangesSinceRequest");
+  cfg.add_message_type<worker::ChangesSinceResponse>("tandem.worker.ChangesSinceResponse");
+  cfg.add_message_type<worker::MergeRequest>("tandem.worker.MergeRequest");
+  cfg.add_message_type<worker::MergeResponse>("tandem.worker.MergeResponse");
+  cfg.add_message_type<worker::PeerAckRequest>("tandem.worker.PeerAckRequest");
+  cfg.add_message_type<worker::PeerStatusRequest>("tandem.worker.PeerStatusRequest");
+  cfg.add_message_type<worker::PeerStatus>("tandem.worker.PeerStatus");
+  cfg.add_message_type<worker::StatusRequest>("tandem.worker.StatusRequest");
+  cfg.add_message_type<worker::StatusResponse>("tandem.worker.StatusResponse");
+  cfg.add_message_type<worker::SubscribeRequest>("tandem.worker.SubscribeRequest");
+  cfg.add_message_type<worker::SubscribeResponse>("tandem.worker.SubscribeResponse");
+  cfg.add_message_type<worker::UnsubscribeRequest>("tandem.worker.UnsubscribeRequest");
+  cfg.add_message_type<db_worker_actor>("tandem.actors.db_worker_actor");
+  cfg.add_message_type<delta_subscriber_actor>("tandem.actors.delta_subscriber_actor");
+}
+
+}  // namespace tandem
