@@ -1,0 +1,437 @@
+#include "actors/peer_syncer.hpp"
+
+#include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
+#include <spdlog/spdlog.h>
+
+#include "runtime/sqlite/proto_value.hpp"
+#include "runtime/store/store.hpp"
+#include "runtime/sync/channel_core.hpp"
+#include "runtime/sync/frames.hpp"
+
+namespace tandem::actors {
+namespace {
+
+using self_ptr = peer_syncer_actor::stateful_pointer<peer_syncer_state>;
+using Phase = peer_syncer_state::Phase;
+
+std::string short_site(const std::string& bytes) {
+  auto s = site_from_bytes(bytes);
+  return s ? site_hex(*s).substr(0, 8) : "?";
+}
+
+void send_envelope(self_ptr self, const sync::Envelope& e) {
+  if (self->state.connection) self->state.connection->send(sync_frames::encode(e));
+}
+
+bool caught_up(self_ptr self) {
+  auto& st = self->state;
+  return st.phase == Phase::live && st.in_flight.empty() && !st.reading && st.merges_in_flight == 0 &&
+         st.pushed_through >= st.local_version && st.cursor >= st.server_known;
+}
+
+void settle_waiters(self_ptr self) {
+  auto& st = self->state;
+  auto& acks = st.ack_waiters;
+  for (auto it = acks.begin(); it != acks.end();) {
+    if (st.client_acked >= it->first) {
+      it->second.deliver(st.client_acked);
+      it = acks.erase(it);
+    } else if (!st.fatal_error.empty()) {
+      it->second.deliver(caf::make_error(caf::sec::runtime_error, st.fatal_error));
+      it = acks.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (caught_up(self)) {
+    for (auto& p : st.caught_up_waiters) p.deliver(st.local_version, st.cursor);
+    st.caught_up_waiters.clear();
+  } else if (!st.fatal_error.empty()) {
+    for (auto& p : st.caught_up_waiters) p.deliver(caf::make_error(caf::sec::runtime_error, st.fatal_error));
+    st.caught_up_waiters.clear();
+  }
+}
+
+void connect(self_ptr self);
+
+void schedule_reconnect(self_ptr self) {
+  auto& st = self->state;
+  if (!st.online) return;
+  const auto delay = st.fatal_error.empty() ? st.backoff->next() : st.config.backoff_cap;
+  spdlog::debug("hop=client.reconnect_in ms={} attempt={}", delay.count(), st.backoff->attempts());
+  self->delayed_send(self, delay, reconnect_atom::value, st.generation);
+}
+
+// Drops the current connection (if any) and forgets what was in flight on it: unacked
+// pushes are pushed again from client_acked on the next welcome.
+void drop_link(self_ptr self, const std::string& why) {
+  auto& st = self->state;
+  if (st.connection) {
+    st.connection->close(net::kCloseNormal, why);
+    st.connection.reset();
+  }
+  ++st.generation;  // late events of the old connection are ignored from now on
+  st.in_flight.clear();
+  st.reading = false;
+  st.phase = st.online ? Phase::connecting : Phase::offline;
+}
+
+void try_push(self_ptr self) {
+  auto& st = self->state;
+  if (st.phase != Phase::live || st.reading || st.in_flight.size() >= st.push_window) return;
+  if (st.local_version <= st.pushed_through) return;
+  st.reading = true;
+  const uint64_t gen = st.generation;
+  worker::ChangesSinceRequest req;
+  req.set_since_db_version(st.pushed_through);
+  req.set_limit(static_cast<int64_t>(st.config.push_batch_changes));
+  self->request(st.worker, st.config.request_timeout, std::move(req))
+      .then(
+          [self, gen](worker::ChangesSinceResponse& resp) {
+            auto& st = self->state;
+            if (gen != st.generation) return;
+            st.reading = false;
+            if (resp.error().code() != change::Error::OK) {
+              spdlog::error("hop=client.read_changes error=\"{}\"", resp.error().message());
+              return;
+            }
+            const auto& all = resp.batch();
+            if (all.to_db_version() <= st.pushed_through) {
+              st.local_version = st.pushed_through;  // nothing newer exists
+              settle_waiters(self);
+              return;
+            }
+            auto site = site_from_bytes(st.site);
+            change::ChangeBatch mine = sync_channel::only_from_site(all, *site);
+            mine.set_sender_site_id(st.site);
+            if (mine.changes_size() > 0) {
+              sync::Envelope e;
+              auto* p = e.mutable_push();
+              p->set_seq(++st.push_seq);
+              *p->mutable_batch() = std::move(mine);
+              spdlog::debug("hop=client.push seq={} client_v=({},{}] changes={}", p->seq(), p->batch().from_db_version(),
+                            p->batch().to_db_version(), p->batch().changes_size());
+              st.in_flight.emplace_back(p->seq(), all.to_db_version());
+              send_envelope(self, e);
+            }
+            st.pushed_through = all.to_db_version();
+            st.local_version = std::max(st.local_version, st.pushed_through);
+            try_push(self);
+            settle_waiters(self);
+          },
+          [self, gen](caf::error& err) {
+            if (gen != self->state.generation) return;
+            self->state.reading = false;
+            spdlog::error("hop=client.read_changes error=\"{}\"", self->system().render(err));
+          });
+}
+
+void on_welcome(self_ptr self, const sync::Welcome& w) {
+  auto& st = self->state;
+  st.phase = Phase::live;
+  st.server_site = w.server_site_id();
+  st.cursor = w.forward_from();
+  st.server_known = std::max(st.cursor, w.server_db_version());
+  st.client_acked = w.client_acked_db_version();
+  st.pushed_through = st.client_acked;
+  st.push_seq = 0;
+  st.in_flight.clear();
+  st.push_window = std::max<uint32_t>(1, w.push_window());
+  st.fatal_error.clear();
+  st.backoff->reset();
+  spdlog::info("hop=client.welcome user={} server={} server_v={} client_acked={} forward_from={} local_v={}", w.user(),
+               short_site(w.server_site_id()), w.server_db_version(), w.client_acked_db_version(), w.forward_from(),
+               st.local_version);
+  worker::PeerAckRequest rec;
+  rec.set_peer_site_id(st.server_site);
+  rec.set_acked_db_version(st.client_acked);
+  self->request(st.worker, st.config.request_timeout, std::move(rec)).then([](worker::PeerStatus&) {}, [](caf::error&) {});
+  try_push(self);
+  settle_waiters(self);
+}
+
+void on_ack(self_ptr self, const sync::Ack& ack) {
+  auto& st = self->state;
+  while (!st.in_flight.empty() && st.in_flight.front().first <= ack.seq()) st.in_flight.pop_front();
+  st.client_acked = std::max(st.client_acked, ack.client_acked_db_version());
+  st.server_known = std::max(st.server_known, ack.server_db_version());
+  spdlog::debug("hop=client.acked seq={} client_v={} server_v={}", ack.seq(), ack.client_acked_db_version(),
+                ack.server_db_version());
+  worker::PeerAckRequest rec;
+  rec.set_peer_site_id(st.server_site);
+  rec.set_acked_db_version(st.client_acked);
+  self->request(st.worker, st.config.request_timeout, std::move(rec))
+      .then([](worker::PeerStatus&) {}, [](caf::error& err) { spdlog::warn("hop=client.record_ack error"); (void)err; });
+  try_push(self);
+  settle_waiters(self);
+}
+
+void on_forward(self_ptr self, sync::Forward& fwd) {
+  auto& st = self->state;
+  const uint64_t gen = st.generation;
+  const uint64_t seq = fwd.seq();
+  const int64_t to = fwd.batch().to_db_version();
+  const int64_t from = fwd.batch().from_db_version();
+  const int changes = fwd.batch().changes_size();
+  st.server_known = std::max(st.server_known, to);
+  ++st.merges_in_flight;
+  worker::MergeRequest req;
+  *req.mutable_batch() = std::move(*fwd.mutable_batch());
+  self->request(st.worker, st.config.request_timeout, std::move(req))
+      .then(
+          [self, gen, seq, to, from, changes](worker::MergeResponse& resp) {
+            auto& st = self->state;
+            --st.merges_in_flight;
+            if (resp.error().code() != change::Error::OK) {
+              spdlog::error("hop=client.merge seq={} server_v=({},{}] error=\"{}\"", seq, from, to, resp.error().message());
+              if (gen == st.generation) {
+                send_envelope(self, sync_frames::error_envelope(sync::Error::REJECTED,
+                                                                "client could not merge forward: " + resp.error().message(), true));
+                drop_link(self, "merge failed");
+                schedule_reconnect(self);
+              }
+              return;
+            }
+            st.cursor = std::max(st.cursor, to);
+            spdlog::debug("hop=client.merged seq={} server_v=({},{}] changes={} applied={} local_v={}", seq, from, to,
+                          changes, resp.changes_applied(), resp.db_version());
+            if (gen == st.generation && st.phase == Phase::live) {
+              sync::Envelope e;
+              e.mutable_client_ack()->set_seq(seq);
+              e.mutable_client_ack()->set_server_db_version(to);
+              send_envelope(self, e);
+            }
+            settle_waiters(self);
+          },
+          [self, seq](caf::error& err) {
+            --self->state.merges_in_flight;
+            spdlog::error("hop=client.merge seq={} error=\"{}\"", seq, self->system().render(err));
+            drop_link(self, "merge failed");
+            schedule_reconnect(self);
+          });
+}
+
+void on_frame(self_ptr self, const std::string& frame) {
+  auto& st = self->state;
+  auto decoded = sync_frames::decode(frame);
+  if (!decoded.ok) {
+    spdlog::error("hop=client.bad_frame {}", decoded.error.message());
+    send_envelope(self, sync_frames::error_envelope(decoded.error.code(), decoded.error.message(), true));
+    drop_link(self, "bad frame from server");
+    schedule_reconnect(self);
+    return;
+  }
+  auto& e = decoded.envelope;
+  switch (e.kind_case()) {
+    case sync::Envelope::kWelcome:
+      if (st.phase != Phase::awaiting_welcome) break;
+      return on_welcome(self, e.welcome());
+    case sync::Envelope::kAck:
+      if (st.phase != Phase::live) break;
+      return on_ack(self, e.ack());
+    case sync::Envelope::kForward:
+      if (st.phase != Phase::live) break;
+      return on_forward(self, *e.mutable_forward());
+    case sync::Envelope::kPing: {
+      sync::Envelope pong;
+      pong.mutable_pong()->set_nonce(e.ping().nonce());
+      return send_envelope(self, pong);
+    }
+    case sync::Envelope::kPong:
+      return;
+    case sync::Envelope::kError: {
+      const auto code = e.error().code();
+      spdlog::error("hop=client.server_error code={} message=\"{}\"", sync::Error::Code_Name(code), e.error().message());
+      const bool retryable = code == sync::Error::UNAVAILABLE || code == sync::Error::TIMEOUT || code == sync::Error::INTERNAL;
+      if (!retryable) st.fatal_error = "server refused: " + sync::Error::Code_Name(code) + ": " + e.error().message();
+      if (e.error().fatal()) {
+        drop_link(self, "server error");
+        schedule_reconnect(self);
+      }
+      settle_waiters(self);
+      return;
+    }
+    default:
+      break;
+  }
+  spdlog::error("hop=client.protocol unexpected {}", sync_frames::describe(e));
+  send_envelope(self, sync_frames::error_envelope(sync::Error::PROTOCOL, "unexpected " + sync_frames::describe(e), true));
+  drop_link(self, "protocol error");
+  schedule_reconnect(self);
+}
+
+void connect(self_ptr self) {
+  auto& st = self->state;
+  if (!st.online) return;
+  const uint64_t gen = ++st.generation;
+  st.phase = Phase::connecting;
+  auto slot = st.slot;
+  net::Handler h;
+  peer_syncer_actor me = self;
+  h.on_frame = [me, gen](std::string frame) { caf::anon_send(me, link_frame_atom::value, gen, std::move(frame)); };
+  h.on_close = [me, gen](const Status& why) { caf::anon_send(me, link_closed_atom::value, gen, why.message()); };
+  spdlog::debug("hop=client.connect url={} attempt={}", st.config.url, st.backoff->attempts());
+  net::connect(*st.config.loop, st.config.url, st.config.client, std::move(h),
+               [me, gen, slot](Result<std::shared_ptr<net::Connection>> r) {
+                 {
+                   std::lock_guard<std::mutex> lock(slot->mu);
+                   slot->generation = gen;
+                   slot->connection = r.ok() ? *r : nullptr;
+                   slot->error = r.ok() ? std::string() : r.status().message();
+                 }
+                 caf::anon_send(me, link_open_atom::value, gen);
+               });
+}
+
+void on_open(self_ptr self, uint64_t gen) {
+  auto& st = self->state;
+  std::shared_ptr<net::Connection> conn;
+  std::string error;
+  {
+    std::lock_guard<std::mutex> lock(st.slot->mu);
+    if (st.slot->generation != gen) return;
+    conn = std::move(st.slot->connection);
+    error = st.slot->error;
+  }
+  if (gen != st.generation || st.phase != Phase::connecting) {
+    if (conn) conn->close(net::kCloseNormal, "superseded");
+    return;
+  }
+  if (!conn) {
+    spdlog::info("hop=client.connect_failed url={} error=\"{}\"", st.config.url, error);
+    st.phase = Phase::connecting;
+    schedule_reconnect(self);
+    return;
+  }
+  st.connection = std::move(conn);
+  st.phase = Phase::awaiting_welcome;
+  sync::Envelope e;
+  auto* h = e.mutable_hello();
+  h->set_protocol_version(sync_frames::kProtocolVersion);
+  h->set_token(st.config.token);
+  h->set_site_id(st.site);
+  h->set_server_site_id(st.server_site);
+  h->set_cursor(st.server_site.empty() ? 0 : st.cursor);
+  h->set_client_name(st.config.client_name.substr(0, 64));
+  for (const auto& s : st.config.schema) h->add_schema(s);
+  spdlog::debug("hop=client.hello server={} cursor={}", short_site(st.server_site), h->cursor());
+  send_envelope(self, e);
+}
+
+// Start-up: learn our site id and version, subscribe to committed deltas, find the server
+// cursor a previous run left in the peer table, then connect.
+void start(self_ptr self) {
+  auto& st = self->state;
+  self->request(st.worker, st.config.request_timeout, worker::StatusRequest{})
+      .then(
+          [self](worker::StatusResponse& status) {
+            auto& st = self->state;
+            st.site = status.site_id();
+            st.local_version = status.db_version();
+            self->request(st.worker, st.config.request_timeout, worker::SubscribeRequest{})
+                .then([](worker::SubscribeResponse&) {}, [](caf::error&) {});
+            worker::QueryRequest q;
+            q.set_sql("SELECT site_id, received FROM tandem_peers ORDER BY received DESC LIMIT 1");
+            self->request(st.worker, st.config.request_timeout, std::move(q))
+                .then(
+                    [self](worker::QueryResponse& rows) {
+                      auto& st = self->state;
+                      if (rows.error().code() == change::Error::OK && rows.rows_size() == 1) {
+                        auto site = from_proto(rows.rows(0).values(0));
+                        auto received = from_proto(rows.rows(0).values(1));
+                        if (site.is_blob() && site.bytes().size() == 16 && received.is_integer()) {
+                          st.server_site = site.bytes();
+                          st.cursor = received.integer();
+                        }
+                      }
+                      st.phase = st.online ? Phase::connecting : Phase::offline;
+                      if (st.online) connect(self);
+                    },
+                    [self](caf::error&) {
+                      self->state.phase = self->state.online ? Phase::connecting : Phase::offline;
+                      if (self->state.online) connect(self);
+                    });
+          },
+          [self](caf::error& err) {
+            spdlog::critical("hop=client.start db_worker did not answer: {}", self->system().render(err));
+            self->quit(err);
+          });
+}
+
+}  // namespace
+
+peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor worker, PeerSyncerConfig config) {
+  auto& st = self->state;
+  st.worker = std::move(worker);
+  st.online = config.start_online;
+  const uint64_t seed =
+      config.seed != 0 ? config.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  st.backoff = std::make_unique<sync_backoff::Backoff>(config.backoff_base, config.backoff_cap, seed);
+  st.config = std::move(config);
+  self->set_default_handler(caf::drop);
+  self->set_error_handler([self](caf::error& err) {
+    spdlog::warn("hop=client.error {}", self->system().render(err));
+  });
+  start(self);
+  return {
+      [self](link_open_atom, uint64_t gen) { on_open(self, gen); },
+      [self](link_frame_atom, uint64_t gen, std::string& frame) {
+        if (gen == self->state.generation && self->state.connection) on_frame(self, frame);
+      },
+      [self](link_closed_atom, uint64_t gen, std::string& why) {
+        auto& st = self->state;
+        if (gen != st.generation) return;
+        spdlog::info("hop=client.disconnected why=\"{}\"", why);
+        st.connection.reset();
+        drop_link(self, why);
+        schedule_reconnect(self);
+        settle_waiters(self);
+      },
+      [self](reconnect_atom, uint64_t gen) {
+        auto& st = self->state;
+        if (gen != st.generation || !st.online || st.connection) return;
+        connect(self);
+      },
+      [self](change::RowDeltaBatch& batch) {
+        auto& st = self->state;
+        if (batch.origin() != change::RowDeltaBatch::LOCAL) return;
+        st.local_version = std::max(st.local_version, batch.db_version());
+        spdlog::debug("hop=client.local_commit local_v={} rows={}{}", batch.db_version(), batch.deltas_size(),
+                      batch.mutation_id().empty() ? "" : " mutation=" + batch.mutation_id());
+        try_push(self);
+      },
+      [self](wait_acked_atom, int64_t version) -> caf::result<int64_t> {
+        auto& st = self->state;
+        if (st.client_acked >= version) return st.client_acked;
+        if (!st.fatal_error.empty()) return caf::make_error(caf::sec::runtime_error, st.fatal_error);
+        st.local_version = std::max(st.local_version, version);
+        auto p = self->make_response_promise<int64_t>();
+        st.ack_waiters.emplace_back(version, p);
+        try_push(self);
+        return p;
+      },
+      [self](caught_up_atom) -> caf::result<int64_t, int64_t> {
+        auto& st = self->state;
+        if (caught_up(self)) return caf::result<int64_t, int64_t>(st.local_version, st.cursor);
+        if (!st.fatal_error.empty()) return caf::make_error(caf::sec::runtime_error, st.fatal_error);
+        auto p = self->make_response_promise<int64_t, int64_t>();
+        st.caught_up_waiters.push_back(p);
+        return p;
+      },
+      [self](online_atom, bool online) {
+        auto& st = self->state;
+        if (online == st.online) return;
+        st.online = online;
+        spdlog::info("hop=client.{}", online ? "online" : "offline");
+        if (!online) {
+          drop_link(self, "going offline");
+        } else if (st.phase != Phase::starting) {
+          st.backoff->reset();
+          connect(self);
+        }
+      },
+  };
+}
+
+}  // namespace tandem::actors
