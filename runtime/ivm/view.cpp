@@ -552,6 +552,7 @@ class LiveView::Impl {
         if (kn != ko) state.emplace(kn, std::nullopt);
       }
     });
+    if (!state.empty()) ++compensated_;
     if (overrides) {
       auto it = overlay_.find(t.name);
       if (it != overlay_.end())
@@ -1503,6 +1504,7 @@ class LiveView::Impl {
   int64_t read_version_ = 0;
   std::vector<BatchPtr> comp_batches_;
   int64_t lookups_ = 0;
+  int64_t compensated_ = 0;
   // Operators.
   std::map<std::string, std::vector<int>> table_occurrences_;
   ResultStore result_;
@@ -1588,5 +1590,6 @@ int64_t LiveView::applied_version() const { return impl_->applied_; }
 int64_t LiveView::hydrated_version() const { return impl_->hydrated_; }
 size_t LiveView::memory_bytes() const { return impl_->memory_bytes(); }
 int64_t LiveView::lookup_count() const { return impl_->lookups_; }
+int64_t LiveView::compensated_lookup_count() const { return impl_->compensated_; }
 
 }  // namespace tandem::ivm

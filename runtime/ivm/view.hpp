@@ -85,6 +85,8 @@ class LiveView {
   size_t memory_bytes() const;
   // Lookups (SQLite reads) made since creation; for tests and benchmarks.
   int64_t lookup_count() const;
+  // Lookups whose rows had to be brought back with journal deltas (the writer was ahead).
+  int64_t compensated_lookup_count() const;
 
   class Impl;
 

@@ -220,10 +220,29 @@ inline bool sub_multiset(const std::vector<Row>& part, const std::vector<Row>& w
 // 0-based, from the plan or given by the caller); only what SQLite's order determines is
 // compared: the key sequence, and each tie group as a multiset (a group cut by LIMIT/OFFSET
 // as a sub-multiset of the full group).
+struct Expected {
+  Status status;
+  std::vector<Row> full;  // without LIMIT/OFFSET
+};
+
+inline Expected expected_of(Node& node, const ivm::Plan& plan) {
+  Expected e;
+  e.status = node.expected(plan, &e.full, true);
+  return e;
+}
+
+inline std::string compare_rows(const ivm::Plan& plan, ivm::LiveView& view, const std::vector<int>& order_columns,
+                                const Expected& expected);
+
 inline std::string compare_with_sqlite(Node& node, const ivm::Plan& plan, ivm::LiveView& view,
                                        const std::vector<int>& order_columns) {
-  std::vector<Row> full;
-  Status st = node.expected(plan, &full, true);
+  return compare_rows(plan, view, order_columns, expected_of(node, plan));
+}
+
+inline std::string compare_rows(const ivm::Plan& plan, ivm::LiveView& view, const std::vector<int>& order_columns,
+                                const Expected& expected) {
+  const std::vector<Row>& full = expected.full;
+  const Status& st = expected.status;
   auto err = view.error();
   if (!st.ok()) {
     if (!err) return "SQLite failed (" + st.to_string() + ") but the view did not";
