@@ -80,6 +80,30 @@ Result<std::vector<std::string>> split_statements(const std::string& sql) {
   return out;
 }
 
+std::string if_not_exists(const std::string& statement) {
+  const std::string words = leading_words(statement, 5);
+  size_t keyword_words = 0;
+  if (words.rfind("CREATE TABLE", 0) == 0) keyword_words = 2;
+  else if (words.rfind("CREATE INDEX", 0) == 0) keyword_words = 2;
+  else if (words.rfind("CREATE UNIQUE INDEX", 0) == 0) keyword_words = 3;
+  if (keyword_words == 0) return statement;
+  if (words.find("IF NOT EXISTS") != std::string::npos) return statement;
+  // Find the end of the keyword words in the original text and insert after them.
+  size_t i = 0, seen = 0;
+  while (i < statement.size() && seen < keyword_words) {
+    if (std::isspace(static_cast<unsigned char>(statement[i]))) { ++i; continue; }
+    if (statement.compare(i, 2, "--") == 0) { while (i < statement.size() && statement[i] != '\n') ++i; continue; }
+    if (statement.compare(i, 2, "/*") == 0) {
+      size_t end = statement.find("*/", i + 2);
+      i = end == std::string::npos ? statement.size() : end + 2;
+      continue;
+    }
+    while (i < statement.size() && (std::isalnum(static_cast<unsigned char>(statement[i])) || statement[i] == '_')) ++i;
+    ++seen;
+  }
+  return statement.substr(0, i) + " IF NOT EXISTS" + statement.substr(i);
+}
+
 Status adopt_tables(Store& store, const std::vector<std::string>& statements) {
   OpenOptions scratch_options;
   scratch_options.wal = false;

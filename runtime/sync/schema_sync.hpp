@@ -21,6 +21,10 @@ namespace tandem::sync_schema {
 // without running them. INVALID_ARGUMENT for an unterminated statement.
 Result<std::vector<std::string>> split_statements(const std::string& sql);
 
+// The statement made safe to run on every start: "CREATE TABLE x" / "CREATE [UNIQUE] INDEX
+// x" gain "IF NOT EXISTS" (other statements are returned unchanged).
+std::string if_not_exists(const std::string& statement);
+
 // Creates and registers the tables the statements declare that `store` lacks; refuses
 // (REJECTED-class status, nothing changed) a declared table that differs from the store's.
 Status adopt_tables(Store& store, const std::vector<std::string>& statements);

@@ -309,6 +309,10 @@ TEST_CASE("schema text splits into statements", "[channel]") {
   REQUIRE(s.ok());
   REQUIRE(s->size() == 2);
   CHECK_FALSE(sync_schema::split_statements("CREATE TABLE a('x").ok());
+  CHECK(sync_schema::if_not_exists("create table t(a)") == "create table IF NOT EXISTS t(a)");
+  CHECK(sync_schema::if_not_exists(" CREATE UNIQUE INDEX i ON t(a)") == " CREATE UNIQUE INDEX IF NOT EXISTS i ON t(a)");
+  CHECK(sync_schema::if_not_exists("CREATE TABLE IF NOT EXISTS t(a)") == "CREATE TABLE IF NOT EXISTS t(a)");
+  CHECK(sync_schema::if_not_exists("CREATE VIEW v AS SELECT 1") == "CREATE VIEW v AS SELECT 1");
 }
 
 TEST_CASE("frames: malformed and unknown envelopes, hello checks", "[channel][bad-input]") {
