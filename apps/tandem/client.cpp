@@ -1,0 +1,402 @@
+// `tandem client`: a client node (db_worker + peer_syncer, and live views for `watch`) on a
+// local database file, synced with a Tandem server.
+//
+//   exec SQL [PARAMS...]  write locally in one transaction, wait until the server acked it
+//   query SQL             print the rows of the local database as JSON (no network)
+//   sync                  connect, push and pull until caught up
+//   watch SQL [--json]    stay connected; print the live result as it changes
+//   (no command)          an interactive shell with the same commands
+//
+// Exit status: 0 success; 1 the database refused the statement; 2 bad arguments or files;
+// 3 the server did not acknowledge in time, or refused the client (the write stays local).
+#include "actors/peer_syncer.hpp"
+#include "actors/session.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "apps/tandem/client_watch.hpp"
+#include "apps/tandem/commands.hpp"
+#include "apps/tandem/logging.hpp"
+#include "runtime/auth/token.hpp"
+#include "runtime/sqlite/proto_value.hpp"
+#include "runtime/sync/schema_sync.hpp"
+
+namespace tandem::app {
+namespace {
+
+struct ClientOptions {
+  std::string server, token, token_file, db, schema_file, log_level, timeout = "10s", name, ca_file;
+  bool insecure = false;
+  // exec / query / watch
+  std::string sql;
+  std::vector<std::string> params;
+  bool json = false;
+};
+
+struct ExitError {
+  int code;
+  std::string message;
+};
+
+[[noreturn]] void fail(int code, const std::string& message) { throw ExitError{code, message}; }
+
+std::string read_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(2, "cannot read " + what + " '" + path + "'");
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+// A command-line parameter as a SQLite value: NULL, an integer, a real, x'hex' (a blob),
+// 'quoted' (text, quotes removed), anything else text.
+change::Value parse_param(const std::string& p) {
+  change::Value v;
+  if (p == "NULL" || p == "null") return v;
+  char* end = nullptr;
+  errno = 0;
+  long long i = std::strtoll(p.c_str(), &end, 10);
+  if (!p.empty() && *end == '\0' && errno == 0) {
+    v.set_integer(i);
+    return v;
+  }
+  errno = 0;
+  double d = std::strtod(p.c_str(), &end);
+  if (!p.empty() && *end == '\0' && errno == 0 && p.find_first_of("0123456789") != std::string::npos) {
+    v.set_real(d);
+    return v;
+  }
+  if (p.size() >= 3 && (p[0] == 'x' || p[0] == 'X') && p[1] == '\'' && p.back() == '\'' && p.size() % 2 == 1) {
+    std::string bytes;
+    for (size_t k = 2; k + 1 < p.size(); k += 2) bytes.push_back(static_cast<char>(std::stoi(p.substr(k, 2), nullptr, 16)));
+    v.set_blob(bytes);
+    return v;
+  }
+  if (p.size() >= 2 && p.front() == '\'' && p.back() == '\'') {
+    v.set_text(p.substr(1, p.size() - 2));
+    return v;
+  }
+  v.set_text(p);
+  return v;
+}
+
+nlohmann::json to_json(const Value& v) {
+  switch (v.type()) {
+    case Value::Type::null: return nullptr;
+    case Value::Type::integer: return v.integer();
+    case Value::Type::real: return v.real();
+    case Value::Type::text: return v.bytes();
+    case Value::Type::blob: {
+      static const char* hex = "0123456789abcdef";
+      std::string out;
+      for (unsigned char c : v.bytes()) {
+        out.push_back(hex[c >> 4]);
+        out.push_back(hex[c & 15]);
+      }
+      return nlohmann::json{{"blob", out}};
+    }
+  }
+  return nullptr;
+}
+
+// One client node: the actor system, the db_worker on --db, and (when online) a peer_syncer.
+class ClientNode {
+ public:
+  ClientNode(const ClientOptions& opts, bool online) : opts_(opts) {
+    auto schema_text = read_file(opts.schema_file, "--schema file");
+    auto statements = sync_schema::split_statements(schema_text);
+    if (!statements.ok()) fail(2, "--schema: " + statements.status().message());
+    for (auto& s : *statements) schema_.push_back(sync_schema::if_not_exists(s));
+    if (schema_.empty()) fail(2, "--schema file '" + opts.schema_file + "' holds no statement");
+    timeout_ = [&] {
+      auto d = auth::parse_duration(opts.timeout);
+      if (!d.ok()) fail(2, "--timeout: " + d.status().message());
+      return std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+    }();
+
+    add_db_worker_message_types(cfg_);
+    actors::add_server_message_types(cfg_);
+    add_watch_message_types(cfg_);
+    cfg_.set("scheduler.max-threads", 2);
+    system_ = std::make_unique<caf::actor_system>(cfg_);
+
+    DbWorkerConfig wc;
+    wc.path = opts.db;
+    wc.schema = schema_;
+    wc.name = opts.name.empty() ? "db_worker" : opts.name;
+    journal_ = make_watch_journal();
+    wc.journal = journal_;
+    auto worker = spawn_db_worker(*system_, wc);
+    if (!worker.ok()) fail(2, "cannot open --db '" + opts.db + "': " + worker.status().message());
+    worker_ = *worker;
+    if (online) start_syncer();
+  }
+
+  ~ClientNode() {
+    if (syncer_) caf::anon_send_exit(syncer_, caf::exit_reason::user_shutdown);
+    for (auto& w : watchers_) caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(worker_, caf::exit_reason::user_shutdown);
+    system_->await_all_actors_done();
+    if (loop_) loop_->stop();
+  }
+
+  void start_syncer() {
+    if (syncer_) return;
+    if (opts_.server.empty()) fail(2, "--server is required for this command");
+    std::string token = opts_.token;
+    if (token.empty() && !opts_.token_file.empty()) {
+      token = read_file(opts_.token_file, "--token-file");
+      while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+    }
+    if (token.empty()) fail(2, "--token (or --token-file) is required for this command");
+    auto url = net::parse_url(opts_.server);
+    if (!url.ok()) fail(2, "--server: " + url.status().message());
+    loop_ = std::make_shared<net::EventLoop>(1);
+    actors::PeerSyncerConfig pc;
+    pc.url = opts_.server;
+    pc.token = token;
+    pc.loop = loop_;
+    pc.schema = schema_;
+    pc.client_name = opts_.name.empty() ? std::string("tandem-client") : opts_.name;
+    pc.client.ca_file = opts_.ca_file;
+    pc.client.verify_peer = !opts_.insecure;
+    syncer_ = system_->spawn(actors::peer_syncer, worker_, pc);
+  }
+
+  // Runs one SQL write; returns (db_version, rows_changed, changed).
+  worker::WriteResponse write(const std::string& sql, const std::vector<std::string>& params) {
+    caf::scoped_actor self{*system_};
+    worker::WriteRequest req;
+    auto* st = req.add_statements();
+    st->set_sql(sql);
+    for (const auto& p : params) *st->add_params() = parse_param(p);
+    worker::WriteResponse out;
+    self->request(worker_, timeout_ + std::chrono::seconds(30), req)
+        .receive([&](worker::WriteResponse& r) { out = std::move(r); },
+                 [&](caf::error& e) { fail(1, "write failed: " + system_->render(e)); });
+    return out;
+  }
+
+  worker::QueryResponse query(const std::string& sql, const std::vector<std::string>& params = {}) {
+    caf::scoped_actor self{*system_};
+    worker::QueryRequest req;
+    req.set_sql(sql);
+    for (const auto& p : params) *req.add_params() = parse_param(p);
+    worker::QueryResponse out;
+    self->request(worker_, timeout_ + std::chrono::seconds(30), req)
+        .receive([&](worker::QueryResponse& r) { out = std::move(r); },
+                 [&](caf::error& e) { fail(1, "query failed: " + system_->render(e)); });
+    return out;
+  }
+
+  // The server's acknowledged version, or nullopt (with why) when not within the timeout.
+  std::optional<int64_t> wait_acked(int64_t version, std::string* why) {
+    caf::scoped_actor self{*system_};
+    std::optional<int64_t> out;
+    self->request(syncer_, timeout_, actors::wait_acked_atom::value, version)
+        .receive([&](int64_t acked) { out = acked; }, [&](caf::error& e) { *why = system_->render(e); });
+    return out;
+  }
+
+  std::optional<std::pair<int64_t, int64_t>> caught_up(std::string* why) {
+    caf::scoped_actor self{*system_};
+    std::optional<std::pair<int64_t, int64_t>> out;
+    self->request(syncer_, timeout_, actors::caught_up_atom::value)
+        .receive([&](int64_t local, int64_t cursor) { out = std::make_pair(local, cursor); },
+                 [&](caf::error& e) { *why = system_->render(e); });
+    return out;
+  }
+
+  caf::actor_system& system() { return *system_; }
+  db_worker_actor worker() const { return worker_; }
+  std::shared_ptr<ivm::DeltaJournal> journal() const { return journal_; }
+  const std::string& db_path() const { return opts_.db; }
+  void keep(caf::actor a) { watchers_.push_back(std::move(a)); }
+
+ private:
+  ClientOptions opts_;
+  std::vector<std::string> schema_;
+  std::chrono::milliseconds timeout_{10000};
+  caf::actor_system_config cfg_;
+  std::unique_ptr<caf::actor_system> system_;
+  db_worker_actor worker_;
+  actors::peer_syncer_actor syncer_;
+  std::shared_ptr<net::EventLoop> loop_;
+  std::shared_ptr<ivm::DeltaJournal> journal_;
+  std::vector<caf::actor> watchers_;
+};
+
+std::string rows_json(const worker::QueryResponse& r) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& row : r.rows()) {
+    nlohmann::json obj = nlohmann::json::object();
+    for (int i = 0; i < row.values_size() && i < r.columns_size(); ++i) obj[r.columns(i)] = to_json(from_proto(row.values(i)));
+    rows.push_back(std::move(obj));
+  }
+  return rows.dump();
+}
+
+int do_exec(ClientNode& node, const std::string& sql, const std::vector<std::string>& params) {
+  auto r = node.write(sql, params);
+  if (r.error().code() != change::Error::OK) fail(1, "the database refused the write: " + r.error().message());
+  nlohmann::json out{{"db_version", r.db_version()}, {"rows_changed", r.rows_changed()}};
+  std::string why;
+  auto acked = node.wait_acked(r.db_version(), &why);
+  if (!acked) {
+    out["acknowledged"] = false;
+    std::cout << out.dump() << std::endl;
+    std::cerr << "tandem client: written locally at db_version " << r.db_version()
+              << "; NOT yet acknowledged by the server (" << (why.empty() ? "timed out" : why)
+              << "). The write is kept in the local database and pushed on the next sync.\n";
+    return 3;
+  }
+  out["acknowledged"] = true;
+  out["server_acked_db_version"] = *acked;
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
+
+int do_query(ClientNode& node, const std::string& sql, const std::vector<std::string>& params) {
+  auto r = node.query(sql, params);
+  if (r.error().code() != change::Error::OK) fail(1, "query refused: " + r.error().message());
+  std::cout << rows_json(r) << std::endl;
+  return 0;
+}
+
+int do_sync(ClientNode& node) {
+  std::string why;
+  auto done = node.caught_up(&why);
+  if (!done) {
+    std::cerr << "tandem client: not caught up with the server: " << (why.empty() ? "timed out" : why) << "\n";
+    return 3;
+  }
+  std::cout << nlohmann::json{{"local_db_version", done->first}, {"server_cursor", done->second}}.dump() << std::endl;
+  return 0;
+}
+
+void block_stop_signals(sigset_t* set) {
+  sigemptyset(set);
+  sigaddset(set, SIGINT);
+  sigaddset(set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+int do_watch(ClientNode& node, const std::string& sql, const std::vector<std::string>& params, bool json,
+             bool wait_for_signal) {
+  auto watcher = start_watch(node.system(), node.worker(), node.journal(), node.db_path(), sql, params, json);
+  if (!watcher.ok()) fail(1, "cannot watch: " + watcher.status().message());
+  node.keep(*watcher);
+  if (!wait_for_signal) return 0;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  int sig = 0;
+  sigwait(&set, &sig);
+  return 0;
+}
+
+// Tokenizes a shell line: the command word, then the SQL (rest of the line). Parameters
+// follow the SQL after a " -- " separator, split on spaces.
+int run_shell(ClientNode& node) {
+  std::string line;
+  const bool tty = ::isatty(0);
+  if (tty) std::cerr << "tandem shell: exec SQL [-- PARAMS], query SQL, watch SQL, sync, quit\n";
+  while (true) {
+    if (tty) std::cerr << "tandem> " << std::flush;
+    if (!std::getline(std::cin, line)) break;
+    auto first = line.find_first_not_of(" \t");
+    if (first == std::string::npos) continue;
+    line = line.substr(first);
+    auto space = line.find(' ');
+    const std::string cmd = line.substr(0, space);
+    std::string rest = space == std::string::npos ? std::string() : line.substr(space + 1);
+    std::vector<std::string> params;
+    auto sep = rest.find(" -- ");
+    if (sep != std::string::npos) {
+      std::istringstream ps(rest.substr(sep + 4));
+      for (std::string p; ps >> p;) params.push_back(p);
+      rest = rest.substr(0, sep);
+    }
+    try {
+      if (cmd == "quit" || cmd == "exit") break;
+      if (cmd == "exec") do_exec(node, rest, params);
+      else if (cmd == "query") do_query(node, rest, params);
+      else if (cmd == "sync") do_sync(node);
+      else if (cmd == "watch") do_watch(node, rest, params, true, false);
+      else std::cerr << "unknown command '" << cmd << "' (exec, query, watch, sync, quit)\n";
+    } catch (const ExitError& e) {
+      std::cerr << "error: " << e.message << "\n";
+    }
+  }
+  return 0;
+}
+
+int run_client(const ClientOptions& opts, const std::string& command) {
+  if (!setup_logging("client", opts.log_level)) return 2;
+  sigset_t stop;
+  if (command == "watch") block_stop_signals(&stop);
+  try {
+    ClientNode node(opts, /*online=*/command != "query");
+    if (command == "exec") return do_exec(node, opts.sql, opts.params);
+    if (command == "query") return do_query(node, opts.sql, opts.params);
+    if (command == "sync") return do_sync(node);
+    if (command == "watch") return do_watch(node, opts.sql, opts.params, opts.json, true);
+    return run_shell(node);
+  } catch (const ExitError& e) {
+    std::cerr << "tandem client: " << e.message << "\n";
+    return e.code;
+  }
+}
+
+}  // namespace
+
+void add_client_command(CLI::App& app) {
+  auto opts = std::make_shared<ClientOptions>();
+  auto* cmd = app.add_subcommand("client", "A client node on a local database file, synced with a server");
+  cmd->add_option("--server", opts->server, "Server URL: ws://HOST:PORT/sync or wss://...");
+  cmd->add_option("--token", opts->token, "Access token from `tandem token`");
+  cmd->add_option("--token-file", opts->token_file, "File holding the access token (instead of --token)");
+  cmd->add_option("--db", opts->db, "The node's SQLite file (created if missing)")->required();
+  cmd->add_option("--schema", opts->schema_file, "File of CREATE TABLE statements of the replicated tables")->required();
+  cmd->add_option("--timeout", opts->timeout, "How long exec and sync wait for the server")->capture_default_str();
+  cmd->add_option("--name", opts->name, "This node's name in logs");
+  cmd->add_option("--ca-file", opts->ca_file, "PEM certificate to trust for wss:// (default: system store)");
+  cmd->add_flag("--insecure", opts->insecure, "Do not verify the server's TLS certificate (tests only)");
+  add_log_level_option(cmd, &opts->log_level, "warn");
+
+  auto* exec = cmd->add_subcommand("exec", "Write locally in one transaction, wait until the server acked it");
+  exec->add_option("sql", opts->sql, "The SQL statement")->required();
+  exec->add_option("params", opts->params, "Parameters: NULL, 42, 1.5, x'00ff', 'text' or text");
+  auto* query = cmd->add_subcommand("query", "Print the rows of the local database as JSON");
+  query->add_option("sql", opts->sql, "The SELECT statement")->required();
+  query->add_option("params", opts->params, "Parameters, as for exec");
+  cmd->add_subcommand("sync", "Connect, push and pull until caught up, exit");
+  auto* watch = cmd->add_subcommand("watch", "Stay connected; print the live result as it changes");
+  watch->add_option("sql", opts->sql, "The query (the live-query subset)")->required();
+  watch->add_option("params", opts->params, "Parameters, as for exec");
+  watch->add_flag("--json", opts->json, "One JSON line per change instead of a table");
+  cmd->require_subcommand(0, 1);
+  cmd->callback([opts, cmd] {
+    std::string command;
+    for (auto* sub : cmd->get_subcommands()) command = sub->get_name();
+    int code = run_client(*opts, command);
+    if (code != 0) throw CLI::RuntimeError(code);
+  });
+}
+
+}  // namespace tandem::app
