@@ -14,5 +14,6 @@ void add_bench_store(CLI::App& bench);     // bench_store.cpp: write, merge
 
 void add_server_command(CLI::App& app);  // server.cpp
 void add_token_command(CLI::App& app);   // token.cpp
+void add_client_command(CLI::App& app);  // client.cpp
 
 }  // namespace tandem::app

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   tandem::app::add_bench_store(*bench);
   tandem::app::add_server_command(app);
   tandem::app::add_token_command(app);
+  tandem::app::add_client_command(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }
