@@ -347,6 +347,7 @@ struct DistinctRow {
 };
 
 struct Pending {
+  std::string origin;  // the view that sent it; one origin's mutations run in order
   std::string id;
   std::vector<worker::Mutation> mutations;
   std::optional<int64_t> success_version;
@@ -1173,8 +1174,20 @@ class LiveView::Impl {
     if (st.ok()) {
       cur_index_ = batch->deltas.size();
       bool retired = false;
-      for (size_t i = 0; i < pending_.size();) {
-        bool done = (!batch->mutation_id.empty() && pending_[i].id == batch->mutation_id) ||
+      // The db_worker runs one origin's mutations in the order they were sent: when the batch
+      // of one arrives, every earlier one of the same origin has committed (its effect, if any,
+      // is in the base) or failed (its settlement will only confirm the rollback).
+      std::vector<char> done_by_batch(pending_.size(), 0);
+      if (!batch->mutation_id.empty()) {
+        for (size_t i = 0; i < pending_.size(); ++i) {
+          if (pending_[i].id != batch->mutation_id) continue;
+          for (size_t j = 0; j <= i; ++j)
+            if (pending_[j].origin == pending_[i].origin) done_by_batch[j] = 1;
+          break;
+        }
+      }
+      for (size_t i = 0, orig = 0; i < pending_.size(); ++orig) {
+        bool done = done_by_batch[orig] ||
                     (pending_[i].success_version && *pending_[i].success_version <= batch->db_version);
         if (done) {
           pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
@@ -1293,7 +1306,7 @@ class LiveView::Impl {
     return Status::InvalidArgument("mutation of " + t.name + " has no insert, update or delete");
   }
 
-  Status add_pending(const std::string& id, const std::vector<worker::Mutation>& mutations) {
+  Status add_pending(const std::string& id, const std::vector<worker::Mutation>& mutations, const std::string& origin) {
     if (!error_status_.ok()) return error_status_;
     if (id.empty()) return Status::InvalidArgument("a pending mutation needs an id");
     for (const auto& p : pending_)
@@ -1304,7 +1317,7 @@ class LiveView::Impl {
       if (!s.ok()) return Status::InvalidArgument("mutation: " + s.status().message());
       TANDEM_RETURN_IF_ERROR(validate(**s, m));
     }
-    pending_.push_back({id, mutations, std::nullopt});
+    pending_.push_back({origin, id, mutations, std::nullopt});
     Status st = refold();
     if (st.ok()) st = finish_operation();
     else {
@@ -1573,7 +1586,9 @@ Status LiveView::rehydrate() {
   return st;
 }
 
-Status LiveView::add_pending(const std::string& id, const std::vector<worker::Mutation>& m) { return impl_->add_pending(id, m); }
+Status LiveView::add_pending(const std::string& id, const std::vector<worker::Mutation>& m, const std::string& origin) {
+  return impl_->add_pending(id, m, origin);
+}
 Status LiveView::settle(const std::string& id, bool success, int64_t v) { return impl_->settle(id, success, v); }
 size_t LiveView::pending_count() const { return impl_->pending_.size(); }
 const std::vector<std::string>& LiveView::columns() const { return impl_->plan_->column_names; }

@@ -63,7 +63,11 @@ class LiveView {
   // Shows `mutations` at once as pending mutation `mutation_id`. A malformed mutation (unknown
   // table or column, wrong key arity, missing key columns) is refused and changes nothing.
   // Mutations of tables this view does not read are validated and remembered only.
-  Status add_pending(const std::string& mutation_id, const std::vector<worker::Mutation>& mutations);
+  // `origin` names the view that sends it to the db_worker: one origin's mutations run in the
+  // order they were sent, so the committed batch of one retires the earlier ones of its origin
+  // (a mutation that changed nothing produces no batch).
+  Status add_pending(const std::string& mutation_id, const std::vector<worker::Mutation>& mutations,
+                     const std::string& origin = {});
   // The db_worker's answer: success retires the patch once the view reached `db_version` (or
   // applied the batch carrying mutation_id); failure rolls it back now.
   Status settle(const std::string& mutation_id, bool success, int64_t db_version);

@@ -55,6 +55,12 @@ inline std::string show(const Row& row) {
   for (size_t i = 0; i < row.size(); ++i) s += (i ? ", " : "") + row[i].to_sql_literal();
   return s + ")";
 }
+inline bool identical_rows(const std::vector<Row>& a, const std::vector<Row>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!identical(a[i], b[i])) return false;
+  return true;
+}
 inline std::string show(const std::vector<Row>& rows) {
   std::string s;
   for (const auto& r : rows) s += show(r) + "\n";
