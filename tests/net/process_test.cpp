@@ -1,0 +1,385 @@
+// Multi-process tests over loopback with the real binaries: `tandem server`, `tandem token`
+// and `tandem client` (exec, query, sync, watch, shell), including kill -9 faults of the
+// server in the middle of several clients' streams of writes and of a client mid-push.
+// Every wait is bounded (a hang fails the test); nothing asserts on speed.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/sqlite/database.hpp"
+
+extern char** environ;
+
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kTandem = TANDEM_BINARY;
+const char* kSchema = "CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT, done INTEGER DEFAULT 0);\n";
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/tandem-proc-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() { (void)std::system(("rm -rf " + path).c_str()); }
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+};
+
+// A child process with stdin and stdout as pipes and stderr to a file.
+class Process {
+ public:
+  Process(const std::vector<std::string>& args, const std::string& stderr_file) {
+    int in[2], out[2];
+    REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
+    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_addopen(&fa, 2, stderr_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    REQUIRE(posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(in[0]);
+    ::close(out[1]);
+    stdin_ = in[1];
+    stdout_ = out[0];
+  }
+  ~Process() {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (stdin_ >= 0) ::close(stdin_);
+    if (stdout_ >= 0) ::close(stdout_);
+  }
+  void write(const std::string& s) {
+    size_t done = 0;
+    while (done < s.size()) {
+      ssize_t n = ::write(stdin_, s.data() + done, s.size() - done);
+      REQUIRE(n > 0);
+      done += static_cast<size_t>(n);
+    }
+  }
+  void close_stdin() {
+    ::close(stdin_);
+    stdin_ = -1;
+  }
+  // The next stdout line, or nullopt after `within` / at end of output.
+  std::optional<std::string> line(std::chrono::milliseconds within = 20s) {
+    const auto deadline = std::chrono::steady_clock::now() + within;
+    for (;;) {
+      auto nl = buffer_.find('\n');
+      if (nl != std::string::npos) {
+        std::string l = buffer_.substr(0, nl);
+        buffer_.erase(0, nl + 1);
+        return l;
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      pollfd p{stdout_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+      char buf[4096];
+      ssize_t n = ::read(stdout_, buf, sizeof buf);
+      if (n <= 0) return std::nullopt;
+      buffer_.append(buf, static_cast<size_t>(n));
+    }
+  }
+  void signal(int sig) { ::kill(pid_, sig); }
+  // Exit status (or 128+signal) once it ends; -1 if it did not end within `within`.
+  int wait(std::chrono::milliseconds within = 60s) {
+    const auto deadline = std::chrono::steady_clock::now() + within;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        exited_ = true;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return -1;
+  }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  int stdin_ = -1, stdout_ = -1;
+  bool exited_ = false;
+  std::string buffer_;
+};
+
+struct RunResult {
+  int code;
+  std::string out;
+};
+
+RunResult run(const std::vector<std::string>& args, const std::string& err_file) {
+  Process p(args, err_file);
+  p.close_stdin();
+  std::string out;
+  while (auto l = p.line(60s)) out += *l + "\n";
+  int code = p.wait();
+  return {code, out};
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// A world: a data directory, a secret, a schema, a server process and its URL.
+struct World {
+  TempDir dir;
+  std::string secret = dir / "secret";
+  std::string schema = dir / "schema.sql";
+  std::unique_ptr<Process> server;
+  std::string url;
+  uint16_t port = 0;
+  std::map<std::string, std::string> tokens;
+
+  World() {
+    std::ofstream(secret) << "process-test-secret-0123456789abcdef0123456789\n";
+    std::ofstream(schema) << kSchema;
+  }
+  ~World() {
+    if (server) {
+      server->signal(SIGTERM);
+      server->wait(10s);
+    }
+  }
+  void start_server(uint16_t fixed_port = 0) {
+    server = std::make_unique<Process>(
+        std::vector<std::string>{kTandem, "server", "--listen", "127.0.0.1:" + std::to_string(fixed_port), "--data-dir",
+                                 dir / "server", "--secret-file", secret, "--log-level", "info"},
+        dir / "server.log");
+    auto line = server->line();
+    REQUIRE(line);
+    REQUIRE(line->rfind("listening on ws://127.0.0.1:", 0) == 0);
+    url = line->substr(std::string("listening on ").size()) + "/sync";
+    port = static_cast<uint16_t>(std::stoi(line->substr(line->rfind(':') + 1)));
+  }
+  void kill_server() {
+    server->signal(SIGKILL);
+    REQUIRE(server->wait() == 128 + SIGKILL);
+    server.reset();
+  }
+  const std::string& token(const std::string& user) {
+    auto it = tokens.find(user);
+    if (it != tokens.end()) return it->second;
+    auto r = run({kTandem, "token", "--secret-file", secret, "--user", user}, dir / "token.log");
+    REQUIRE(r.code == 0);
+    std::string t = r.out.substr(0, r.out.find('\n'));
+    return tokens[user] = t;
+  }
+  std::vector<std::string> client(const std::string& db, const std::string& user = "alice") {
+    return {kTandem, "client", "--server", url, "--token", token(user), "--db", dir / db, "--schema", schema, "--name", db};
+  }
+  RunResult cmd(const std::string& db, std::vector<std::string> rest, const std::string& user = "alice") {
+    auto args = client(db, user);
+    args.insert(args.end(), rest.begin(), rest.end());
+    return run(args, dir / (db + ".log"));
+  }
+  std::string rows(const std::string& db) {
+    auto r = run({kTandem, "client", "--db", dir / db, "--schema", schema, "query", "SELECT id, title, done FROM todo ORDER BY id"},
+                 dir / (db + ".log"));
+    REQUIRE(r.code == 0);
+    return r.out;
+  }
+};
+
+std::set<int64_t> ids_in_file(const std::string& path) {
+  tandem::OpenOptions ro;
+  ro.create = false;
+  ro.read_only = true;
+  ro.wal = false;
+  auto db = tandem::Database::open(path, ro);
+  REQUIRE(db.ok());
+  auto st = (*db)->prepare("SELECT id FROM todo");
+  REQUIRE(st.ok());
+  std::set<int64_t> ids;
+  for (;;) {
+    auto row = (*st)->step();
+    REQUIRE(row.ok());
+    if (!*row) break;
+    ids.insert((*st)->column_int64(0));
+  }
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("processes: a write on one client reaches the other's watched query", "[process]") {
+  World w;
+  w.start_server();
+  Process watch(
+      [&] {
+        auto a = w.client("b.db");
+        for (std::string s : {"watch", "SELECT id, title FROM todo ORDER BY id", "--json"}) a.push_back(s);
+        return a;
+      }(),
+      w.dir / "watch.log");
+  auto first = watch.line();
+  REQUIRE(first);
+  CHECK(nlohmann::json::parse(*first)["type"] == "result");
+
+  auto r = w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (?, ?)", "1", "milk"});
+  INFO(slurp(w.dir / "a.db.log"));
+  REQUIRE(r.code == 0);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j["acknowledged"] == true);
+
+  auto change = watch.line();
+  REQUIRE(change);
+  auto c = nlohmann::json::parse(*change);
+  CHECK(c["type"] == "added");
+  CHECK(c["row"]["title"] == "milk");
+
+  CHECK(w.cmd("b.db", {"sync"}).code == 0);
+  CHECK(w.rows("b.db") == w.rows("a.db"));
+  CHECK(w.rows("b.db") == "[{\"done\":0,\"id\":1,\"title\":\"milk\"}]\n");
+}
+
+TEST_CASE("processes: exec without a server keeps the write and says so; sync pushes it later", "[process][fault]") {
+  World w;
+  w.start_server();
+  const uint16_t port = w.port;
+  w.token("alice");
+  w.kill_server();
+  auto args = w.client("a.db");
+  for (std::string s : {"--timeout", "1s", "exec", "INSERT INTO todo(id, title) VALUES (7, 'offline')"}) args.push_back(s);
+  auto r = run(args, w.dir / "a.db.log");
+  CHECK(r.code == 3);
+  CHECK(nlohmann::json::parse(r.out)["acknowledged"] == false);
+  CHECK_THAT(slurp(w.dir / "a.db.log"), Catch::Contains("NOT yet acknowledged"));
+  CHECK(w.rows("a.db") == "[{\"done\":0,\"id\":7,\"title\":\"offline\"}]\n");
+
+  w.start_server(port);
+  CHECK(w.cmd("a.db", {"sync"}).code == 0);
+  CHECK(w.cmd("b.db", {"sync"}).code == 0);
+  CHECK(w.rows("b.db") == w.rows("a.db"));
+}
+
+TEST_CASE("processes: bad arguments get a clear message and a non-zero exit", "[process][bad-input]") {
+  World w;
+  auto r = run({kTandem, "token", "--secret-file", w.secret, "--user", "../x"}, w.dir / "bad.log");
+  CHECK(r.code != 0);
+  CHECK_THAT(slurp(w.dir / "bad.log"), Catch::Contains("user id"));
+  r = run({kTandem, "server", "--listen", "nonsense", "--data-dir", w.dir / "d", "--secret-file", w.secret}, w.dir / "bad.log");
+  CHECK(r.code != 0);
+  r = run({kTandem, "server", "--listen", "127.0.0.1:0", "--data-dir", w.dir / "d", "--secret-file", w.dir / "missing"},
+          w.dir / "bad.log");
+  CHECK(r.code != 0);
+  CHECK_THAT(slurp(w.dir / "bad.log"), Catch::Contains("secret"));
+  w.start_server();
+  r = w.cmd("a.db", {"--timeout", "2s", "exec", "INSERT INTO nope VALUES (1)"});
+  CHECK(r.code == 1);
+  // A token of another server's secret: refused, the write stays local, exit 3.
+  auto args = std::vector<std::string>{kTandem, "client", "--server", w.url, "--token", "eyJhbGciOiJIUzI1NiJ9.e30.x",
+                                       "--db", w.dir / "c.db", "--schema", w.schema, "--timeout", "3s",
+                                       "exec", "INSERT INTO todo(id) VALUES (1)"};
+  r = run(args, w.dir / "c.log");
+  CHECK(r.code == 3);
+  CHECK_THAT(slurp(w.dir / "c.log"), Catch::Contains("UNAUTHENTICATED"));
+  for (const char* help : {"server", "client", "token"}) CHECK(run({kTandem, help, "--help"}, w.dir / "help.log").code == 0);
+}
+
+TEST_CASE("processes: kill -9 of the server mid-stream loses no acknowledged write; all converge", "[process][fault]") {
+  World w;
+  w.start_server();
+  const uint16_t port = w.port;
+  // Three clients, each a shell running a stream of writes (each waits for its ack).
+  const int writes = 60;
+  std::vector<std::unique_ptr<Process>> shells;
+  for (int c = 0; c < 3; ++c) {
+    auto args = w.client("c" + std::to_string(c) + ".db");
+    args.insert(args.end() - 0, {"--timeout", "20s"});
+    shells.push_back(std::make_unique<Process>(args, w.dir / ("c" + std::to_string(c) + ".log")));
+    std::string script;
+    for (int i = 0; i < writes; ++i)
+      script += "exec INSERT INTO todo(id, title) VALUES (" + std::to_string(c * 1000 + i) + ", 'w') \n";
+    shells.back()->write(script);
+    shells.back()->close_stdin();
+  }
+  // Let some writes be acknowledged, then kill the server while the streams go on.
+  std::vector<std::set<int64_t>> acked(3);
+  std::vector<int> seen(3, 0);
+  auto read_some = [&](int c, int upto) {
+    while (seen[c] < upto) {
+      auto l = shells[c]->line(60s);
+      REQUIRE(l);
+      auto j = nlohmann::json::parse(*l);
+      if (j["acknowledged"] == true) acked[c].insert(c * 1000 + seen[c]);
+      ++seen[c];
+    }
+  };
+  for (int c = 0; c < 3; ++c) read_some(c, 10);
+  w.kill_server();
+  // Every write acknowledged so far is in the server's file, although it died with no warning.
+  auto on_disk = ids_in_file(w.dir / "server/users/alice.db");
+  for (int c = 0; c < 3; ++c)
+    for (auto id : acked[c]) {
+      INFO("acknowledged id " << id);
+      CHECK(on_disk.count(id) == 1);
+    }
+  std::this_thread::sleep_for(300ms);  // the clients keep writing locally meanwhile
+  w.start_server(port);
+  for (int c = 0; c < 3; ++c) read_some(c, writes);
+  for (auto& s : shells) CHECK(s->wait() == 0);
+  // Kill it again once everything was acknowledged: still nothing lost.
+  w.kill_server();
+  on_disk = ids_in_file(w.dir / "server/users/alice.db");
+  for (int c = 0; c < 3; ++c) {
+    CHECK(acked[c].size() == static_cast<size_t>(writes));
+    for (auto id : acked[c]) CHECK(on_disk.count(id) == 1);
+  }
+  w.start_server(port);
+  for (int c = 0; c < 3; ++c) CHECK(w.cmd("c" + std::to_string(c) + ".db", {"sync"}).code == 0);
+  CHECK(w.cmd("fresh.db", {"sync"}).code == 0);
+  const std::string expected = w.rows("fresh.db");
+  CHECK(nlohmann::json::parse(expected).size() == 3u * writes);
+  for (int c = 0; c < 3; ++c) CHECK(w.rows("c" + std::to_string(c) + ".db") == expected);
+}
+
+TEST_CASE("processes: kill -9 of a client mid-push; its writes are pushed on the next start", "[process][fault]") {
+  World w;
+  w.start_server();
+  auto args = w.client("a.db");
+  args.insert(args.end(), {"--timeout", "20s"});
+  Process shell(args, w.dir / "a.log");
+  std::string script;
+  for (int i = 0; i < 200; ++i) script += "exec INSERT INTO todo(id, title) VALUES (" + std::to_string(i) + ", 'x')\n";
+  shell.write(script);
+  for (int i = 0; i < 5; ++i) REQUIRE(shell.line());
+  shell.signal(SIGKILL);
+  REQUIRE(shell.wait() == 128 + SIGKILL);
+  const std::string local = w.rows("a.db");  // what a committed locally before it died
+  const size_t local_rows = nlohmann::json::parse(local).size();
+  CHECK(local_rows >= 5);
+  CHECK(w.cmd("a.db", {"sync"}).code == 0);
+  CHECK(w.cmd("b.db", {"sync"}).code == 0);
+  CHECK(w.rows("b.db") == local);
+}
