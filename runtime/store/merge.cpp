@@ -18,6 +18,8 @@
 // columns have arrived, and every replica checked its own writes.
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <map>
 #include <unordered_map>
 
 #include "runtime/sqlite/proto_value.hpp"
@@ -104,15 +106,6 @@ Status validate(Store::Impl& s, const change::ChangeBatch& batch, std::vector<In
   return Status::Ok();
 }
 
-std::string where_key(const TableInfo& t) {
-  std::string sql = " WHERE ";
-  for (size_t i = 0; i < t.pk_columns.size(); ++i) {
-    if (i) sql += " AND ";
-    sql += quote_identifier(t.columns[static_cast<size_t>(t.pk_columns[i])].name) + " = ?";
-  }
-  return sql;
-}
-
 // Checks that the stored row holds exactly the values the merge wrote.
 Status verify_stored(const TableInfo& t, const Row& stored, const Row& wanted, const std::vector<bool>& written) {
   if (stored.size() != wanted.size()) return Status::Internal("unexpected row shape returned for " + t.name);
@@ -160,24 +153,57 @@ Result<MergeResult> Store::merge(const change::ChangeBatch& batch) {
     ~MergingFlag() { flag = false; }
   } merging_flag{s.merging};
 
-  TouchedKeys touched;
-  int64_t new_records = 0;
-  for (const auto& group : groups) {
-    const Incoming& first = incoming[group.front()];
-    const TableInfo& t = *s.tables[first.table];
-    TANDEM_ASSIGN_OR_RETURN(RowClock clock, s.load_clock(t, first.key));
-    TANDEM_ASSIGN_OR_RETURN(std::optional<Row> old_row, s.load_row(t, first.pk));
-    if (old_row) {
-      for (size_t k = 0; k < t.pk_columns.size(); ++k)
-        if (!identical((*old_row)[static_cast<size_t>(t.pk_columns[k])], first.pk[k]))
-          return Status::InvalidArgument("batch refused, nothing merged: key value " + first.pk[k].to_sql_literal() + " of " + t.name +
-                                         " is stored as " + (*old_row)[static_cast<size_t>(t.pk_columns[k])].to_sql_literal());
+  // Read every row's clock and data in one statement per table.
+  struct Outcome {
+    RowClock clock;
+    std::optional<Row> old_row;
+    Row row;                   // the row after the merge (when alive)
+    std::vector<bool> written; // columns the merge assigned
+    bool changed = false;      // some change won
+  };
+  std::vector<Outcome> outcomes(groups.size());
+  std::vector<std::vector<size_t>> groups_of_table(s.tables.size());
+  for (size_t g = 0; g < groups.size(); ++g) groups_of_table[incoming[groups[g].front()].table].push_back(g);
+  for (size_t table = 0; table < s.tables.size(); ++table) {
+    const auto& ids = groups_of_table[table];
+    if (ids.empty()) continue;
+    const TableInfo& t = *s.tables[table];
+    std::vector<Value> keys;
+    std::vector<const Row*> pks;
+    for (size_t g : ids) {
+      keys.push_back(incoming[groups[g].front()].key);
+      pks.push_back(&incoming[groups[g].front()].pk);
     }
-    Row row = old_row ? *old_row : Row(t.columns.size());
-    std::vector<bool> written(t.columns.size(), false);
-    bool clock_changed = false;
+    std::vector<RowClock> clocks;
+    std::vector<std::optional<Row>> rows;
+    TANDEM_RETURN_IF_ERROR(s.load_clocks(t, keys, &clocks));
+    TANDEM_RETURN_IF_ERROR(s.load_rows(t, pks, &rows));
+    for (size_t i = 0; i < ids.size(); ++i) {
+      Outcome& o = outcomes[ids[i]];
+      o.clock = std::move(clocks[i]);
+      o.old_row = std::move(rows[i]);
+      if (o.old_row) {
+        for (size_t k = 0; k < t.pk_columns.size(); ++k)
+          if (!identical((*o.old_row)[static_cast<size_t>(t.pk_columns[k])], (*pks[i])[k]))
+            return Status::InvalidArgument("batch refused, nothing merged: key value " + (*pks[i])[k].to_sql_literal() + " of " + t.name +
+                                           " is stored as " + (*o.old_row)[static_cast<size_t>(t.pk_columns[k])].to_sql_literal());
+      }
+    }
+  }
 
-    for (size_t i : group) {
+  // The rules, in memory.
+  int64_t new_records = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const Incoming& first = incoming[groups[g].front()];
+    const TableInfo& t = *s.tables[first.table];
+    Outcome& o = outcomes[g];
+    RowClock& clock = o.clock;
+    Row& row = o.row;
+    row = o.old_row ? *o.old_row : Row(t.columns.size());
+    o.written.assign(t.columns.size(), false);
+    std::vector<bool>& written = o.written;
+
+    for (size_t i : groups[g]) {
       const Incoming& ch = incoming[i];
       TANDEM_ASSIGN_OR_RETURN(int64_t site, s.site_ordinal(*ch.site));
       const int64_t local_cl = clock.local_cl();
@@ -190,7 +216,7 @@ Result<MergeResult> Store::merge(const change::ChangeBatch& batch) {
         clock.cl = ch.cl;
         for (auto& cell : clock.cells) cell = CellClock{};
         clock.sentinel = CellClock{ch.cl, version, site, ch.seq};
-        clock_changed = true;
+        o.changed = true;
         ++result.changes_applied;
         continue;
       }
@@ -208,7 +234,7 @@ Result<MergeResult> Store::merge(const change::ChangeBatch& batch) {
           row[column] = ch.val;
           written[column] = true;
         }
-        clock_changed = true;
+        o.changed = true;
         ++result.changes_applied;
         continue;
       }
@@ -221,63 +247,68 @@ Result<MergeResult> Store::merge(const change::ChangeBatch& batch) {
       cell = winner;
       row[column] = ch.val;
       written[column] = true;
-      clock_changed = true;
+      o.changed = true;
       ++result.changes_applied;
     }
-    if (!clock_changed) continue;
-
-    TANDEM_RETURN_IF_ERROR(s.save_clock(t, first.key, clock));
-    touched.add(first.table, first.key);
-    std::optional<Row> new_row;
-    if (clock.alive()) {
-      bool any_written = false;
-      for (bool w : written) any_written = any_written || w;
-      if (old_row && !any_written) {
-        new_row = old_row;
-      } else {
-        std::string sql;
-        Row params;
-        if (old_row) {
-          sql = "UPDATE " + t.quoted_name() + " SET ";
-          bool comma = false;
-          for (size_t c = 0; c < written.size(); ++c) {
-            if (!written[c]) continue;
-            sql += (comma ? ", " : "") + quote_identifier(t.columns[c].name) + " = ?";
-            params.push_back(row[c]);
-            comma = true;
-          }
-          sql += where_key(t);
-          for (const Value& v : first.pk) params.push_back(v);
-        } else {
-          for (size_t k = 0; k < t.pk_columns.size(); ++k) {
-            row[static_cast<size_t>(t.pk_columns[k])] = first.pk[k];
-            written[static_cast<size_t>(t.pk_columns[k])] = true;
-          }
-          std::string names, marks;
-          for (size_t c = 0; c < written.size(); ++c) {
-            if (!written[c]) continue;
-            names += (names.empty() ? "" : ", ") + quote_identifier(t.columns[c].name);
-            marks += marks.empty() ? "?" : ", ?";
-            params.push_back(row[c]);
-          }
-          sql = "INSERT INTO " + t.quoted_name() + "(" + names + ") VALUES (" + marks + ")";
-        }
-        TANDEM_ASSIGN_OR_RETURN(auto st, s.db->cached(sql));
-        TANDEM_RETURN_IF_ERROR(st->bind_all(params));
-        TANDEM_RETURN_IF_ERROR(st->run());
-        // Read back rather than RETURNING: SQLite 3.40's RETURNING applies REAL affinity to
-        // the wrong columns of tables with a REAL key.
-        TANDEM_ASSIGN_OR_RETURN(new_row, s.load_row(t, first.pk));
-        if (!new_row) return Status::Internal("merge wrote no row of " + t.name);
-        TANDEM_RETURN_IF_ERROR(verify_stored(t, *new_row, row, written));
+    if (o.changed && clock.alive() && !o.old_row) {
+      for (size_t k = 0; k < t.pk_columns.size(); ++k) {
+        row[static_cast<size_t>(t.pk_columns[k])] = first.pk[k];
+        written[static_cast<size_t>(t.pk_columns[k])] = true;
       }
-    } else if (old_row) {
-      TANDEM_ASSIGN_OR_RETURN(auto st, s.db->cached("DELETE FROM " + t.quoted_name() + where_key(t)));
-      TANDEM_RETURN_IF_ERROR(st->bind_all(first.pk));
-      TANDEM_RETURN_IF_ERROR(st->run());
     }
-    bool row_changed = old_row.has_value() != new_row.has_value() || (old_row && !identical(*old_row, *new_row));
-    if (row_changed) result.deltas.deltas.push_back(RowDelta{t.name, std::move(old_row), std::move(new_row)});
+  }
+
+  // Write rows and clocks, one statement per table and kind; read the written rows back.
+  TouchedKeys touched;
+  std::vector<std::optional<Row>> new_rows(groups.size());
+  for (size_t table = 0; table < s.tables.size(); ++table) {
+    const auto& ids = groups_of_table[table];
+    if (ids.empty()) continue;
+    const TableInfo& t = *s.tables[table];
+    std::vector<const Row*> deletes, updates, reread;
+    std::vector<size_t> reread_groups;
+    std::map<std::vector<bool>, std::vector<const Row*>> inserts;
+    std::vector<std::pair<Value, const RowClock*>> records;
+    for (size_t g : ids) {
+      Outcome& o = outcomes[g];
+      if (!o.changed) continue;
+      const Incoming& first = incoming[groups[g].front()];
+      records.emplace_back(first.key, &o.clock);
+      touched.add(table, first.key);
+      if (!o.clock.alive()) {
+        if (o.old_row) deletes.push_back(&first.pk);
+        continue;
+      }
+      bool any_written = std::find(o.written.begin(), o.written.end(), true) != o.written.end();
+      if (o.old_row && !any_written) {
+        new_rows[g] = o.old_row;
+        continue;
+      }
+      if (o.old_row)
+        updates.push_back(&o.row);
+      else
+        inserts[o.written].push_back(&o.row);
+      reread.push_back(&first.pk);
+      reread_groups.push_back(g);
+    }
+    TANDEM_RETURN_IF_ERROR(s.delete_rows(t, deletes));
+    TANDEM_RETURN_IF_ERROR(s.update_rows(t, updates));
+    for (const auto& [mask, rows] : inserts) TANDEM_RETURN_IF_ERROR(s.insert_rows(t, mask, rows));
+    std::vector<std::optional<Row>> stored;
+    TANDEM_RETURN_IF_ERROR(s.load_rows(t, reread, &stored));
+    for (size_t i = 0; i < reread_groups.size(); ++i) {
+      size_t g = reread_groups[i];
+      if (!stored[i]) return Status::Internal("merge wrote no row of " + t.name);
+      TANDEM_RETURN_IF_ERROR(verify_stored(t, *stored[i], outcomes[g].row, outcomes[g].written));
+      new_rows[g] = std::move(stored[i]);
+    }
+    TANDEM_RETURN_IF_ERROR(s.save_clocks(t, records));
+  }
+  for (size_t g = 0; g < groups.size(); ++g) {
+    Outcome& o = outcomes[g];
+    if (!o.changed) continue;
+    bool row_changed = o.old_row.has_value() != new_rows[g].has_value() || (o.old_row && !identical(*o.old_row, *new_rows[g]));
+    if (row_changed) result.deltas.deltas.push_back(RowDelta{s.tables[incoming[groups[g].front()].table]->name, std::move(o.old_row), std::move(new_rows[g])});
   }
 
   {

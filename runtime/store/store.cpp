@@ -342,12 +342,15 @@ Result<CommitResult> Store::Impl::record_local_write(std::vector<CaptureEvent> e
   std::vector<std::optional<int64_t>> max_key(tables.size());
   int64_t new_records = 0;
 
-  auto touch = [&](size_t table, const Value& key) -> Result<Touched*> {
+  // Pass 1: every key the events touch, in first-touch order; their clocks are then read in
+  // one statement per table (keys above the largest clock key of an INTEGER PRIMARY KEY
+  // table have none, so appends, the common insert, read nothing).
+  std::vector<std::vector<Value>> to_load(tables.size());
+  std::vector<std::vector<size_t>> to_load_slots(tables.size());
+  auto add_touch = [&](size_t table, const Value& key) -> Status {
     auto& idx = index[table];
-    auto it = idx.find(key);
-    if (it != idx.end()) return &touched[it->second];
+    if (idx.count(key)) return Status::Ok();
     const TableInfo& t = *tables[table];
-    Touched entry{table, key, RowClock{}};
     bool known_absent = false;
     if (t.integer_pk && key.is_integer()) {
       if (!max_key[table]) {
@@ -357,15 +360,28 @@ Result<CommitResult> Store::Impl::record_local_write(std::vector<CaptureEvent> e
       }
       known_absent = key.integer() > *max_key[table];
     }
-    if (known_absent) {
-      entry.clock.cells.assign(t.value_columns.size(), CellClock{});
-    } else {
-      TANDEM_ASSIGN_OR_RETURN(entry.clock, load_clock(t, key));
+    Touched entry{table, key, RowClock{}};
+    entry.clock.cells.assign(t.value_columns.size(), CellClock{});
+    if (!known_absent) {
+      to_load[table].push_back(key);
+      to_load_slots[table].push_back(touched.size());
     }
     idx.emplace(key, touched.size());
     touched.push_back(std::move(entry));
-    return &touched.back();
+    return Status::Ok();
   };
+  touched.reserve(events.size() + 1);
+  for (const auto& ev : events) {
+    if (ev.kind != CaptureEvent::Kind::insert) TANDEM_RETURN_IF_ERROR(add_touch(ev.table, ev.old_key));
+    if (ev.kind != CaptureEvent::Kind::remove) TANDEM_RETURN_IF_ERROR(add_touch(ev.table, ev.new_key));
+  }
+  for (size_t table = 0; table < tables.size(); ++table) {
+    if (to_load[table].empty()) continue;
+    std::vector<RowClock> clocks;
+    TANDEM_RETURN_IF_ERROR(load_clocks(*tables[table], to_load[table], &clocks));
+    for (size_t i = 0; i < clocks.size(); ++i) touched[to_load_slots[table][i]].clock = std::move(clocks[i]);
+  }
+  auto touch = [&](size_t table, const Value& key) -> Result<Touched*> { return &touched[index[table].at(key)]; };
   auto stamp = [&](CellClock& c, int64_t col_version) {
     c.col_version = col_version;
     c.db_version = version;
@@ -472,11 +488,15 @@ Result<CommitResult> Store::Impl::record_local_write(std::vector<CaptureEvent> e
   }
 
   TouchedKeys keys;
+  std::vector<std::vector<std::pair<Value, const RowClock*>>> records(tables.size());
   for (auto& t : touched) {
     if (t.dirty) {
-      TANDEM_RETURN_IF_ERROR(save_clock(*tables[t.table], t.key, t.clock));
+      records[t.table].emplace_back(t.key, &t.clock);
       keys.add(t.table, t.key);
     }
+  }
+  for (size_t table = 0; table < tables.size(); ++table) TANDEM_RETURN_IF_ERROR(save_clocks(*tables[table], records[table]));
+  for (auto& t : touched) {
     if (!options.capture_row_images) continue;
     if (!t.first_old && !t.last_new) continue;
     if (t.first_old && t.last_new && identical(*t.first_old, *t.last_new)) continue;

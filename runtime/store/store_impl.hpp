@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/sqlite/row_feed.hpp"
 #include "runtime/store/capture.hpp"
 #include "runtime/store/store.hpp"
 #include "runtime/store/store_format.hpp"
@@ -49,6 +50,8 @@ class Store::Impl {
   // row showed up in profiles of 10,000-row transactions).
   struct TableStatements {
     std::unique_ptr<Statement> load_clock, save_clock, load_row;
+    std::unique_ptr<Statement> load_clocks, save_clocks, load_rows, delete_rows, update_rows;
+    std::unordered_map<std::string, std::unique_ptr<Statement>> insert_rows;  // by written-column mask
   };
   std::unordered_map<int64_t, TableStatements> table_statements;
   std::string clock_buffer;  // reused by save_clock
@@ -67,6 +70,23 @@ class Store::Impl {
   Status save_clock(const TableInfo& t, const Value& key, const RowClock& clock);
   // Current data row of `pk` (every column), or nullopt.
   Result<std::optional<Row>> load_row(const TableInfo& t, const Row& pk);
+
+  // Bulk forms, one statement each through a RowFeed (row_feed.hpp). Keys must be distinct.
+  // load_clocks: (*out)[i] is the clock of keys[i] (exists = false when there is none).
+  Status load_clocks(const TableInfo& t, const std::vector<Value>& keys, std::vector<RowClock>* out);
+  // save_clocks: writes (key, clock) records.
+  Status save_clocks(const TableInfo& t, const std::vector<std::pair<Value, const RowClock*>>& records);
+  // load_rows: (*out)[i] is the row of pks[i], or nullopt.
+  Status load_rows(const TableInfo& t, const std::vector<const Row*>& pks, std::vector<std::optional<Row>>* out);
+  // delete_rows / update_rows: by key; update_rows sets every value column from `rows`.
+  Status delete_rows(const TableInfo& t, const std::vector<const Row*>& pks);
+  Status update_rows(const TableInfo& t, const std::vector<const Row*>& rows);
+  // insert_rows: the columns flagged in `columns` (key columns included) of each row.
+  Status insert_rows(const TableInfo& t, const std::vector<bool>& columns, const std::vector<const Row*>& rows);
+
+  // The feed with `columns` columns (temp.tandem_feed<N>), created on first use.
+  Result<RowFeed*> feed(int columns);
+  std::vector<std::unique_ptr<RowFeed>> feeds;  // index = columns
 
   // Appends one tandem_changelog entry per table with keys, and bumps counters.
   Status append_changelog(int64_t version, const TouchedKeys& touched);
