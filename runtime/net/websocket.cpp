@@ -156,6 +156,8 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
                                   results, [self](beast::error_code ec2, const tcp::endpoint& ep) {
                                     if (ec2) return self->fail_connect(ec2, "connecting");
                                     self->peer_ = endpoint_string(ep);
+                                    beast::error_code ignored;
+                                    beast::get_lowest_layer(self->ws_).socket().set_option(tcp::no_delay(true), ignored);
                                     self->client_tls_handshake();
                                   });
                             });
@@ -347,10 +349,14 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
       return;
     }
     writing_ = true;
-    ws_.async_write(asio::buffer(queue_.front()), [self = this->shared_from_this()](beast::error_code ec, size_t) {
+    // The frame being written leaves the queue, so that dropping the queue (a close, a read
+    // error) never touches the buffer Beast is still writing from.
+    current_ = std::move(queue_.front());
+    queue_.pop_front();
+    ws_.async_write(asio::buffer(current_), [self = this->shared_from_this()](beast::error_code ec, size_t) {
       self->writing_ = false;
-      self->queued_bytes_.fetch_sub(self->queue_.front().size());
-      self->queue_.pop_front();
+      self->queued_bytes_.fetch_sub(self->current_.size());
+      self->current_.clear();
       if (ec) return self->drop_queue_and_cancel();
       self->do_write();
     });
@@ -420,6 +426,7 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
   std::optional<http::request_parser<http::empty_body>> parser_;
   beast::flat_buffer read_buffer_;
   std::deque<std::string> queue_;
+  std::string current_;  // the frame being written (not in queue_)
   std::atomic<size_t> queued_bytes_{0};
   std::atomic<bool> open_{true};
   bool writing_ = false;

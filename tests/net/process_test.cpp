@@ -40,7 +40,10 @@ struct TempDir {
     REQUIRE(::mkdtemp(tmpl) != nullptr);
     path = tmpl;
   }
-  ~TempDir() { (void)std::system(("rm -rf " + path).c_str()); }
+  // TANDEM_KEEP_TEST_DIRS=1 keeps the logs and databases for a post-mortem.
+  ~TempDir() {
+    if (std::getenv("TANDEM_KEEP_TEST_DIRS") == nullptr) (void)std::system(("rm -rf " + path).c_str());
+  }
   std::string operator/(const std::string& name) const { return path + "/" + name; }
 };
 
@@ -196,7 +199,8 @@ struct World {
     return tokens[user] = t;
   }
   std::vector<std::string> client(const std::string& db, const std::string& user = "alice") {
-    return {kTandem, "client", "--server", url, "--token", token(user), "--db", dir / db, "--schema", schema, "--name", db};
+    return {kTandem, "client", "--server", url, "--token", token(user), "--db", dir / db, "--schema", schema, "--name", db,
+            "--log-level", "info"};
   }
   RunResult cmd(const std::string& db, std::vector<std::string> rest, const std::string& user = "alice") {
     auto args = client(db, user);
