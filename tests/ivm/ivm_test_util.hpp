@@ -160,7 +160,9 @@ class Node {
     rows->clear();
     auto st = oracle_->prepare(sql);
     if (!st.ok()) return st.status();
-    TANDEM_RETURN_IF_ERROR((*st)->bind_all(plan.params));
+    // Without LIMIT/OFFSET their parameters are gone from the text.
+    for (int i = 0; i < (*st)->parameter_count() && i < static_cast<int>(plan.params.size()); ++i)
+      TANDEM_RETURN_IF_ERROR((*st)->bind(i + 1, plan.params[static_cast<size_t>(i)]));
     for (;;) {
       auto has = (*st)->step();
       if (!has.ok()) return has.status();
