@@ -100,6 +100,41 @@ int authorize(void* ctx, int action, const char* a, const char* b, const char*, 
   }
 }
 
+// tandem_bump(clock, cl, bumps, cells, version): the clock record after UPDATEs of a live row
+// by this replica at `version`; `bumps` lists (value column, seq) pairs in order, each one
+// col_version + 1 (or 1 where the column had no clock). See record_local_write.
+void tandem_bump(sqlite3_context* ctx, int, sqlite3_value** argv) {
+  RowClock clock;
+  clock.exists = true;
+  clock.cl = sqlite3_value_int64(argv[1]);
+  auto ncells = static_cast<size_t>(sqlite3_value_int64(argv[3]));
+  const int64_t version = sqlite3_value_int64(argv[4]);
+  auto blob = [](sqlite3_value* v) {
+    auto* p = static_cast<const char*>(sqlite3_value_blob(v));
+    return std::string_view(p ? p : "", static_cast<size_t>(sqlite3_value_bytes(v)));
+  };
+  Status decoded = decode_clock(blob(argv[0]), ncells, &clock);
+  if (!decoded.ok()) {
+    sqlite3_result_error(ctx, decoded.message().c_str(), -1);
+    return;
+  }
+  std::string_view bumps = blob(argv[2]);
+  while (!bumps.empty()) {
+    uint64_t cell, seq;
+    if (!get_varint(bumps, &cell) || !get_varint(bumps, &seq) || cell >= ncells) {
+      sqlite3_result_error(ctx, "corrupt clock bump list", -1);
+      return;
+    }
+    CellClock& c = clock.cells[cell];
+    c.col_version = c.present() ? c.col_version + 1 : 1;
+    c.db_version = version;
+    c.site = 0;
+    c.seq = static_cast<int64_t>(seq);
+  }
+  std::string out = encode_clock(clock);
+  sqlite3_result_blob(ctx, out.data(), static_cast<int>(out.size()), SQLITE_TRANSIENT);
+}
+
 SiteId random_site() {
   std::random_device rd;
   SiteId s{};
@@ -334,6 +369,10 @@ Result<CommitResult> Store::Impl::record_local_write(std::vector<CaptureEvent> e
     bool seen = false;  // first_old is set
     std::optional<Row> first_old;
     std::optional<Row> last_new;
+    // Keys that only see UPDATEs keeping their key (the common update) are not read: their
+    // clock records are bumped in place by one UPDATE with tandem_bump() at the end.
+    bool update_only = true;
+    std::string bumps;  // varint (value column, seq) pairs, in order
   };
   std::vector<Touched> touched;
   std::vector<std::unordered_map<Value, size_t, KeyHash, KeyEq>> index(tables.size());
@@ -342,45 +381,56 @@ Result<CommitResult> Store::Impl::record_local_write(std::vector<CaptureEvent> e
   std::vector<std::optional<int64_t>> max_key(tables.size());
   int64_t new_records = 0;
 
-  // Pass 1: every key the events touch, in first-touch order; their clocks are then read in
-  // one statement per table (keys above the largest clock key of an INTEGER PRIMARY KEY
-  // table have none, so appends, the common insert, read nothing).
-  std::vector<std::vector<Value>> to_load(tables.size());
-  std::vector<std::vector<size_t>> to_load_slots(tables.size());
+  // Pass 1: every key the events touch, in first-touch order. Clocks are then read in one
+  // statement per table, except where none can exist (keys above the largest clock key of an
+  // INTEGER PRIMARY KEY table: appends, the common insert) and for update-only keys.
+  std::vector<bool> known_absent;
   auto add_touch = [&](size_t table, const Value& key) -> Status {
     auto& idx = index[table];
     if (idx.count(key)) return Status::Ok();
     const TableInfo& t = *tables[table];
-    bool known_absent = false;
+    bool absent = false;
     if (t.integer_pk && key.is_integer()) {
       if (!max_key[table]) {
         TANDEM_ASSIGN_OR_RETURN(auto st, db->cached("SELECT coalesce(max(pk), -9223372036854775808) FROM " + t.clock_table()));
         TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
         max_key[table] = row ? st->column_int64(0) : INT64_MIN;
       }
-      known_absent = key.integer() > *max_key[table];
+      absent = key.integer() > *max_key[table];
     }
     Touched entry{table, key, RowClock{}};
     entry.clock.cells.assign(t.value_columns.size(), CellClock{});
-    if (!known_absent) {
-      to_load[table].push_back(key);
-      to_load_slots[table].push_back(touched.size());
-    }
+    entry.update_only = !absent;
     idx.emplace(key, touched.size());
     touched.push_back(std::move(entry));
+    known_absent.push_back(absent);
     return Status::Ok();
   };
   touched.reserve(events.size() + 1);
   for (const auto& ev : events) {
     if (ev.kind != CaptureEvent::Kind::insert) TANDEM_RETURN_IF_ERROR(add_touch(ev.table, ev.old_key));
     if (ev.kind != CaptureEvent::Kind::remove) TANDEM_RETURN_IF_ERROR(add_touch(ev.table, ev.new_key));
+    if (ev.kind == CaptureEvent::Kind::update && identical(ev.old_key, ev.new_key)) continue;
+    if (ev.kind != CaptureEvent::Kind::insert) touched[index[ev.table].at(ev.old_key)].update_only = false;
+    if (ev.kind != CaptureEvent::Kind::remove) touched[index[ev.table].at(ev.new_key)].update_only = false;
   }
-  for (size_t table = 0; table < tables.size(); ++table) {
-    if (to_load[table].empty()) continue;
-    std::vector<RowClock> clocks;
-    TANDEM_RETURN_IF_ERROR(load_clocks(*tables[table], to_load[table], &clocks));
-    for (size_t i = 0; i < clocks.size(); ++i) touched[to_load_slots[table][i]].clock = std::move(clocks[i]);
-  }
+  auto load_clocks_of = [&](const std::function<bool(size_t)>& wanted) -> Status {
+    std::vector<std::vector<Value>> keys(tables.size());
+    std::vector<std::vector<size_t>> slots(tables.size());
+    for (size_t i = 0; i < touched.size(); ++i) {
+      if (!wanted(i)) continue;
+      keys[touched[i].table].push_back(touched[i].key);
+      slots[touched[i].table].push_back(i);
+    }
+    for (size_t table = 0; table < tables.size(); ++table) {
+      if (keys[table].empty()) continue;
+      std::vector<RowClock> clocks;
+      TANDEM_RETURN_IF_ERROR(load_clocks(*tables[table], keys[table], &clocks));
+      for (size_t i = 0; i < clocks.size(); ++i) touched[slots[table][i]].clock = std::move(clocks[i]);
+    }
+    return Status::Ok();
+  };
+  TANDEM_RETURN_IF_ERROR(load_clocks_of([&](size_t i) { return !known_absent[i] && !touched[i].update_only; }));
   auto touch = [&](size_t table, const Value& key) -> Result<Touched*> { return &touched[index[table].at(key)]; };
   auto stamp = [&](CellClock& c, int64_t col_version) {
     c.col_version = col_version;
@@ -472,6 +522,14 @@ Result<CommitResult> Store::Impl::record_local_write(std::vector<CaptureEvent> e
         }
         TANDEM_ASSIGN_OR_RETURN(Touched * t, touch(table, ev.new_key));
         first_touch(*t, ev.old_row);
+        if (t->update_only) {
+          for (uint32_t c : ev.changed) {
+            put_varint(t->bumps, c);
+            put_varint(t->bumps, static_cast<uint64_t>(seq++));
+          }
+          t->last_new = std::move(ev.new_row);
+          break;
+        }
         if (!t->clock.alive()) {
           insert_row(*t);  // a row Tandem had no live clock for: record every column
         } else if (!ev.changed.empty()) {
@@ -487,10 +545,39 @@ Result<CommitResult> Store::Impl::record_local_write(std::vector<CaptureEvent> e
     }
   }
 
+  // Update-only keys: bump their records in place. A row Tandem holds no live clock for (a
+  // write that bypassed it) is not matched; it is recorded as a fresh write of every column.
+  {
+    std::vector<std::vector<Value>> cells(tables.size());
+    std::vector<int64_t> expected(tables.size(), 0);
+    for (auto& t : touched) {
+      if (!t.update_only || t.bumps.empty()) continue;
+      cells[t.table].push_back(t.key);
+      cells[t.table].push_back(Value::Blob(t.bumps));
+      ++expected[t.table];
+    }
+    bool all_matched = true;
+    for (size_t table = 0; table < tables.size(); ++table) {
+      if (cells[table].empty()) continue;
+      TANDEM_ASSIGN_OR_RETURN(int64_t matched, bump_clocks(*tables[table], version, cells[table]));
+      all_matched = all_matched && matched == expected[table];
+    }
+    if (!all_matched) {
+      TANDEM_RETURN_IF_ERROR(load_clocks_of([&](size_t i) { return touched[i].update_only && !touched[i].bumps.empty(); }));
+      for (auto& t : touched) {
+        if (!t.update_only || t.bumps.empty() || t.clock.alive()) continue;
+        insert_row(t);
+        t.update_only = false;
+      }
+    }
+  }
+
   TouchedKeys keys;
   std::vector<std::vector<std::pair<Value, const RowClock*>>> records(tables.size());
   for (auto& t : touched) {
-    if (t.dirty) {
+    if (t.update_only && !t.bumps.empty()) {
+      keys.add(t.table, t.key);
+    } else if (t.dirty) {
       records[t.table].emplace_back(t.key, &t.clock);
       keys.add(t.table, t.key);
     }
@@ -611,6 +698,8 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreO
         sqlite3_result_int(ctx, static_cast<Store::Impl*>(sqlite3_user_data(ctx))->merging ? 1 : 0);
       },
       nullptr, nullptr, nullptr);
+  sqlite3_create_function_v2(db.raw(), "tandem_bump", 5, SQLITE_UTF8 | SQLITE_DIRECTONLY | SQLITE_DETERMINISTIC, nullptr, tandem_bump,
+                             nullptr, nullptr, nullptr);
   impl->capture.attach(db.raw(), &impl->table_list);
   sqlite3_set_authorizer(db.raw(), authorize, impl.get());
   return std::unique_ptr<Store>(new Store(std::move(impl)));

@@ -50,7 +50,7 @@ class Store::Impl {
   // row showed up in profiles of 10,000-row transactions).
   struct TableStatements {
     std::unique_ptr<Statement> load_clock, save_clock, load_row;
-    std::unique_ptr<Statement> load_clocks, save_clocks, load_rows, delete_rows, update_rows;
+    std::unique_ptr<Statement> load_clocks, save_clocks, bump_clocks, load_rows, delete_rows, update_rows;
     std::unordered_map<std::string, std::unique_ptr<Statement>> insert_rows;  // by written-column mask
   };
   std::unordered_map<int64_t, TableStatements> table_statements;
@@ -83,6 +83,10 @@ class Store::Impl {
   Status update_rows(const TableInfo& t, const std::vector<const Row*>& rows);
   // insert_rows: the columns flagged in `columns` (key columns included) of each row.
   Status insert_rows(const TableInfo& t, const std::vector<bool>& columns, const std::vector<const Row*>& rows);
+
+  // Applies tandem_bump() to the live records of the keys in `cells` (key, bumps pairs).
+  // Returns how many records matched.
+  Result<int64_t> bump_clocks(const TableInfo& t, int64_t version, const std::vector<Value>& cells);
 
   // The feed with `columns` columns (temp.tandem_feed<N>), created on first use.
   Result<RowFeed*> feed(int columns);

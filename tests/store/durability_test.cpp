@@ -188,3 +188,30 @@ TEST_CASE("corrupt and foreign files are refused with a clear error", "[store][d
     CHECK(s.status().message().find("cannot open") != std::string::npos);
   }
 }
+
+TEST_CASE("a row written behind Tandem's back is detected, and recorded whole when Tandem next updates it", "[store][durability]") {
+  TempDir dir;
+  auto file = dir.path / "behind.db";
+  {
+    auto s = fresh_store(file);
+    exec(*s, "INSERT INTO t VALUES (1, 'tracked', 1)");
+  }
+  {
+    auto raw = Database::open(file.string());
+    REQUIRE(raw.ok());
+    REQUIRE((*raw)->exec("INSERT INTO t VALUES (2, 'untracked', 2)").ok());
+  }
+  auto s = open_store(file);
+  auto v = s->verify();
+  CHECK_FALSE(v.ok());
+  CHECK(v.message().find("bypassed Tandem") != std::string::npos);
+  int64_t before = s->db_version();
+  exec(*s, "UPDATE t SET b = 20 WHERE id IN (1, 2)");
+  CHECK(s->verify().ok());
+  auto b = s->changes_since(before);
+  REQUIRE(b.ok());
+  int row1 = 0, row2 = 0;
+  for (const auto& c : b->changes()) (from_proto(c.pk(0)).integer() == 1 ? row1 : row2)++;
+  CHECK(row1 == 1);  // the tracked row: only the changed column
+  CHECK(row2 == 2);  // the untracked row: every column, as a fresh write
+}
