@@ -11,6 +11,7 @@ void add_scenario_command(CLI::App& app);  // scenario.cpp
 // bench.cpp creates `tandem bench`; each bench kind adds itself to it.
 CLI::App* add_bench_command(CLI::App& app);
 void add_bench_store(CLI::App& bench);     // bench_store.cpp: write, merge
+void add_bench_ivm(CLI::App& bench);       // bench_ivm.cpp: ivm
 void add_bench_sync(CLI::App& bench);      // bench_sync.cpp: sync
 
 void add_server_command(CLI::App& app);  // server.cpp

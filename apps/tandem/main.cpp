@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   tandem::app::add_scenario_command(app);
   auto* bench = tandem::app::add_bench_command(app);
   tandem::app::add_bench_store(*bench);
+  tandem::app::add_bench_ivm(*bench);
   tandem::app::add_bench_sync(*bench);
   tandem::app::add_server_command(app);
   tandem::app::add_token_command(app);
