@@ -127,7 +127,13 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         }
         if (req.since_db_version() < 0 || req.limit() < 0)
           return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("negative version or limit"));
-        auto batch = self->state.store->changes_since(req.since_db_version(), exclude, static_cast<size_t>(req.limit()));
+        Store::ChangesRequest request;
+        request.since = req.since_db_version();
+        request.exclude = exclude;
+        request.limit = static_cast<size_t>(req.limit());
+        request.split_versions = req.split_versions();
+        request.resume_after = req.resume_after();
+        auto batch = self->state.store->changes(request);
         if (!batch.ok()) return error_response<worker::ChangesSinceResponse>(batch.status());
         worker::ChangesSinceResponse out;
         *out.mutable_batch() = std::move(batch).value();

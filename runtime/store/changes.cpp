@@ -23,13 +23,6 @@
 namespace tandem {
 namespace {
 
-struct Pending {
-  int64_t seq;
-  size_t table;
-  std::string key;  // encoded, for ordering
-  int cell;         // -1 sentinel
-  change::Change change;
-};
 
 Status decode_record(const TableInfo& t, Statement& st, int cl_column, int clock_column, RowClock* clock) {
   clock->exists = true;
@@ -42,13 +35,55 @@ Status decode_record(const TableInfo& t, Statement& st, int cl_column, int clock
 }  // namespace
 
 Result<change::ChangeBatch> Store::changes_since(int64_t since, const std::optional<SiteId>& exclude, size_t limit) {
+  ChangesRequest request;
+  request.since = since;
+  request.exclude = exclude;
+  request.limit = limit;
+  return changes(request);
+}
+
+namespace {
+
+// Where a batch cut inside a version stopped: the version, the change-log entry, and the
+// index of the next key of that entry.
+struct ResumePoint {
+  int64_t version = 0;
+  int64_t entry = 0;
+  uint64_t key = 0;
+};
+
+std::string encode_resume(const ResumePoint& r) {
+  std::string out;
+  put_varint(out, static_cast<uint64_t>(r.version));
+  put_varint(out, static_cast<uint64_t>(r.entry));
+  put_varint(out, r.key);
+  return out;
+}
+
+std::optional<ResumePoint> decode_resume(std::string_view in) {
+  uint64_t v, e, k;
+  if (!get_varint(in, &v) || !get_varint(in, &e) || !get_varint(in, &k) || !in.empty()) return std::nullopt;
+  return ResumePoint{static_cast<int64_t>(v), static_cast<int64_t>(e), k};
+}
+
+}  // namespace
+
+Result<change::ChangeBatch> Store::changes(const ChangesRequest& request) {
   Impl& s = *impl_;
+  const int64_t since = request.since;
+  if (since < 0) return Status::InvalidArgument("negative db_version");
+  std::optional<ResumePoint> resume;
+  if (!request.resume_after.empty()) {
+    resume = decode_resume(request.resume_after);
+    if (!resume || resume->version != since + 1)
+      return Status::InvalidArgument("resume token does not continue a batch from db_version " + std::to_string(since));
+  }
   Transaction txn(*s.db);
   TANDEM_RETURN_IF_ERROR(txn.begin_deferred());
 
   int64_t excluded = -1;
-  if (exclude) {
-    auto it = s.site_ordinals.find(site_bytes(*exclude));
+  if (request.exclude) {
+    auto it = s.site_ordinals.find(site_bytes(*request.exclude));
     if (it != s.site_ordinals.end()) excluded = it->second;
   }
   std::map<int64_t, size_t> table_by_id;
@@ -58,89 +93,99 @@ Result<change::ChangeBatch> Store::changes_since(int64_t since, const std::optio
   batch.set_sender_site_id(site_bytes(s.site));
   batch.set_from_db_version(since);
   batch.set_complete(true);
-
-  std::vector<Pending> pending;
-  std::set<std::pair<size_t, std::string>> seen;
-  int64_t current = -1;
-  int64_t last_flushed = since;
-  auto flush = [&] {
-    std::sort(pending.begin(), pending.end(), [](const Pending& a, const Pending& b) {
-      if (a.seq != b.seq) return a.seq < b.seq;
-      if (a.table != b.table) return a.table < b.table;
-      if (a.key != b.key) return a.key < b.key;
-      return a.cell < b.cell;
-    });
-    for (auto& p : pending) *batch.add_changes() = std::move(p.change);
-    pending.clear();
-    seen.clear();
-    if (current >= 0) last_flushed = current;
-  };
+  const auto count = [&] { return static_cast<size_t>(batch.changes_size()); };
 
   TANDEM_ASSIGN_OR_RETURN(auto entries, s.db->cached(
-      "SELECT db_version, table_id, keys FROM tandem_changelog WHERE db_version > ?1 ORDER BY db_version, seq"));
+      "SELECT seq, db_version, table_id, keys FROM tandem_changelog WHERE db_version > ?1 ORDER BY db_version, seq"));
   TANDEM_RETURN_IF_ERROR(entries->bind_int64(1, since));
   std::vector<Value> keys;
+  std::set<std::pair<size_t, std::string>> seen;  // within the current version
+  int64_t current = -1, last_complete = since;
   bool cut = false;
+  struct Emitted {
+    int64_t seq;
+    int cell;
+    const CellClock* clock;
+  };
+  std::vector<Emitted> cells;
   for (;;) {
     TANDEM_ASSIGN_OR_RETURN(bool more, entries->step());
     if (!more) break;
-    int64_t version = entries->column_int64(0);
+    const int64_t entry = entries->column_int64(0);
+    const int64_t version = entries->column_int64(1);
     if (version != current) {
-      flush();
-      if (limit > 0 && static_cast<size_t>(batch.changes_size()) >= limit) {
+      if (current >= 0) last_complete = current;
+      if (request.limit > 0 && count() >= request.limit) {
         cut = true;
         break;
       }
       current = version;
+      seen.clear();
     }
-    auto table_it = table_by_id.find(entries->column_int64(1));
+    if (resume && version == resume->version && entry < resume->entry) continue;
+    auto table_it = table_by_id.find(entries->column_int64(2));
     if (table_it == table_by_id.end()) return Status::Internal("tandem_changelog names an unknown table");
     const size_t position = table_it->second;
     const TableInfo& t = *s.tables[position];
-    auto* p = static_cast<const char*>(sqlite3_column_blob(entries->raw(), 2));
-    auto n = static_cast<size_t>(sqlite3_column_bytes(entries->raw(), 2));
+    auto* p = static_cast<const char*>(sqlite3_column_blob(entries->raw(), 3));
+    auto n = static_cast<size_t>(sqlite3_column_bytes(entries->raw(), 3));
     TANDEM_RETURN_IF_ERROR(read_keys(std::string_view(p ? p : "", n), &keys));
 
-    for (const Value& key : keys) {
+    size_t first_key = resume && version == resume->version && entry == resume->entry ? static_cast<size_t>(resume->key) : 0;
+    for (size_t k = first_key; k < keys.size(); ++k) {
+      if (request.split_versions && request.limit > 0 && count() >= request.limit) {
+        // Cut inside this version, at a row boundary.
+        cut = true;
+        batch.set_resume_after(encode_resume(ResumePoint{version, entry, k}));
+        last_complete = version - 1;
+        break;
+      }
+      const Value& key = keys[k];
       std::string encoded = key.is_integer() ? std::to_string(key.integer()) : key.bytes();
       if (!seen.emplace(position, encoded).second) continue;
       TANDEM_ASSIGN_OR_RETURN(RowClock clock, s.load_clock(t, key));
       if (!clock.exists) continue;
+      cells.clear();
+      for (size_t i = 0; i < clock.cells.size(); ++i) {
+        const CellClock& c = clock.cells[i];
+        if (c.col_version >= 1 && c.db_version == version && c.site != excluded) cells.push_back({c.seq, static_cast<int>(i), &c});
+      }
+      if (clock.sentinel.present() && clock.sentinel.db_version == version && clock.sentinel.site != excluded)
+        cells.push_back({clock.sentinel.seq, -1, &clock.sentinel});
+      if (cells.empty()) continue;
+      std::sort(cells.begin(), cells.end(), [](const Emitted& a, const Emitted& b) {
+        return a.seq != b.seq ? a.seq < b.seq : a.cell < b.cell;
+      });
       Row pk;
       TANDEM_RETURN_IF_ERROR(key_values(t.integer_pk, key, &pk));
       std::optional<Row> row;
-      bool row_loaded = false;
-      auto emit = [&](int cell, const CellClock& c, const Value& value) {
-        Pending out{c.seq, position, encoded, cell, change::Change()};
-        change::Change& ch = out.change;
-        ch.set_table(t.name);
-        to_proto(pk, ch.mutable_pk());
-        ch.set_cid(cell < 0 ? "-1" : t.columns[static_cast<size_t>(t.value_columns[static_cast<size_t>(cell)])].name);
-        to_proto(value, ch.mutable_val());
-        ch.set_col_version(c.col_version);
-        ch.set_db_version(version);
-        ch.set_site_id(site_bytes(s.sites[static_cast<size_t>(c.site)]));
-        ch.set_cl(clock.cl);
-        ch.set_seq(c.seq);
-        pending.push_back(std::move(out));
-      };
-      for (size_t i = 0; i < clock.cells.size(); ++i) {
-        const CellClock& c = clock.cells[i];
-        if (c.col_version < 1 || c.db_version != version || c.site == excluded) continue;
-        if (!row_loaded) {
-          TANDEM_ASSIGN_OR_RETURN(row, s.load_row(t, pk));
-          row_loaded = true;
-        }
+      if (clock.alive()) {
+        TANDEM_ASSIGN_OR_RETURN(row, s.load_row(t, pk));
         if (!row) return Status::Internal("a live clock of " + t.name + " has no row");
-        emit(static_cast<int>(i), c, (*row)[static_cast<size_t>(t.value_columns[i])]);
       }
-      if (clock.sentinel.present() && clock.sentinel.db_version == version && clock.sentinel.site != excluded)
-        emit(-1, clock.sentinel, Value());
+      for (const Emitted& e : cells) {
+        change::Change* ch = batch.add_changes();
+        ch->set_table(t.name);
+        to_proto(pk, ch->mutable_pk());
+        if (e.cell < 0) {
+          ch->set_cid("-1");
+        } else {
+          auto column = static_cast<size_t>(t.value_columns[static_cast<size_t>(e.cell)]);
+          ch->set_cid(t.columns[column].name);
+          to_proto((*row)[column], ch->mutable_val());
+        }
+        ch->set_col_version(e.clock->col_version);
+        ch->set_db_version(version);
+        ch->set_site_id(site_bytes(s.sites[static_cast<size_t>(e.clock->site)]));
+        ch->set_cl(clock.cl);
+        ch->set_seq(e.seq);
+      }
     }
+    if (cut) break;
   }
-  if (!cut) flush();
+  if (!cut && current >= 0) last_complete = current;
   batch.set_complete(!cut);
-  batch.set_to_db_version(cut ? last_flushed : std::max(s.db_version, since));
+  batch.set_to_db_version(cut ? last_complete : std::max(s.db_version, since));
   TANDEM_RETURN_IF_ERROR(txn.commit());
   return batch;
 }

@@ -545,6 +545,37 @@ Result<CommitResult> Store::Impl::record_local_write(std::vector<CaptureEvent> e
     }
   }
 
+  // Renumber seq so that it increases along the change log (table order, then first-touch
+  // order, then write order within a row): changes_since can then stream a version in seq
+  // order without sorting it, and resume inside it (changes.cpp).
+  {
+    int64_t next = 0;
+    for (size_t table = 0; table < tables.size(); ++table) {
+      for (auto& t : touched) {
+        if (t.table != table) continue;
+        if (t.update_only) {
+          std::string_view in = t.bumps;
+          std::string renumbered;
+          uint64_t cell, old_seq;
+          while (get_varint(in, &cell) && get_varint(in, &old_seq)) {
+            put_varint(renumbered, cell);
+            put_varint(renumbered, static_cast<uint64_t>(next++));
+          }
+          t.bumps = std::move(renumbered);
+          continue;
+        }
+        if (!t.dirty) continue;
+        std::vector<CellClock*> written;
+        for (auto& c : t.clock.cells)
+          if (c.present() && c.db_version == version) written.push_back(&c);
+        if (t.clock.sentinel.present() && t.clock.sentinel.db_version == version) written.push_back(&t.clock.sentinel);
+        std::sort(written.begin(), written.end(), [](const CellClock* a, const CellClock* b) { return a->seq < b->seq; });
+        for (CellClock* c : written) c->seq = next++;
+      }
+    }
+    seq = next;  // later stamps (rows found without a live clock below) come after
+  }
+
   // Update-only keys: bump their records in place. A row Tandem holds no live clock for (a
   // write that bypassed it) is not matched; it is recorded as a fresh write of every column.
   {

@@ -103,9 +103,20 @@ class Store {
 
   // Changes with db_version > since, in (db_version, seq) order, leaving out those that
   // originated at `exclude`. With limit > 0 the batch stops at a db_version boundary once
-  // it holds at least `limit` changes, and says so (complete = false).
+  // it holds at least `limit` changes, and says so (complete = false); the next call starts
+  // from the batch's to_db_version.
   Result<change::ChangeBatch> changes_since(int64_t since, const std::optional<SiteId>& exclude = std::nullopt,
                                             size_t limit = 0);
+  struct ChangesRequest {
+    int64_t since = 0;
+    std::optional<SiteId> exclude;
+    size_t limit = 0;
+    // Also cut inside a version larger than `limit`, at a row boundary; the batch then
+    // carries resume_after, to pass back here with the same `since` (its to_db_version).
+    bool split_versions = false;
+    std::string resume_after;
+  };
+  Result<change::ChangeBatch> changes(const ChangesRequest& request);
   // Merges a batch in one transaction and advances the sender's received cursor to the
   // batch's to_db_version. A malformed batch is refused whole and changes nothing.
   Result<MergeResult> merge(const change::ChangeBatch& batch);

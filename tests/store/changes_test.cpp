@@ -1,0 +1,93 @@
+// Change extraction: order, exclusion, limits at version boundaries, and versions larger
+// than a batch split at row boundaries and resumed.
+#include "tests/store/store_test_util.hpp"
+
+using namespace tandem;
+using namespace tandem::test;
+
+namespace {
+const char* kSchema = "CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, a, b); CREATE TABLE u(k TEXT PRIMARY KEY NOT NULL, v)";
+}
+
+TEST_CASE("changes come in (db_version, seq) order, and leave out the excluded site", "[store][changes]") {
+  auto a = memory_store(1, kSchema, {"t", "u"});
+  auto b = memory_store(2, kSchema, {"t", "u"});
+  REQUIRE(a->write({{"INSERT INTO u VALUES ('x', 1)", {}}, {"INSERT INTO t VALUES (1, 'a', 'b')", {}}, {"UPDATE u SET v = 2", {}},
+                    {"INSERT INTO t VALUES (2, 'c', 'd')", {}}})
+              .ok());
+  exec(*b, "INSERT INTO t VALUES (3, 'from b', NULL)");
+  sync(*b, *a);
+  exec(*a, "UPDATE t SET a = 'z' WHERE id = 1");
+  auto all = a->changes_since(0);
+  REQUIRE(all.ok());
+  int64_t last_version = 0, last_seq = -1;
+  for (const auto& c : all->changes()) {
+    REQUIRE(c.db_version() >= last_version);
+    if (c.db_version() == last_version && c.site_id() == site_bytes(site_number(1))) CHECK(c.seq() > last_seq);
+    if (c.db_version() != last_version) last_seq = -1;
+    last_version = c.db_version();
+    if (c.site_id() == site_bytes(site_number(1))) last_seq = c.seq();
+  }
+  auto without_b = a->changes_since(0, site_number(2));
+  REQUIRE(without_b.ok());
+  CHECK(without_b->changes_size() == all->changes_size() - 2);
+  for (const auto& c : without_b->changes()) CHECK(c.site_id() != site_bytes(site_number(2)));
+}
+
+TEST_CASE("a limit cuts at a version boundary and the cursor resumes there", "[store][changes]") {
+  auto a = memory_store(1, kSchema, {"t", "u"});
+  for (int i = 0; i < 10; ++i) exec(*a, "INSERT INTO t VALUES (?, 'a', 'b')", {Value::Integer(i)});
+  auto first = a->changes_since(0, std::nullopt, 5);
+  REQUIRE(first.ok());
+  CHECK_FALSE(first->complete());
+  CHECK(first->changes_size() == 6);  // three versions of two changes
+  CHECK(first->to_db_version() == 3);
+  auto rest = a->changes_since(first->to_db_version(), std::nullopt, 0);
+  REQUIRE(rest.ok());
+  CHECK(rest->complete());
+  CHECK(rest->changes_size() == 14);
+  CHECK(rest->to_db_version() == 10);
+}
+
+TEST_CASE("a version larger than the limit is split at row boundaries and resumed", "[store][changes]") {
+  auto a = memory_store(1, kSchema, {"t", "u"});
+  exec(*a, "INSERT INTO t VALUES (-1, 'before', NULL)");
+  std::vector<SqlStatement> big;
+  for (int i = 0; i < 1000; ++i) big.push_back({"INSERT INTO t VALUES (?, 'row', ?)", {Value::Integer(i), Value::Integer(i)}});
+  big.push_back({"INSERT INTO u VALUES ('other table', 1)", {}});
+  REQUIRE(a->write(big).ok());
+  exec(*a, "DELETE FROM t WHERE id = 5");
+  auto whole = a->changes_since(0);
+  REQUIRE(whole.ok());
+
+  auto b = memory_store(2, kSchema, {"t", "u"});
+  Store::ChangesRequest req;
+  req.limit = 150;
+  req.split_versions = true;
+  std::vector<change::Change> pieces;
+  int batches = 0;
+  for (;;) {
+    auto batch = a->changes(req);
+    INFO(batch.status().to_string());
+    REQUIRE(batch.ok());
+    REQUIRE(++batches < 100);
+    CHECK(static_cast<size_t>(batch->changes_size()) <= req.limit + 2);  // cut at a row boundary
+    for (const auto& c : batch->changes()) pieces.push_back(c);
+    REQUIRE(b->merge(*batch).ok());
+    CHECK(b->peer(a->site_id())->received == batch->to_db_version());
+    if (batch->complete()) break;
+    if (!batch->resume_after().empty()) CHECK(batch->to_db_version() == 1);  // inside version 2
+    req.since = batch->to_db_version();
+    req.resume_after = batch->resume_after();
+  }
+  CHECK(batches > 10);
+  REQUIRE(pieces.size() == static_cast<size_t>(whole->changes_size()));
+  for (size_t i = 0; i < pieces.size(); ++i) CHECK(pieces[i].SerializeAsString() == whole->changes(static_cast<int>(i)).SerializeAsString());
+  CHECK(same_rows(dump(*a, "t"), dump(*b, "t")));
+  CHECK(same_rows(dump(*a, "u"), dump(*b, "u")));
+
+  Store::ChangesRequest bad;
+  bad.since = 0;
+  bad.resume_after = "junk";
+  CHECK(a->changes(bad).status().code() == StatusCode::invalid_argument);
+}
