@@ -74,7 +74,15 @@ channel_actor::behavior_type channel(channel_actor::stateful_pointer<channel_sta
     }
   });
   // The state's ChannelCore records acknowledgements and closes the file when the actor ends.
+  self->delayed_send(self, std::chrono::seconds(1), checkpoint_atom::value);
   return {
+      [self](checkpoint_atom) {
+        if (self->state.core && self->state.core->has_unrecorded_acks()) {
+          auto st = self->state.core->checkpoint();
+          if (!st.ok()) spdlog::warn("hop=server.checkpoint user={} error=\"{}\"", self->state.user, st.to_string());
+        }
+        self->delayed_send(self, std::chrono::seconds(1), checkpoint_atom::value);
+      },
       [self](cluster::Join& join) {
         auto session = caf::actor_cast<envelope_sink>(self->current_sender());
         if (!session) return;

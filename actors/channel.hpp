@@ -30,6 +30,7 @@ TANDEM_PROTO_CAF_GLUE(tandem::cluster)
 namespace tandem::actors {
 
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using checkpoint_atom = caf::atom_constant<caf::atom("checkpt")>;
 
 // What a channel tells the directory (a subset of directory_actor, so that this header does
 // not depend on the directory's).
@@ -44,7 +45,8 @@ using channel_actor = caf::typed_actor<
     caf::reacts_to<cluster::SessionClientAck>,
     caf::reacts_to<cluster::Leave>,
     caf::reacts_to<cluster::CloseChannel>,      // from the directory
-    caf::reacts_to<flush_atom>>;                // to itself: the group commit
+    caf::reacts_to<flush_atom>,                 // to itself: the group commit
+    caf::reacts_to<checkpoint_atom>>;           // to itself: record client acks (every second)
 
 struct channel_state {
   std::string user;

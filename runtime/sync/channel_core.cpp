@@ -185,19 +185,12 @@ Status ChannelCore::durable_commit(const std::vector<SiteId>& merged_sites) {
   Status st = [&]() -> Status {
     Transaction txn(db);
     TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
-    // At least one row is written so that the commit appends a WAL frame and syncs the
-    // WAL file, which also syncs the frames of the NORMAL merges before it.
-    bool wrote = false;
-    for (auto& [session, m] : members_) {
-      if (!m.ack_dirty) continue;
-      TANDEM_RETURN_IF_ERROR(store_->record_peer_ack(m.site, m.acked));
-      m.ack_dirty = false;
-      wrote = true;
-    }
-    if (!wrote) {
-      TANDEM_ASSIGN_OR_RETURN(PeerCursor c, store_->peer(merged_sites.front()));
-      TANDEM_RETURN_IF_ERROR(store_->record_peer_ack(merged_sites.front(), c.acked));
-    }
+    // One row is written so that the commit appends a WAL frame and syncs the WAL file,
+    // which also syncs the frames of the NORMAL merges before it. The sessions'
+    // acknowledged cursors are not written here (that would put one write per session in
+    // every push's path); checkpoint() records them.
+    TANDEM_ASSIGN_OR_RETURN(PeerCursor c, store_->peer(merged_sites.front()));
+    TANDEM_RETURN_IF_ERROR(store_->record_peer_ack(merged_sites.front(), c.acked));
     return txn.commit();
   }();
   Status back = db.exec("PRAGMA synchronous=NORMAL");
@@ -254,6 +247,12 @@ Result<Outbox> ChannelCore::client_ack(uint64_t session, const sync::ClientAck& 
   ReadCache cache;
   pump(session, m, cache, out);
   return out;
+}
+
+bool ChannelCore::has_unrecorded_acks() const {
+  for (const auto& [session, m] : members_)
+    if (m.ack_dirty) return true;
+  return false;
 }
 
 Status ChannelCore::checkpoint() {

@@ -13,8 +13,9 @@
 //     and at most `forward_window` are unacknowledged at once. Sessions at the same cursor
 //     share one read of the change log (fan-out costs one query, not one per session).
 //   - What each client acknowledged is kept in memory and written to the store's peer table
-//     with the next group commit and when the session leaves; losing it in a crash only
-//     means some changes are forwarded again, which merges ignore.
+//     by checkpoint() (the channel actor calls it periodically and before closing) and when
+//     the session leaves; losing it in a crash only means some changes are forwarded again,
+//     which merges ignore.
 // Not thread-safe: one owner (the channel actor's thread).
 #pragma once
 
@@ -75,8 +76,10 @@ class ChannelCore {
   Outbox flush();
   // A client acknowledged forwards up to ack.seq; may release more forwards.
   Result<Outbox> client_ack(uint64_t session, const sync::ClientAck& ack);
-  // Records every session's acknowledged cursor (before the file is closed).
+  // Records every session's acknowledged cursor (periodically, and before the file is
+  // closed), in one transaction. Nothing to do when no cursor moved.
   Status checkpoint();
+  bool has_unrecorded_acks() const;
 
   size_t session_count() const { return members_.size(); }
   int64_t db_version() const;
