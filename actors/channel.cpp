@@ -14,10 +14,11 @@ void deliver(channel_actor::stateful_pointer<channel_state> self, sync_channel::
   for (auto& o : out) {
     auto it = self->state.sessions.find(o.session);
     if (it == self->state.sessions.end()) continue;
-    if (o.envelope.has_forward())
-      spdlog::debug("hop=server.forward user={} session={} seq={} server_v=({},{}] changes={}", self->state.user,
-                    o.session, o.envelope.forward().seq(), o.envelope.forward().batch().from_db_version(),
-                    o.envelope.forward().batch().to_db_version(), o.envelope.forward().batch().changes_size());
+    if (o.envelope.has_forward() && spdlog::should_log(spdlog::level::debug))
+      spdlog::debug("hop=server.forward user={} session={} seq={} server_v=({},{}] changes={} cells=\"{}\"",
+                    self->state.user, o.session, o.envelope.forward().seq(),
+                    o.envelope.forward().batch().from_db_version(), o.envelope.forward().batch().to_db_version(),
+                    o.envelope.forward().batch().changes_size(), sync_frames::cells(o.envelope.forward().batch()));
     else if (o.envelope.has_ack())
       spdlog::debug("hop=server.ack user={} session={} seq={} client_v={} server_v={}", self->state.user, o.session,
                     o.envelope.ack().seq(), o.envelope.ack().client_acked_db_version(),
@@ -109,9 +110,11 @@ channel_actor::behavior_type channel(channel_actor::stateful_pointer<channel_sta
       },
       [self](cluster::SessionPush& push) {
         if (!self->state.core || !self->state.sessions.count(push.session())) return;
-        spdlog::debug("hop=server.push user={} session={} seq={} client_v=({},{}] changes={}", self->state.user,
-                      push.session(), push.push().seq(), push.push().batch().from_db_version(),
-                      push.push().batch().to_db_version(), push.push().batch().changes_size());
+        if (spdlog::should_log(spdlog::level::debug))
+          spdlog::debug("hop=server.push user={} session={} seq={} client_v=({},{}] changes={} cells=\"{}\"",
+                        self->state.user, push.session(), push.push().seq(), push.push().batch().from_db_version(),
+                        push.push().batch().to_db_version(), push.push().batch().changes_size(),
+                        sync_frames::cells(push.push().batch()));
         auto st = self->state.core->push(push.session(), push.push());
         if (!st.ok()) {
           sync_channel::Outbox out;

@@ -110,8 +110,9 @@ void try_push(self_ptr self) {
               auto* p = e.mutable_push();
               p->set_seq(++st.push_seq);
               *p->mutable_batch() = std::move(mine);
-              spdlog::debug("hop=client.push seq={} client_v=({},{}] changes={}", p->seq(), p->batch().from_db_version(),
-                            p->batch().to_db_version(), p->batch().changes_size());
+              spdlog::debug("hop=client.push seq={} client_v=({},{}] changes={} cells=\"{}\"", p->seq(),
+                            p->batch().from_db_version(), p->batch().to_db_version(), p->batch().changes_size(),
+                            sync_frames::cells(p->batch()));
               st.in_flight.emplace_back(p->seq(), all.to_db_version());
               send_envelope(self, e);
             }
@@ -174,6 +175,9 @@ void on_forward(self_ptr self, sync::Forward& fwd) {
   const int64_t to = fwd.batch().to_db_version();
   const int64_t from = fwd.batch().from_db_version();
   const int changes = fwd.batch().changes_size();
+  if (spdlog::should_log(spdlog::level::debug))
+    spdlog::debug("hop=client.forward seq={} server_v=({},{}] changes={} cells=\"{}\"", seq, from, to, changes,
+                  sync_frames::cells(fwd.batch()));
   st.server_known = std::max(st.server_known, to);
   ++st.merges_in_flight;
   worker::MergeRequest req;

@@ -95,4 +95,26 @@ std::string describe(const sync::Envelope& e) {
   }
 }
 
+std::string cells(const change::ChangeBatch& batch, int max) {
+  if (batch.changes_size() == 0) return "-";
+  std::string out;
+  for (int i = 0; i < batch.changes_size() && i < max; ++i) {
+    const auto& c = batch.changes(i);
+    if (!out.empty()) out += ' ';
+    out += c.table() + "[";
+    for (int k = 0; k < c.pk_size(); ++k) {
+      const auto& v = c.pk(k);
+      if (k) out += ',';
+      if (v.has_integer()) out += std::to_string(v.integer());
+      else if (v.has_real()) out += std::to_string(v.real());
+      else if (v.has_text()) out += "'" + v.text().substr(0, 16) + "'";
+      else if (v.has_blob()) out += "x" + std::to_string(v.blob().size());
+      else out += "NULL";
+    }
+    out += "]." + (c.cid() == "-1" ? std::string("(row)") : c.cid());
+  }
+  if (batch.changes_size() > max) out += " +" + std::to_string(batch.changes_size() - max) + " more";
+  return out;
+}
+
 }  // namespace tandem::sync_frames

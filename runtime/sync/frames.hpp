@@ -36,4 +36,8 @@ bool check_hello(const sync::Hello& hello, sync::Error* refusal);
 // Short text for logs: "push seq=3 changes=120 v(10,14]".
 std::string describe(const sync::Envelope& envelope);
 
+// The cells a batch carries, for following one change through the logs:
+// "todo[1].title todo[1].done" (at most `max` cells, then "+N more"; "-" when empty).
+std::string cells(const change::ChangeBatch& batch, int max = 4);
+
 }  // namespace tandem::sync_frames
