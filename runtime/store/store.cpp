@@ -239,18 +239,6 @@ Result<RowClock> Store::Impl::load_clock(const TableInfo& t, const Value& key) {
   return clock;
 }
 
-Status Store::Impl::save_clock(const TableInfo& t, const Value& key, const RowClock& clock) {
-  TANDEM_ASSIGN_OR_RETURN(auto st, lend(*db, table_statements[t.id].save_clock, [&] {
-    return "INSERT OR REPLACE INTO " + t.clock_table() + "(pk, cl, clock) VALUES (?1, ?2, ?3)";
-  }));
-  TANDEM_RETURN_IF_ERROR(st->bind(1, key));
-  TANDEM_RETURN_IF_ERROR(st->bind_int64(2, clock.cl));
-  encode_clock(clock, &clock_buffer);
-  int rc = sqlite3_bind_blob(st->raw(), 3, clock_buffer.data(), static_cast<int>(clock_buffer.size()), SQLITE_STATIC);
-  if (rc != SQLITE_OK) return db->error(rc);
-  return st->run();
-}
-
 Result<std::optional<Row>> Store::Impl::load_row(const TableInfo& t, const Row& pk) {
   TANDEM_ASSIGN_OR_RETURN(auto st, lend(*db, table_statements[t.id].load_row, [&] {
     std::string sql = "SELECT * FROM " + t.quoted_name() + " WHERE ";
@@ -792,46 +780,44 @@ Status Store::register_table(const std::string& name) {
   for (size_t i = 0; i < info.pk_columns.size(); ++i)
     select += (i ? ", " : "") + quote_identifier(info.columns[static_cast<size_t>(info.pk_columns[i])].name);
   select += " FROM " + info.quoted_name();
-  auto st = s.db->prepare(select);
-  if (!st.ok()) {
-    undo_registration();
-    return st.status();
-  }
-  TouchedKeys keys;
-  int64_t version = s.db_version + 1, seq = 0, rows = 0;
-  for (;;) {
-    auto row = (*st)->step();
-    if (!row.ok()) {
-      undo_registration();
-      return row.status();
+  auto backfill = [&]() -> Status {
+    TANDEM_ASSIGN_OR_RETURN(auto st, s.db->prepare(select));
+    TouchedKeys keys;
+    const int64_t version = s.db_version + 1;
+    int64_t seq = 0, rows = 0;
+    std::vector<std::pair<Value, RowClock>> chunk;
+    auto save_chunk = [&]() -> Status {
+      std::vector<std::pair<Value, const RowClock*>> records;
+      for (const auto& [key, clock] : chunk) records.emplace_back(key, &clock);
+      TANDEM_RETURN_IF_ERROR(s.save_clocks(info, records));
+      chunk.clear();
+      return Status::Ok();
+    };
+    for (;;) {
+      TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
+      if (!row) break;
+      Value key = clock_key(info.integer_pk, st->row());
+      RowClock clock;
+      clock.exists = true;
+      clock.cl = 1;
+      clock.cells.assign(info.value_columns.size(), CellClock{});
+      if (clock.cells.empty()) clock.sentinel = CellClock{1, version, 0, seq++};
+      for (auto& cell : clock.cells) cell = CellClock{1, version, 0, seq++};
+      keys.add(position, key);
+      chunk.emplace_back(std::move(key), std::move(clock));
+      ++rows;
+      if (chunk.size() >= 10000) TANDEM_RETURN_IF_ERROR(save_chunk());
     }
-    if (!*row) break;
-    Value key = clock_key(info.integer_pk, (*st)->row());
-    RowClock clock;
-    clock.exists = true;
-    clock.cl = 1;
-    clock.cells.assign(info.value_columns.size(), CellClock{});
-    if (clock.cells.empty()) clock.sentinel = CellClock{1, version, 0, seq++};
-    for (auto& cell : clock.cells) cell = CellClock{1, version, 0, seq++};
-    Status saved = s.save_clock(info, key, clock);
-    if (!saved.ok()) {
-      undo_registration();
-      return saved;
-    }
-    keys.add(position, std::move(key));
-    ++rows;
-  }
-  (*st).reset();
-  Status done = Status::Ok();
-  if (rows > 0) {
-    done = s.append_changelog(version, keys);
-    if (done.ok()) {
+    TANDEM_RETURN_IF_ERROR(save_chunk());
+    if (rows > 0) {
+      TANDEM_RETURN_IF_ERROR(s.append_changelog(version, keys));
       s.clock_records += rows;
       s.db_version = version;
-      done = s.save_counters(s.db_version, s.clock_records, s.changelog_keys);
+      TANDEM_RETURN_IF_ERROR(s.save_counters(s.db_version, s.clock_records, s.changelog_keys));
     }
-  }
-  if (done.ok()) done = txn.commit();
+    return txn.commit();
+  };
+  Status done = backfill();
   if (!done.ok()) {
     undo_registration();
     return done;

@@ -49,12 +49,12 @@ class Store::Impl {
   // Tandem's per-table statements, prepared once (building and hashing their SQL text per
   // row showed up in profiles of 10,000-row transactions).
   struct TableStatements {
-    std::unique_ptr<Statement> load_clock, save_clock, load_row;
+    std::unique_ptr<Statement> load_clock, load_row;
     std::unique_ptr<Statement> load_clocks, save_clocks, bump_clocks, load_rows, delete_rows, update_rows;
     std::unordered_map<std::string, std::unique_ptr<Statement>> insert_rows;  // by written-column mask
   };
   std::unordered_map<int64_t, TableStatements> table_statements;
-  std::string clock_buffer;  // reused by save_clock
+  std::string clock_buffer;  // reused by save_clocks
 
   // Statements prepared from application SQL live apart from Tandem's own, so that SQL
   // text cannot reuse a statement authorized in internal mode.
@@ -67,7 +67,6 @@ class Store::Impl {
 
   // Clock record of `key` in `t` (exists = false when there is none).
   Result<RowClock> load_clock(const TableInfo& t, const Value& key);
-  Status save_clock(const TableInfo& t, const Value& key, const RowClock& clock);
   // Current data row of `pk` (every column), or nullopt.
   Result<std::optional<Row>> load_row(const TableInfo& t, const Row& pk);
 
