@@ -124,37 +124,58 @@ Status ChannelCore::push(uint64_t session, const sync::Push& push) {
 
 Outbox ChannelCore::flush() {
   Outbox out;
-  std::vector<SiteId> merged_sites;
-  std::vector<std::pair<uint64_t, uint64_t>> to_ack;  // session, last push seq
+  // One merge per session per flush: a session's queued batches are contiguous, so they
+  // are one batch.
+  struct Job {
+    uint64_t session;
+    uint64_t last_seq;
+    change::ChangeBatch batch;
+  };
+  std::vector<Job> jobs;
   for (auto& [session, m] : members_) {
     if (m.pending.empty()) continue;
-    // One merge per session per flush: its queued batches are contiguous, so they are one.
-    change::ChangeBatch combined = m.pending.front().batch();
+    Job job{session, m.pending.back().seq(), m.pending.front().batch()};
     for (size_t i = 1; i < m.pending.size(); ++i) {
       const auto& b = m.pending[i].batch();
-      for (const auto& c : b.changes()) *combined.add_changes() = c;
-      combined.set_to_db_version(std::max(combined.to_db_version(), b.to_db_version()));
+      for (const auto& c : b.changes()) *job.batch.add_changes() = c;
+      job.batch.set_to_db_version(std::max(job.batch.to_db_version(), b.to_db_version()));
     }
-    const uint64_t last_seq = m.pending.back().seq();
     pending_pushes_ -= m.pending.size();
     m.pending.clear();
-    auto merged = store_->merge(combined);
+    jobs.push_back(std::move(job));
+  }
+  if (jobs.empty()) return out;
+
+  // Group commit: every merge but the last commits with synchronous=NORMAL (no fsync); the
+  // last one commits with FULL, and its fsync of the WAL makes the frames of all of them
+  // durable. If the last one is refused, a small write does that fsync instead.
+  Database& db = store_->database();
+  std::vector<SiteId> merged_sites;
+  std::vector<std::pair<uint64_t, uint64_t>> to_ack;  // session, last push seq
+  bool synced = false;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const bool last = j + 1 == jobs.size();
+    if (last) (void)db.exec("PRAGMA synchronous=FULL");
+    auto merged = store_->merge(jobs[j].batch);
+    if (last) (void)db.exec("PRAGMA synchronous=NORMAL");
     ++stats_.merges;
     if (!merged.ok()) {
-      out.push_back({session, sync_frames::error_envelope(sync_frames::error_code_for(merged.status()),
-                                                           "push " + std::to_string(last_seq) + " refused: " +
-                                                               merged.status().message(),
-                                                           true),
+      out.push_back({jobs[j].session,
+                     sync_frames::error_envelope(sync_frames::error_code_for(merged.status()),
+                                                 "push " + std::to_string(jobs[j].last_seq) + " refused: " +
+                                                     merged.status().message(),
+                                                 true),
                      true});
       continue;
     }
-    stats_.changes_merged += combined.changes_size();
+    synced = last;
+    stats_.changes_merged += jobs[j].batch.changes_size();
     stats_.changes_applied += merged->changes_applied;
-    merged_sites.push_back(m.site);
-    to_ack.emplace_back(session, last_seq);
+    merged_sites.push_back(members_.at(jobs[j].session).site);
+    to_ack.emplace_back(jobs[j].session, jobs[j].last_seq);
   }
   if (!merged_sites.empty()) {
-    Status durable = durable_commit(merged_sites);
+    Status durable = synced ? Status::Ok() : durable_commit(merged_sites);
     if (!durable.ok()) {
       // Nothing may be acknowledged that is not known durable; the clients push again.
       for (auto& [session, seq] : to_ack)
@@ -163,6 +184,7 @@ Outbox ChannelCore::flush() {
                        true});
       return out;
     }
+    ++stats_.group_commits;
     for (auto& [session, seq] : to_ack) {
       Member& m = members_.at(session);
       auto cursor = store_->peer(m.site);
@@ -195,7 +217,6 @@ Status ChannelCore::durable_commit(const std::vector<SiteId>& merged_sites) {
   }();
   Status back = db.exec("PRAGMA synchronous=NORMAL");
   if (!st.ok()) return st;
-  ++stats_.group_commits;
   return back;
 }
 

@@ -4,9 +4,9 @@
 //
 // Durability and ordering (docs/protocol.md has the client's view):
 //   - push() only queues. flush() merges every queued push, then makes all of them durable
-//     with one fsync (group commit: the merges run with synchronous=NORMAL, then one small
-//     write with synchronous=FULL syncs the WAL, which holds every frame before it), and
-//     only then produces the Acks. An Ack therefore never names a change that a crash or
+//     with one fsync (group commit: the merges run with synchronous=NORMAL except the last,
+//     which commits with synchronous=FULL and so syncs the WAL, which holds every frame
+//     before it), and only then produces the Acks. An Ack therefore never names a change that a crash or
 //     power loss could take back.
 //   - Forwards carry changes_since(cursor) of the channel, minus the changes that originated
 //     at the receiving client, in db_version order; each session's forwards are contiguous
