@@ -27,7 +27,7 @@ void send_envelope(self_ptr self, const sync::Envelope& e) {
 bool caught_up(self_ptr self) {
   auto& st = self->state;
   return st.phase == Phase::live && st.in_flight.empty() && !st.reading && st.merges_in_flight == 0 &&
-         st.pushed_through >= st.local_version && st.cursor >= st.server_known;
+         st.pushed_through >= st.local_version && st.resume.empty() && st.cursor >= st.server_known;
 }
 
 void settle_waiters(self_ptr self) {
@@ -80,12 +80,15 @@ void drop_link(self_ptr self, const std::string& why) {
 void try_push(self_ptr self) {
   auto& st = self->state;
   if (st.phase != Phase::live || st.reading || st.in_flight.size() >= st.push_window) return;
-  if (st.local_version <= st.pushed_through) return;
+  if (st.local_version <= st.pushed_through && st.resume.empty()) return;
   st.reading = true;
   const uint64_t gen = st.generation;
   worker::ChangesSinceRequest req;
   req.set_since_db_version(st.pushed_through);
   req.set_limit(static_cast<int64_t>(st.config.push_batch_changes));
+  // A transaction larger than a push is sent in parts (cut at row boundaries).
+  req.set_split_versions(true);
+  req.set_resume_after(st.resume);
   self->request(st.worker, st.config.request_timeout, std::move(req))
       .then(
           [self, gen](worker::ChangesSinceResponse& resp) {
@@ -97,8 +100,9 @@ void try_push(self_ptr self) {
               return;
             }
             const auto& all = resp.batch();
-            if (all.to_db_version() <= st.pushed_through) {
+            if (all.to_db_version() <= st.pushed_through && all.resume_after().empty() && all.changes_size() == 0) {
               st.local_version = st.pushed_through;  // nothing newer exists
+              st.resume.clear();
               settle_waiters(self);
               return;
             }
@@ -116,7 +120,8 @@ void try_push(self_ptr self) {
               st.in_flight.emplace_back(p->seq(), all.to_db_version());
               send_envelope(self, e);
             }
-            st.pushed_through = all.to_db_version();
+            st.pushed_through = std::max(st.pushed_through, all.to_db_version());
+            st.resume = all.resume_after();
             st.local_version = std::max(st.local_version, st.pushed_through);
             try_push(self);
             settle_waiters(self);
@@ -136,6 +141,7 @@ void on_welcome(self_ptr self, const sync::Welcome& w) {
   st.server_known = std::max(st.cursor, w.server_db_version());
   st.client_acked = w.client_acked_db_version();
   st.pushed_through = st.client_acked;
+  st.resume.clear();
   st.push_seq = 0;
   st.in_flight.clear();
   st.push_window = std::max<uint32_t>(1, w.push_window());

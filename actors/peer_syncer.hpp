@@ -104,6 +104,7 @@ struct peer_syncer_state {
   int64_t local_version = 0;     // highest local db_version known (own writes)
   int64_t client_acked = 0;      // highest own db_version the server holds
   int64_t pushed_through = 0;    // own versions pushed (or found empty) on this connection
+  std::string resume;            // set while version pushed_through + 1 is pushed in parts
   uint64_t push_seq = 0;
   uint32_t push_window = 16;
   std::deque<std::pair<uint64_t, int64_t>> in_flight;  // push seq -> to_db_version

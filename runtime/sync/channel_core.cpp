@@ -26,6 +26,7 @@ change::ChangeBatch filter_site(const change::ChangeBatch& batch, const SiteId& 
   out.set_from_db_version(batch.from_db_version());
   out.set_to_db_version(batch.to_db_version());
   out.set_complete(batch.complete());
+  out.set_resume_after(batch.resume_after());
   const std::string bytes = site_bytes(site);
   for (const auto& c : batch.changes())
     if ((c.site_id() == bytes) == keep_site) *out.add_changes() = c;
@@ -222,10 +223,18 @@ Status ChannelCore::durable_commit(const std::vector<SiteId>& merged_sites) {
 
 void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& out) {
   const int64_t head = store_->db_version();
-  while (m.sent < head && m.in_flight.size() < options_.forward_window) {
-    auto cached = cache.find(m.sent);
+  while ((m.sent < head || !m.resume.empty()) && m.in_flight.size() < options_.forward_window) {
+    // Versions larger than a forward are cut at row boundaries and resumed (ChangeBatch.resume_after),
+    // so that no frame outgrows the transport's limit.
+    auto key = std::make_pair(m.sent, m.resume);
+    auto cached = cache.find(key);
     if (cached == cache.end()) {
-      auto read = store_->changes_since(m.sent, std::nullopt, options_.forward_batch_changes);
+      Store::ChangesRequest request;
+      request.since = m.sent;
+      request.limit = options_.forward_batch_changes;
+      request.split_versions = true;
+      request.resume_after = m.resume;
+      auto read = store_->changes(request);
       ++stats_.change_reads;
       if (!read.ok()) {
         out.push_back({session, sync_frames::error_envelope(sync::Error::INTERNAL,
@@ -233,14 +242,17 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
                        true});
         return;
       }
-      cached = cache.emplace(m.sent, std::move(*read)).first;
+      cached = cache.emplace(key, std::move(*read)).first;
     }
     const change::ChangeBatch& all = cached->second;
-    const int64_t to = std::max(all.to_db_version(), m.sent + 1);
-    change::ChangeBatch mine = without_site(all, m.site);
-    mine.set_to_db_version(to);
+    if (all.to_db_version() <= m.sent && all.resume_after().empty() && all.changes_size() == 0) {
+      m.sent = std::max(m.sent, head);  // nothing left to read (cannot happen with a consistent log)
+      break;
+    }
     // A range whose changes all came from this client is still forwarded, empty: the
     // client's cursor then keeps up with the server, so it can tell when it is caught up.
+    change::ChangeBatch mine = without_site(all, m.site);
+    const int64_t to = std::max(all.to_db_version(), m.sent);
     Outgoing fwd;
     fwd.session = session;
     fwd.envelope.mutable_forward()->set_seq(m.next_forward_seq);
@@ -248,6 +260,7 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
     m.in_flight.emplace_back(m.next_forward_seq, to);
     ++m.next_forward_seq;
     m.sent = to;
+    m.resume = all.resume_after();
     ++stats_.forwards;
     out.push_back(std::move(fwd));
   }

@@ -94,12 +94,13 @@ class ChannelCore {
     uint64_t last_push_seq = 0;
     uint64_t next_forward_seq = 1;
     int64_t sent = 0;   // server db_version forwarded through
+    std::string resume; // set while version sent + 1 is forwarded in parts
     int64_t acked = 0;  // server db_version the client acknowledged holding
     bool ack_dirty = false;
     std::deque<std::pair<uint64_t, int64_t>> in_flight;  // forward seq -> to_db_version
     std::vector<sync::Push> pending;
   };
-  using ReadCache = std::map<int64_t, change::ChangeBatch>;
+  using ReadCache = std::map<std::pair<int64_t, std::string>, change::ChangeBatch>;
 
   ChannelCore(std::unique_ptr<Store> store, const ChannelOptions& options);
   Status durable_commit(const std::vector<SiteId>& merged_sites);

@@ -341,3 +341,50 @@ TEST_CASE("frames: malformed and unknown envelopes, hello checks", "[channel][ba
   CHECK_FALSE(sync_frames::check_hello(h, &why));
   CHECK(why.code() == sync::Error::MALFORMED);
 }
+
+TEST_CASE("a version larger than a forward is forwarded in parts, and a large push is accepted in parts", "[channel]") {
+  TempDir dir;
+  ChannelOptions options;
+  options.forward_batch_changes = 7;
+  options.forward_window = 100;
+  auto ch = ChannelCore::open(dir.path + "/users/big.db", options);
+  REQUIRE(ch.ok());
+  auto a = client_store(1), b = client_store(2);
+  REQUIRE((*ch)->join(1, "big", hello(*a)).ok());
+  REQUIRE((*ch)->join(2, "big", hello(*b)).ok());
+  std::string values;
+  for (int i = 1; i <= 50; ++i) values += (i > 1 ? "," : "") + std::string("(") + std::to_string(i) + ", 't')";
+  write(*a, "INSERT INTO todo(id, title) VALUES " + values);  // one version, 100 changes
+
+  // The client side of a split push: parts of one version, each resumed from the last.
+  Store::ChangesRequest req;
+  req.limit = 30;
+  req.split_versions = true;
+  uint64_t seq = 0;
+  for (;;) {
+    auto part = a->changes(req);
+    REQUIRE(part.ok());
+    sync::Push p;
+    p.set_seq(++seq);
+    *p.mutable_batch() = *part;
+    REQUIRE((*ch)->push(1, p).ok());
+    if (part->resume_after().empty()) break;
+    req.since = part->to_db_version();
+    req.resume_after = part->resume_after();
+  }
+  CHECK(seq >= 3);
+  auto out = (*ch)->flush();
+  auto to_a = for_session(out, 1);
+  REQUIRE_FALSE(to_a.empty());
+  REQUIRE(to_a[0].has_ack());
+  CHECK(to_a[0].ack().client_acked_db_version() == a->db_version());
+
+  auto to_b = for_session(out, 2);
+  CHECK(to_b.size() >= 12);  // 100 changes, parts of 8 (whole rows of 2 cells)
+  for (const auto& e : to_b) {
+    REQUIRE(e.has_forward());
+    CHECK(e.forward().batch().changes_size() <= 7 + 2);  // cut at row boundaries
+    REQUIRE(b->merge(e.forward().batch()).ok());
+  }
+  CHECK(rows(*b) == rows(*a));
+}

@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <deque>
 #include <thread>
@@ -82,7 +83,8 @@ struct Graph {
     system.await_all_actors_done();
   }
 
-  Node& add_node(const std::string& name, const std::string& user = "alice", bool online = true) {
+  Node& add_node(const std::string& name, const std::string& user = "alice", bool online = true,
+                 size_t push_batch_changes = 2000) {
     DbWorkerConfig wc;
     wc.path = dir.path + "/" + name + ".db";
     wc.schema = {kSchema};
@@ -102,6 +104,7 @@ struct Graph {
     pc.backoff_cap = 200ms;
     pc.seed = 7 + nodes.size();
     pc.start_online = online;
+    pc.push_batch_changes = push_batch_changes;
     auto syncer = system.spawn(actors::peer_syncer, *worker, pc);
     nodes.push_back({*worker, syncer});
     return nodes.back();
@@ -240,5 +243,18 @@ TEST_CASE("a node restarted on the same file pushes what was never acknowledged"
   g.add_node("a");
   const std::string rows = g.converge();
   CHECK(rows == "1 'written offline, then restarted' 0 \n");
+  (void)b;
+}
+
+TEST_CASE("a transaction larger than a push is pushed in parts and converges", "[graph]") {
+  Graph g;
+  auto& a = g.add_node("a", "alice", true, /*push_batch_changes=*/64);
+  auto& b = g.add_node("b");
+  std::string values;
+  for (int i = 1; i <= 1500; ++i) values += (i > 1 ? "," : "") + std::string("(") + std::to_string(i) + ", 'row')";
+  const int64_t v = g.write(a, "INSERT INTO todo(id, title) VALUES " + values);
+  REQUIRE(g.wait_acked(a, v));
+  const std::string rows = g.converge();
+  CHECK(std::count(rows.begin(), rows.end(), '\n') == 1500);
   (void)b;
 }
