@@ -36,6 +36,7 @@ struct CExpr {
   Affinity affinity = Affinity::none;  // the expression's own affinity (columns, group keys)
   Affinity cmp_affinity = Affinity::none;  // compare/in_list: the affinity applied to operands
   Value constant;
+  std::string sql;            // aggregate (until bound to a slot): its argument as SQL
   std::vector<CExpr> children;
 
   Value eval(const EvalContext& ctx) const;

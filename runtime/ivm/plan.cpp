@@ -195,6 +195,7 @@ class Binder {
         if (e.aggregate().func() != query::Aggregate::COUNT_STAR) {
           TANDEM_ASSIGN_OR_RETURN(CExpr a, compile(e.aggregate().argument(), visible, false));
           out.children.push_back(std::move(a));
+          out.sql = query::render(e.aggregate().argument());
         }
         out.constant = Value::Integer(e.position());
         return out;
@@ -227,6 +228,7 @@ class Binder {
         default: return Status::InvalidArgument("query: unknown aggregate");
       }
       if (!e.children.empty()) spec.argument = e.children[0];
+      spec.argument_sql = e.sql;
       int slot = -1;
       for (size_t i = 0; i < plan_->aggregates.size(); ++i) {
         const auto& s = plan_->aggregates[i];
@@ -423,10 +425,12 @@ class Binder {
         if (outputs[static_cast<size_t>(k - 1)].has_aggregate())
           return error_at(StatusCode::invalid_argument, "aggregate functions are not allowed in the GROUP BY clause", g.position());
         plan_->group_keys.push_back(outputs[static_cast<size_t>(k - 1)]);
+        plan_->group_sql.push_back(plan_->output_sql[static_cast<size_t>(k - 1)]);
         continue;
       }
       TANDEM_ASSIGN_OR_RETURN(CExpr c, compile(g, n, false));
       plan_->group_keys.push_back(std::move(c));
+      plan_->group_sql.push_back(query::render(g));
     }
     for (const auto& o : outputs) {
       TANDEM_ASSIGN_OR_RETURN(CExpr g, to_group(o));

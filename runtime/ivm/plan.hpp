@@ -60,6 +60,7 @@ struct AggregateSpec {
   enum class Func : uint8_t { count_star, count, sum, min, max, avg };
   Func func = Func::count_star;
   std::optional<CExpr> argument;  // tuple context
+  std::string argument_sql;       // the argument as SQL (MIN/MAX refills)
 };
 
 struct OrderKey {
@@ -78,6 +79,7 @@ struct Plan {
   bool aggregate = false;
   std::vector<CExpr> outputs;            // tuple context, or group context when aggregate
   std::vector<CExpr> group_keys;         // tuple context
+  std::vector<std::string> group_sql;    // each group key as SQL
   std::vector<AggregateSpec> aggregates;
   std::optional<CExpr> having;           // group context
   std::vector<OrderKey> order;

@@ -328,7 +328,11 @@ struct Accumulator {
   int128 int_sum = 0;    // integer inputs
   int64_t non_integer = 0;
   RealSum real_sum;
-  std::map<Value, int64_t, SqliteLess> values;  // MIN/MAX: the multiset of non-NULL inputs
+  // MIN/MAX: the most extreme non-NULL inputs with exact counts. When `complete` is false
+  // the map holds exactly the inputs at or before its last key (in the aggregate's direction)
+  // and none after it; an empty incomplete map is refilled from SQLite.
+  std::map<Value, int64_t, SqliteLess> values;
+  bool complete = true;
 };
 
 struct Group {
@@ -385,6 +389,7 @@ class LiveView::Impl {
     std::vector<bool> desc;
     for (const auto& k : p.order) desc.push_back(k.descending);
     prefix_mode_ = !p.aggregate && !p.distinct && n_ == 1 && internally_ordered && p.limit >= 0;
+    bounded_extremes_ = p.aggregate && n_ == 1;
     result_.init(internally_ordered, p.ordered(), desc, p.offset, p.limit, prefix_mode_);
     for (size_t i = 0; i < n_; ++i) table_occurrences_[p.occurrences[i].table->name].push_back(static_cast<int>(i));
     if (journal_) reader_ = journal_->register_reader(journal_->last_version());
@@ -397,11 +402,11 @@ class LiveView::Impl {
     hydrated_ = applied_ = read_version_;
     cur_batch_ = nullptr;
     Status st = hydrate_rows();
-    if (st.ok()) flush_groups();
+    if (st.ok()) st = flush_groups();
     if (st.ok() && !pending_.empty()) {
       for (auto& [t, ov] : overlay_) { ov.base.clear(); ov.graph.clear(); }
       st = refold();
-      flush_groups();
+      if (st.ok()) st = flush_groups();
     }
     end_read();
     if (!st.ok()) return st;
@@ -522,7 +527,8 @@ class LiveView::Impl {
   // Rows of `t` matching `pred` at the view's position: SQL rows read at W, compensated back,
   // then overlaid. `sql_rows` receives how many rows SQLite returned.
   Status fetch(const std::string& sql, const Row& binds, const TableSchema& t, const std::function<bool(const Row&)>& pred,
-               bool include_current, bool overrides, std::vector<Row>* out, int64_t* sql_rows = nullptr) {
+               bool include_current, bool overrides, std::vector<Row>* out, int64_t* sql_rows = nullptr,
+               Row* last_raw = nullptr) {
     TANDEM_RETURN_IF_ERROR(ensure_read());
     ++lookups_;
     out->clear();
@@ -540,6 +546,7 @@ class LiveView::Impl {
       }
     }
     if (sql_rows) *sql_rows = static_cast<int64_t>(out->size());
+    if (last_raw && !out->empty()) *last_raw = out->back();
     // Compensation: the state at our position of every key touched after it.
     std::unordered_map<std::string, std::optional<Row>> state;
     for_each_later_delta(t.name, include_current, [&](const RowDelta& d) {
@@ -945,12 +952,23 @@ class LiveView::Impl {
         }
         case AggregateSpec::Func::min:
         case AggregateSpec::Func::max: {
+          bool is_min = spec.func == AggregateSpec::Func::min;
           auto it = a.values.find(v);
-          if (it == a.values.end()) {
-            if (sign > 0) a.values.emplace(v, 1);
-          } else {
-            it->second += sign;
-            if (it->second <= 0) a.values.erase(it);
+          if (sign < 0) {
+            if (it != a.values.end() && --it->second <= 0) a.values.erase(it);
+            break;
+          }
+          bool take = a.complete;
+          if (!take && !a.values.empty()) {
+            int c = compare_sqlite(v, is_min ? a.values.rbegin()->first : a.values.begin()->first);
+            take = is_min ? c <= 0 : c >= 0;
+          }
+          if (!take) break;
+          if (it == a.values.end()) a.values.emplace(v, 1);
+          else ++it->second;
+          if (bounded_extremes_ && a.values.size() > 2 * options_.extreme_buffer) {
+            while (a.values.size() > options_.extreme_buffer) a.values.erase(is_min ? std::prev(a.values.end()) : a.values.begin());
+            a.complete = false;
           }
           break;
         }
@@ -963,13 +981,25 @@ class LiveView::Impl {
     }
   }
 
-  void flush_groups() {
+  Status flush_groups() {
     const Plan& p = *plan_;
     for (const auto& key : dirty_groups_) {
       auto it = groups_.find(key);
       if (it == groups_.end()) continue;
       Group& g = it->second;
       g.dirty = false;
+      if (g.count > 0 || p.group_keys.empty()) {
+        for (size_t i = 0; i < p.aggregates.size(); ++i) {
+          Accumulator& a = g.accs[i];
+          if (a.values.empty() && !a.complete && a.count > 0) {
+            Status st = refill_extreme(g, i);
+            if (!st.ok()) {
+              dirty_groups_.clear();
+              return st;
+            }
+          }
+        }
+      }
       bool was_overflow = g.overflow;
       if (g.count <= 0 && !p.group_keys.empty()) {
         if (was_overflow) --overflow_groups_;
@@ -1030,6 +1060,80 @@ class LiveView::Impl {
       result_.upsert(key, std::move(row), std::move(order));
     }
     dirty_groups_.clear();
+    return Status::Ok();
+  }
+
+  // Reads the most extreme inputs of one group's MIN/MAX from SQLite (single-table queries).
+  Status refill_extreme(Group& g, size_t i) {
+    const Plan& p = *plan_;
+    const Occurrence& o = p.occurrences[0];
+    const TableSchema& t = *o.table;
+    const AggregateSpec& spec = p.aggregates[i];
+    Accumulator& a = g.accs[i];
+    bool is_min = spec.func == AggregateSpec::Func::min;
+    std::string where = p.where_sql.empty() ? "" : "(" + p.where_sql + ")";
+    Row binds;
+    auto add = [&](const std::string& cond) { where += (where.empty() ? "" : " AND ") + cond; };
+    for (size_t k = 0; k < p.group_keys.size(); ++k) {
+      binds.push_back(g.key_values[k]);
+      add("(" + p.group_sql[k] + ") IS ?" + std::to_string(plan_params_ + binds.size()));
+    }
+    add("(" + spec.argument_sql + ") IS NOT NULL");
+    auto pred = [&](const Row& r) {
+      const Row* rows[1] = {&r};
+      EvalContext ctx;
+      ctx.rows = rows;
+      if (p.residual_where && !p.residual_where->test(ctx)) return false;
+      if (o.local_filter && !o.local_filter->test(ctx)) return false;
+      for (size_t k = 0; k < p.group_keys.size(); ++k) {
+        std::string x, y;
+        encode_canonical(p.group_keys[k].eval(ctx), &x);
+        encode_canonical(g.key_values[k], &y);
+        if (x != y) return false;
+      }
+      return !spec.argument->eval(ctx).is_null();
+    };
+    size_t limit = options_.extreme_buffer + later_delta_count(t.name);
+    for (;;) {
+      std::string sql = select_columns(o) + " WHERE " + where + " ORDER BY (" + spec.argument_sql + ")" +
+                        (is_min ? "" : " DESC") + " LIMIT " + std::to_string(limit);
+      // The last value SQLite returned bounds what is known exactly: every row at our
+      // position with a value before it is in the compensated result.
+      std::vector<Row> rows;
+      Row last_raw;
+      int64_t sql_rows = 0;
+      changed_occ_ = -1;
+      TANDEM_RETURN_IF_ERROR(fetch(sql, binds, t, pred, true, true, &rows, &sql_rows, &last_raw));
+      bool exhausted = sql_rows < static_cast<int64_t>(limit);
+      std::map<Value, int64_t, SqliteLess> values;
+      for (const auto& r : rows) {
+        if (!pred(r)) continue;
+        const Row* rp[1] = {&r};
+        EvalContext ctx;
+        ctx.rows = rp;
+        values[spec.argument->eval(ctx)] += 1;
+      }
+      if (!exhausted) {
+        // SQLite's rows are the first `limit` in order at W: every row at our position with a
+        // value strictly before the last one read is in the compensated result.
+        const Row* lr[1] = {&last_raw};
+        EvalContext lctx;
+        lctx.rows = lr;
+        Value last_sql = spec.argument->eval(lctx);
+        auto cut = [&](const Value& v) {
+          int c = compare_sqlite(v, last_sql);
+          return is_min ? c >= 0 : c <= 0;
+        };
+        for (auto it = values.begin(); it != values.end();) it = cut(it->first) ? values.erase(it) : std::next(it);
+        if (values.empty()) {
+          limit *= 4;  // every value read ties with the last: read further
+          continue;
+        }
+      }
+      a.values = std::move(values);
+      a.complete = exhausted;
+      return Status::Ok();
+    }
   }
 
   static double avg_value(const Accumulator& a) {
@@ -1198,7 +1302,7 @@ class LiveView::Impl {
       }
       if (retired) st = refold();
     }
-    if (st.ok()) flush_groups();
+    if (st.ok()) st = flush_groups();
     if (st.ok() && prefix_mode_) st = after_window_change();
     cur_batch_ = nullptr;
     end_read();
@@ -1345,8 +1449,8 @@ class LiveView::Impl {
   }
 
   Status finish_operation() {
-    flush_groups();
-    Status st = prefix_mode_ ? after_window_change() : Status::Ok();
+    Status st = flush_groups();
+    if (st.ok() && prefix_mode_) st = after_window_change();
     end_read();
     if (!st.ok()) {
       error_status_ = st;
@@ -1502,6 +1606,7 @@ class LiveView::Impl {
   size_t n_ = 0;
   size_t plan_params_ = 0;
   bool prefix_mode_ = false;
+  bool bounded_extremes_ = false;
   int64_t reader_ = 0;
   int64_t applied_ = 0, hydrated_ = 0;
   // Position inside a batch.

@@ -28,6 +28,9 @@ struct ViewOptions {
   // Rows kept past OFFSET+LIMIT in a single-table ordered window, so that most rows leaving
   // the window are replaced without asking SQLite. The window holds at most 3x this many.
   size_t window_boundary = 32;
+  // MIN/MAX over one table keep about this many of each group's extreme values (exact
+  // counts) and ask SQLite for the next ones when they run out.
+  size_t extreme_buffer = 8;
 };
 
 struct RowChangeRecord {

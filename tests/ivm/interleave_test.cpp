@@ -28,6 +28,8 @@ const std::vector<std::string> kQueries = {
     "SELECT a.id, b.id FROM t AS a JOIN t AS b ON b.val = a.grp WHERE a.val > 50",
     "SELECT DISTINCT grp FROM t WHERE val BETWEEN 10 AND 80 ORDER BY 1 LIMIT 4",
     "SELECT grp, count(*), avg(val) FROM t GROUP BY grp HAVING count(*) > 1 ORDER BY 2 DESC, 1 LIMIT 3",
+    "SELECT grp, min(val), max(tag), max(val) FROM t WHERE val > 5 GROUP BY grp",
+    "SELECT min(val), max(val), count(*) FROM t WHERE tag IS NOT NULL",
 };
 
 Value maybe_text(std::mt19937_64& rng, int v) {
@@ -81,7 +83,10 @@ void run(uint64_t seed, size_t journal_bytes) {
     Lagging l;
     l.db = node.open_connection();
     l.plan = must_bind(*l.db, sql);
-    auto v = ivm::LiveView::create(*l.db, &node.journal(), l.plan);
+    ivm::ViewOptions options;
+    options.window_boundary = 1 + seed % 3;
+    options.extreme_buffer = 1 + seed % 2;
+    auto v = ivm::LiveView::create(*l.db, &node.journal(), l.plan, options);
     INFO(sql << ": " << v.status().to_string());
     REQUIRE(v.ok());
     l.view = std::move(v).value();
