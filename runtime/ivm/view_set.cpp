@@ -76,7 +76,9 @@ Status ViewSet::settle(const std::string& id, bool success, int64_t version) {
 Status ViewSet::catch_up() {
   for (auto& [vid, e] : views_) {
     Status st = e.view->catch_up();
-    if (st.code() == StatusCode::resource_exhausted) st = e.view->rehydrate();
+    // A view that fell off the journal, or whose lookup failed (I/O, busy), reads its
+    // result again at the current version; only if that fails too is the error reported.
+    if (!st.ok()) st = e.view->rehydrate();
     TANDEM_RETURN_IF_ERROR(st.with_context("view " + std::to_string(vid)));
   }
   return Status::Ok();
