@@ -147,7 +147,11 @@ class ClientNode {
 
   ~ClientNode() {
     if (syncer_) caf::anon_send_exit(syncer_, caf::exit_reason::user_shutdown);
-    for (auto& w : watchers_) caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+    for (auto& w : watches_) {
+      caf::anon_send_exit(w.watcher, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(w.view, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(w.bus, caf::exit_reason::user_shutdown);
+    }
     caf::anon_send_exit(worker_, caf::exit_reason::user_shutdown);
     system_->await_all_actors_done();
     if (loop_) loop_->stop();
@@ -224,7 +228,7 @@ class ClientNode {
   db_worker_actor worker() const { return worker_; }
   std::shared_ptr<ivm::DeltaJournal> journal() const { return journal_; }
   const std::string& db_path() const { return opts_.db; }
-  void keep(caf::actor a) { watchers_.push_back(std::move(a)); }
+  void keep(const Watch& w) { watches_.push_back(w); }
 
  private:
   ClientOptions opts_;
@@ -236,7 +240,7 @@ class ClientNode {
   actors::peer_syncer_actor syncer_;
   std::shared_ptr<net::EventLoop> loop_;
   std::shared_ptr<ivm::DeltaJournal> journal_;
-  std::vector<caf::actor> watchers_;
+  std::vector<Watch> watches_;
 };
 
 std::string rows_json(const worker::QueryResponse& r) {
@@ -297,9 +301,11 @@ void block_stop_signals(sigset_t* set) {
 
 int do_watch(ClientNode& node, const std::string& sql, const std::vector<std::string>& params, bool json,
              bool wait_for_signal) {
-  auto watcher = start_watch(node.system(), node.worker(), node.journal(), node.db_path(), sql, params, json);
-  if (!watcher.ok()) fail(1, "cannot watch: " + watcher.status().message());
-  node.keep(*watcher);
+  std::vector<change::Value> values;
+  for (const auto& p : params) values.push_back(parse_param(p));
+  auto watch = start_watch(node.system(), node.worker(), node.journal(), node.db_path(), sql, values, json);
+  if (!watch.ok()) fail(1, "cannot watch: " + watch.status().message());
+  node.keep(*watch);
   if (!wait_for_signal) return 0;
   sigset_t set;
   sigemptyset(&set);

@@ -1,18 +1,16 @@
 #include "apps/tandem/client_watch.hpp"
 
 #include <iostream>
+#include <future>
+#include <mutex>
 
-#include <caf/actor_cast.hpp>
-#include <caf/scoped_actor.hpp>
 #include <caf/scheduled_actor.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
-#include <caf/send.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include "runtime/ivm/view.hpp"
-#include "runtime/query/parser.hpp"
+#include "actors/tab_bus.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 
 namespace tandem::app {
@@ -37,33 +35,66 @@ nlohmann::json value_json(const Value& v) {
   return nullptr;
 }
 
-nlohmann::json row_json(const std::vector<std::string>& columns, const Row& row) {
-  nlohmann::json obj = nlohmann::json::object();
-  for (size_t i = 0; i < row.size() && i < columns.size(); ++i) obj[columns[i]] = value_json(row[i]);
-  return obj;
-}
-
+// The printer's copy of the result, kept by applying ViewChanges as view.proto says.
 struct Printer {
-  std::unique_ptr<Database> db;
-  std::unique_ptr<ivm::LiveView> view;
+  std::mutex mu;
   bool json = false;
+  bool ordered = false;
+  std::vector<std::string> columns;
+  std::vector<std::pair<std::string, Row>> rows;  // (key, row) in result order
 
-  void print_table() const {
-    const auto& cols = view->columns();
-    auto rows = view->rows();
-    std::vector<size_t> width(cols.size());
+  nlohmann::json row_json(const Row& row) const {
+    nlohmann::json obj = nlohmann::json::object();
+    for (size_t i = 0; i < row.size() && i < columns.size(); ++i) obj[columns[i]] = value_json(row[i]);
+    return obj;
+  }
+
+  size_t find(const std::string& key) const {
+    for (size_t i = 0; i < rows.size(); ++i)
+      if (rows[i].first == key) return i;
+    return rows.size();
+  }
+
+  void apply(const view::RowChange& c) {
+    Row row = from_proto(c.row());
+    switch (c.kind()) {
+      case view::RowChange::ADDED: {
+        size_t at = ordered && c.position() >= 0 ? std::min<size_t>(static_cast<size_t>(c.position()), rows.size()) : rows.size();
+        rows.insert(rows.begin() + static_cast<std::ptrdiff_t>(at), {c.key(), std::move(row)});
+        break;
+      }
+      case view::RowChange::REMOVED: {
+        size_t at = find(c.key());
+        if (at < rows.size()) rows.erase(rows.begin() + static_cast<std::ptrdiff_t>(at));
+        break;
+      }
+      case view::RowChange::CHANGED: {
+        size_t at = find(c.key());
+        if (at < rows.size()) rows.erase(rows.begin() + static_cast<std::ptrdiff_t>(at));
+        size_t to = ordered && c.position() >= 0 ? std::min<size_t>(static_cast<size_t>(c.position()), rows.size())
+                                                 : std::min(at, rows.size());
+        rows.insert(rows.begin() + static_cast<std::ptrdiff_t>(to), {c.key(), std::move(row)});
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  void print_table(int64_t version) const {
+    std::vector<size_t> width(columns.size());
+    for (size_t i = 0; i < columns.size(); ++i) width[i] = columns[i].size();
     std::vector<std::vector<std::string>> cells;
-    for (size_t i = 0; i < cols.size(); ++i) width[i] = cols[i].size();
-    for (const auto& r : rows) {
+    for (const auto& [key, r] : rows) {
       cells.emplace_back();
-      for (size_t i = 0; i < r.size() && i < cols.size(); ++i) {
+      for (size_t i = 0; i < r.size() && i < columns.size(); ++i) {
         std::string s = r[i].is_text() ? r[i].bytes() : r[i].to_sql_literal();
         width[i] = std::max(width[i], s.size());
         cells.back().push_back(std::move(s));
       }
     }
-    std::string out = "-- db_version " + std::to_string(view->applied_version()) + ", " + std::to_string(rows.size()) + " rows\n";
-    for (size_t i = 0; i < cols.size(); ++i) out += (i ? " | " : "") + cols[i] + std::string(width[i] - cols[i].size(), ' ');
+    std::string out = "-- db_version " + std::to_string(version) + ", " + std::to_string(rows.size()) + " rows\n";
+    for (size_t i = 0; i < columns.size(); ++i) out += (i ? " | " : "") + columns[i] + std::string(width[i] - columns[i].size(), ' ');
     out += "\n";
     for (const auto& line : cells) {
       for (size_t i = 0; i < line.size(); ++i) out += (i ? " | " : "") + line[i] + std::string(width[i] - line[i].size(), ' ');
@@ -72,113 +103,99 @@ struct Printer {
     std::cout << out << std::flush;
   }
 
-  void print_result() const {
-    if (!json) return print_table();
-    nlohmann::json rows = nlohmann::json::array();
-    for (const auto& r : view->rows()) rows.push_back(row_json(view->columns(), r));
-    std::cout << nlohmann::json{{"type", "result"}, {"db_version", view->applied_version()}, {"columns", view->columns()},
-                                {"rows", rows}}
-                     .dump()
+  void on_result(const view::WatchResponse& r) {
+    std::lock_guard<std::mutex> lock(mu);
+    columns.assign(r.columns().begin(), r.columns().end());
+    ordered = r.ordered();
+    for (const auto& row : r.rows()) rows.emplace_back(row.key(), from_proto(row.row()));
+    if (!json) return print_table(r.db_version());
+    nlohmann::json all = nlohmann::json::array();
+    for (const auto& [key, row] : rows) all.push_back(row_json(row));
+    std::cout << nlohmann::json{{"type", "result"}, {"db_version", r.db_version()}, {"columns", columns}, {"rows", all}}.dump()
               << std::endl;
   }
 
-  void print_changes() {
-    auto changes = view->take_changes();
-    if (changes.empty()) return;
-    if (!json) return print_table();
-    for (const auto& c : changes) {
-      const char* kind = c.kind == ivm::RowChangeRecord::Kind::added     ? "added"
-                         : c.kind == ivm::RowChangeRecord::Kind::removed ? "removed"
-                                                                         : "changed";
-      nlohmann::json line{{"type", kind}, {"db_version", view->applied_version()}, {"row", row_json(view->columns(), c.row)}};
-      if (c.position >= 0) line["position"] = c.position;
-      if (c.old_position >= 0) line["old_position"] = c.old_position;
+  void on_change(const view::ViewChange& change) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (columns.empty()) return;  // before the initial result (it already includes this change)
+    spdlog::debug("hop=client.view_change db_version={} row_changes={}", change.db_version(), change.changes_size());
+    if (change.error().code() != change::Error::OK)
+      std::cerr << "tandem client: the query now fails: " << change.error().message() << std::endl;
+    for (const auto& c : change.changes()) {
+      apply(c);
+      if (!json) continue;
+      const char* kind = c.kind() == view::RowChange::ADDED ? "added" : c.kind() == view::RowChange::REMOVED ? "removed" : "changed";
+      nlohmann::json line{{"type", kind}, {"db_version", change.db_version()}, {"row", row_json(from_proto(c.row()))}};
+      if (c.position() >= 0) line["position"] = c.position();
+      if (c.kind() == view::RowChange::CHANGED && c.old_position() >= 0) line["old_position"] = c.old_position();
       std::cout << line.dump() << "\n";
     }
-    std::cout << std::flush;
+    if (json) std::cout << std::flush;
+    else if (change.changes_size() > 0) print_table(change.db_version());
   }
 };
 
-struct printer_state {
+struct watcher_state {
   std::shared_ptr<Printer> printer;
-  std::shared_ptr<ivm::DeltaJournal> journal;
   static inline const char* name = "watch_printer";
 };
 
-// Subscribes first, then hydrates: every batch committed after the hydration version is in
-// the journal, and each later commit also arrives here as a message (catch_up applies what
-// the view lacks and skips what hydration covered).
-delta_subscriber_actor::behavior_type printer_actor(delta_subscriber_actor::stateful_pointer<printer_state> self,
-                                                    std::shared_ptr<Printer> printer,
-                                                    std::shared_ptr<ivm::DeltaJournal> journal, db_worker_actor worker,
-                                                    std::shared_ptr<const ivm::Plan> plan) {
-  self->state.printer = std::move(printer);
-  self->state.journal = std::move(journal);
+// The view's watcher: it asks for the result (the view keeps a watch only while its watcher
+// lives), then prints every change it is sent.
+view_watcher_actor::behavior_type watcher(view_watcher_actor::stateful_pointer<watcher_state> self,
+                                          std::shared_ptr<Printer> printer, ui_view_actor view, view::WatchRequest req,
+                                          std::shared_ptr<std::promise<Status>> started) {
+  self->state.printer = printer;
   self->set_default_handler(caf::drop);
-  self->request(worker, std::chrono::seconds(60), worker::SubscribeRequest{})
+  self->request(view, std::chrono::seconds(60), std::move(req))
       .then(
-          [self, plan](worker::SubscribeResponse&) {
-            auto& p = *self->state.printer;
-            auto view = ivm::LiveView::create(*p.db, self->state.journal.get(), plan);
-            if (!view.ok()) {
-              std::cerr << "tandem client: cannot watch: " << view.status().message() << std::endl;
+          [self, started](view::WatchResponse& r) {
+            if (r.error().code() != change::Error::OK) {
+              started->set_value(Status(static_cast<StatusCode>(static_cast<int>(r.error().code())), r.error().message()));
               self->quit();
               return;
             }
-            p.view = std::move(*view);
-            p.print_result();
+            self->state.printer->on_result(r);
+            started->set_value(Status::Ok());
           },
-          [self](caf::error& err) {
-            std::cerr << "tandem client: cannot watch: " << self->system().render(err) << std::endl;
+          [self, started](caf::error& e) {
+            started->set_value(Status::Unavailable("the view did not answer: " + self->system().render(e)));
             self->quit();
           });
   return {
-      [self](change::RowDeltaBatch& batch) {
-        auto& p = *self->state.printer;
-        if (!p.view) return;
-        Status st = p.view->catch_up();
-        if (st.code() == StatusCode::resource_exhausted) st = p.view->rehydrate();
-        if (!st.ok()) {
-          spdlog::error("hop=client.view error=\"{}\"", st.to_string());
-          return;
-        }
-        spdlog::debug("hop=client.view_updated db_version={} rows_in_batch={}", batch.db_version(), batch.deltas_size());
-        p.print_changes();
-      },
+      [self](view::ViewChange& change) { self->state.printer->on_change(change); },
   };
 }
 
 }  // namespace
 
-void add_watch_message_types(caf::actor_system_config&) {}
+void add_watch_message_types(caf::actor_system_config& cfg) { add_view_message_types(cfg); }
 
 std::shared_ptr<ivm::DeltaJournal> make_watch_journal() { return std::make_shared<ivm::DeltaJournal>(); }
 
-Result<caf::actor> start_watch(caf::actor_system& system, db_worker_actor worker, std::shared_ptr<ivm::DeltaJournal> journal,
-                               const std::string& db_path, const std::string& sql, const std::vector<std::string>& params,
-                               bool json) {
-  TANDEM_ASSIGN_OR_RETURN(auto q, query::parse(sql));
-  OpenOptions ro;
-  ro.create = false;
-  ro.read_only = true;
+Result<Watch> start_watch(caf::actor_system& system, db_worker_actor worker, std::shared_ptr<ivm::DeltaJournal> journal,
+                          const std::string& db_path, const std::string& sql, const std::vector<change::Value>& params,
+                          bool json) {
   auto printer = std::make_shared<Printer>();
   printer->json = json;
-  TANDEM_ASSIGN_OR_RETURN(printer->db, Database::open(db_path, ro));
-  Row bound;
-  for (const auto& p : params) {
-    change::Value v;
-    if (p == "NULL") {
-    } else {
-      char* end = nullptr;
-      long long i = std::strtoll(p.c_str(), &end, 10);
-      if (!p.empty() && *end == '\0') v.set_integer(i);
-      else v.set_text(p);
-    }
-    bound.push_back(from_proto(v));
-  }
-  TANDEM_ASSIGN_OR_RETURN(auto plan, ivm::bind(*printer->db, q, bound));
-  auto actor = system.spawn<caf::detached>(printer_actor, printer, journal, worker, plan);
-  return caf::actor_cast<caf::actor>(actor);
+  Watch w;
+  w.bus = spawn_tab_bus(system, worker);
+  UiViewConfig vc;
+  vc.name = "watch";
+  vc.database_path = db_path;
+  vc.journal = std::move(journal);
+  vc.worker = worker;
+  vc.bus = w.bus;
+  TANDEM_ASSIGN_OR_RETURN(w.view, spawn_ui_view(system, vc));
+  view::WatchRequest req;
+  req.set_sql(sql);
+  for (const auto& p : params) *req.add_params() = p;
+  auto started = std::make_shared<std::promise<Status>>();
+  auto outcome = started->get_future();
+  w.watcher = system.spawn(watcher, printer, w.view, std::move(req), started);
+  if (outcome.wait_for(std::chrono::seconds(90)) != std::future_status::ready) return Status::Unavailable("the view did not answer");
+  TANDEM_RETURN_IF_ERROR(outcome.get());
+  return w;
 }
 
 }  // namespace tandem::app
