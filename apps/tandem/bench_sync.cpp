@@ -3,15 +3,18 @@
 //   loopback   the raw baseline: TCP ping-pong round trip between two sockets of this
 //              process, and an application Ping/Pong round trip through the server's
 //              WebSocket session (the floor under every figure below);
-//   e2e        a write committed on node A (db_worker + peer_syncer, synchronous=FULL) until
-//              the change is visible in a live query (ivm::LiveView) on node C, through the
-//              server: e2e_us_p50 / e2e_us_p99 (targets 1,000 / 5,000 us);
+//   e2e        a write on node A (db_worker + peer_syncer, synchronous=FULL), from the write
+//              request until the change is shown to the watcher of a live query on node C
+//              (tab_bus + ui_view), through the server: e2e_us_p50 / e2e_us_p99 (targets
+//              1,000 / 5,000 us);
 //   ingest     changes/s durably merged into one channel with 10 connected peers pushing at
 //              once (each acks what it is forwarded): ingest_changes_per_s (target 50,000);
 //   fanout     one change pushed by one peer until all of 1,000 connected sessions of the user
 //              received it: fanout_ms, median of --fanout-rounds (target 20 ms).
 #include "actors/peer_syncer.hpp"
 #include "actors/session.hpp"
+#include "actors/tab_bus.hpp"
+#include "actors/ui_view.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -262,45 +265,26 @@ struct Observer {
 };
 
 struct observer_state {
-  std::unique_ptr<Database> db;
-  std::unique_ptr<ivm::LiveView> view;
-  std::shared_ptr<ivm::DeltaJournal> journal;
   std::shared_ptr<Observer> observer;
-  static inline const char* name = "bench_view";
+  static inline const char* name = "bench_watcher";
 };
 
-delta_subscriber_actor::behavior_type observer_actor(delta_subscriber_actor::stateful_pointer<observer_state> self,
-                                                     std::string db_path, std::shared_ptr<ivm::DeltaJournal> journal,
-                                                     std::shared_ptr<Observer> observer, db_worker_actor worker) {
-  self->state.journal = std::move(journal);
+// Node C's watched query: the watcher of a ui_view (the node's real view role) on the row
+// that node A keeps updating; records each value it is shown.
+view_watcher_actor::behavior_type observer_actor(view_watcher_actor::stateful_pointer<observer_state> self,
+                                                 std::shared_ptr<Observer> observer, ui_view_actor view) {
   self->state.observer = std::move(observer);
   self->set_default_handler(caf::drop);
-  self->request(worker, std::chrono::seconds(30), worker::SubscribeRequest{})
-      .then(
-          [self, db_path](worker::SubscribeResponse&) {
-            OpenOptions ro;
-            ro.create = false;
-            ro.read_only = true;
-            auto db = Database::open(db_path, ro);
-            if (!db.ok()) return;
-            self->state.db = std::move(*db);
-            auto q = query::parse("SELECT id, v FROM bench WHERE id = 1");
-            auto plan = ivm::bind(*self->state.db, *q, {});
-            if (!plan.ok()) return;
-            auto view = ivm::LiveView::create(*self->state.db, self->state.journal.get(), *plan);
-            if (view.ok()) self->state.view = std::move(*view);
-          },
-          [](caf::error&) {});
+  view::WatchRequest req;
+  req.set_sql("SELECT id, v FROM bench WHERE id = 1");
+  self->request(view, std::chrono::seconds(30), std::move(req)).then([](view::WatchResponse&) {}, [](caf::error&) {});
   return {
-      [self](change::RowDeltaBatch&) {
-        auto& st = self->state;
-        if (!st.view) return;
-        if (!st.view->catch_up().ok()) return;
-        for (const auto& c : st.view->take_changes()) {
-          if (c.kind == ivm::RowChangeRecord::Kind::removed || c.row.size() < 2 || !c.row[1].is_integer()) continue;
-          std::lock_guard<std::mutex> l(st.observer->mu);
-          st.observer->last_seen_value = c.row[1].integer();
-          st.observer->cv.notify_all();
+      [self](view::ViewChange& change) {
+        for (const auto& c : change.changes()) {
+          if (c.kind() == view::RowChange::REMOVED || c.row().values_size() < 2 || !c.row().values(1).has_integer()) continue;
+          std::lock_guard<std::mutex> l(self->state.observer->mu);
+          self->state.observer->last_seen_value = c.row().values(1).integer();
+          self->state.observer->cv.notify_all();
         }
       },
   };
@@ -330,7 +314,16 @@ nlohmann::json run_e2e(caf::actor_system& system, const std::string& url, const 
   auto [worker_a, syncer_a] = make_node("a", nullptr);
   auto [worker_c, syncer_c] = make_node("c", journal_c);
   auto observer = std::make_shared<Observer>();
-  auto view = system.spawn<caf::detached>(observer_actor, dir + "/c.db", journal_c, observer, worker_c);
+  auto bus = spawn_tab_bus(system, worker_c);
+  UiViewConfig vc;
+  vc.name = "bench";
+  vc.database_path = dir + "/c.db";
+  vc.journal = journal_c;
+  vc.worker = worker_c;
+  vc.bus = bus;
+  auto ui = spawn_ui_view(system, vc);
+  if (!ui.ok()) die(ui.status().message());
+  auto view = system.spawn(observer_actor, observer, *ui);
 
   caf::scoped_actor self{system};
   auto write = [&](int64_t v) {
@@ -358,7 +351,8 @@ nlohmann::json run_e2e(caf::actor_system& system, const std::string& url, const 
     us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
   for (auto a : {caf::actor_cast<caf::actor>(syncer_a), caf::actor_cast<caf::actor>(syncer_c),
-                 caf::actor_cast<caf::actor>(view), caf::actor_cast<caf::actor>(worker_a),
+                 caf::actor_cast<caf::actor>(view), caf::actor_cast<caf::actor>(*ui), caf::actor_cast<caf::actor>(bus),
+                 caf::actor_cast<caf::actor>(worker_a),
                  caf::actor_cast<caf::actor>(worker_c)})
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   return {{"e2e_us_p50", percentile(us, 0.5)}, {"e2e_us_p99", percentile(us, 0.99)},
@@ -513,6 +507,7 @@ void run(const Options& o) {
   {
     caf::actor_system_config cfg;
     add_db_worker_message_types(cfg);
+    add_view_message_types(cfg);
     actors::add_server_message_types(cfg);
     cfg.set("scheduler.max-threads", 2);
     caf::actor_system system{cfg};
