@@ -1,25 +1,34 @@
 // Actor graphs in one process: a server (directory, channels, sessions behind a real
-// WebSocket listener) and three client nodes (db_worker + peer_syncer each). Writes on every
-// node, including while one node is offline, converge everywhere; an acknowledged write
-// is on the server; a node that was offline catches up on reconnect.
+// WebSocket listener) and three client nodes (db_worker + peer_syncer + tab_bus + ui_view
+// each). Writes on every node, including while one node is offline, converge everywhere and
+// every node's live view shows what its database holds; an acknowledged write is on the
+// server; a node that was offline catches up on reconnect.
 #include <catch2/catch.hpp>
 
 #include "actors/peer_syncer.hpp"
 #include "actors/session.hpp"
+#include "actors/tab_bus.hpp"
+#include "actors/ui_view.hpp"
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <deque>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/scheduled_actor.hpp>
 #include <caf/scoped_actor.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 #include <caf/send.hpp>
 
 #include "runtime/auth/token.hpp"
+#include "runtime/ivm/journal.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 
 using namespace tandem;
@@ -43,13 +52,72 @@ struct TempDir {
 caf::actor_system_config& make_config(caf::actor_system_config& cfg) {
   actors::add_server_message_types(cfg);
   add_db_worker_message_types(cfg);
+  add_view_message_types(cfg);
   cfg.set("scheduler.max-threads", 2);
   return cfg;
+}
+
+// What a node's view shows: the watched query's rows, kept by applying every ViewChange
+// (unordered view: rows by key), rendered like Graph::rows.
+struct Mirror {
+  std::mutex mu;
+  std::map<std::string, Row> rows;
+  bool ready = false;
+
+  std::string render() {
+    std::lock_guard<std::mutex> l(mu);
+    std::vector<Row> sorted;
+    for (auto& [k, r] : rows) sorted.push_back(r);
+    std::sort(sorted.begin(), sorted.end(), [](const Row& a, const Row& b) { return a[0].integer() < b[0].integer(); });
+    std::string out;
+    for (const auto& r : sorted) {
+      for (const auto& v : r) out += v.to_sql_literal() + " ";
+      out += "\n";
+    }
+    return out;
+  }
+};
+
+struct mirror_state {
+  std::shared_ptr<Mirror> mirror;
+  static inline const char* name = "test_watcher";
+};
+
+view_watcher_actor::behavior_type mirror_actor(view_watcher_actor::stateful_pointer<mirror_state> self,
+                                               std::shared_ptr<Mirror> mirror, ui_view_actor view) {
+  self->state.mirror = mirror;
+  self->set_default_handler(caf::drop);
+  view::WatchRequest req;
+  req.set_sql("SELECT id, title, done FROM todo");
+  self->request(view, std::chrono::seconds(30), std::move(req))
+      .then(
+          [self](view::WatchResponse& r) {
+            std::lock_guard<std::mutex> l(self->state.mirror->mu);
+            for (const auto& row : r.rows()) self->state.mirror->rows[row.key()] = from_proto(row.row());
+            self->state.mirror->ready = true;
+          },
+          [](caf::error&) {});
+  return {
+      [self](view::ViewChange& change) {
+        std::lock_guard<std::mutex> l(self->state.mirror->mu);
+        for (const auto& c : change.changes()) {
+          if (c.kind() == view::RowChange::REMOVED) self->state.mirror->rows.erase(c.key());
+          else self->state.mirror->rows[c.key()] = from_proto(c.row());
+        }
+      },
+  };
 }
 
 struct Node {
   db_worker_actor worker;
   actors::peer_syncer_actor syncer;
+  tab_bus_actor bus;
+  ui_view_actor view;
+  view_watcher_actor watcher;
+  std::shared_ptr<Mirror> mirror;
+  // Held here too: the journal must outlive the view's LiveViews whatever order the
+  // stopping actors release it in.
+  std::shared_ptr<ivm::DeltaJournal> journal;
 };
 
 struct Graph {
@@ -61,6 +129,7 @@ struct Graph {
   std::shared_ptr<net::EventLoop> client_loop = std::make_shared<net::EventLoop>(1);
   std::unique_ptr<net::Server> server;
   std::deque<Node> nodes;  // stable references
+  std::vector<Node> retired;
 
   Graph() {
     actors::DirectoryConfig dc;
@@ -74,13 +143,17 @@ struct Graph {
     server = std::move(*s);
   }
   ~Graph() {
-    for (auto& n : nodes) {
-      caf::anon_send_exit(n.syncer, caf::exit_reason::user_shutdown);
-      caf::anon_send_exit(n.worker, caf::exit_reason::user_shutdown);
-    }
+    for (auto& n : nodes) stop(n);
     server->stop();
     caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
     system.await_all_actors_done();
+  }
+
+  static void stop(Node& n) {
+    for (auto a : {caf::actor_cast<caf::actor>(n.watcher), caf::actor_cast<caf::actor>(n.view),
+                   caf::actor_cast<caf::actor>(n.bus), caf::actor_cast<caf::actor>(n.syncer),
+                   caf::actor_cast<caf::actor>(n.worker)})
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   }
 
   Node& add_node(const std::string& name, const std::string& user = "alice", bool online = true,
@@ -89,6 +162,7 @@ struct Graph {
     wc.path = dir.path + "/" + name + ".db";
     wc.schema = {kSchema};
     wc.name = name;
+    wc.journal = std::make_shared<ivm::DeltaJournal>();
     auto worker = spawn_db_worker(system, wc);
     INFO(worker.status().to_string());
     REQUIRE(worker.ok());
@@ -106,7 +180,18 @@ struct Graph {
     pc.start_online = online;
     pc.push_batch_changes = push_batch_changes;
     auto syncer = system.spawn(actors::peer_syncer, *worker, pc);
-    nodes.push_back({*worker, syncer});
+    Node n{*worker, syncer, spawn_tab_bus(system, *worker), {}, {}, std::make_shared<Mirror>(), wc.journal};
+    UiViewConfig vc;
+    vc.name = name + "-view";
+    vc.database_path = wc.path;
+    vc.journal = wc.journal;
+    vc.worker = n.worker;
+    vc.bus = n.bus;
+    auto view = spawn_ui_view(system, vc);
+    REQUIRE(view.ok());
+    n.view = *view;
+    n.watcher = system.spawn(mirror_actor, n.mirror, n.view);
+    nodes.push_back(n);
     return nodes.back();
   }
 
@@ -170,11 +255,16 @@ struct Graph {
       std::string first = rows(*which[0]);
       bool same = true;
       for (size_t i = 1; i < which.size(); ++i) same = same && rows(*which[i]) == first;
+      // Every node's live view shows the same rows as its database.
+      for (auto* n : which) same = same && n->mirror->render() == first;
       if (same) return first;
       std::this_thread::sleep_for(25ms);
     }
-    for (auto* n : which) INFO(rows(*n));
-    FAIL("nodes did not converge");
+    for (auto* n : which) {
+      INFO("database: " << rows(*n) << " view: " << n->mirror->render());
+      CHECK(false);
+    }
+    FAIL("nodes (or their views) did not converge");
     return {};
   }
 
@@ -236,8 +326,8 @@ TEST_CASE("a node restarted on the same file pushes what was never acknowledged"
   g.set_online(a, false);
   g.write(a, "INSERT INTO todo(id, title) VALUES (1, 'written offline, then restarted')");
   // a's actors stop before anything was pushed; a new pair opens the same file.
-  caf::anon_send_exit(a.syncer, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(a.worker, caf::exit_reason::user_shutdown);
+  Graph::stop(a);
+  g.retired.push_back(g.nodes.front());  // keeps its journal until the graph stops
   g.nodes.pop_front();
   std::this_thread::sleep_for(100ms);  // let the old worker close the file
   g.add_node("a");
