@@ -174,14 +174,15 @@ struct World {
       server->wait(10s);
     }
   }
-  void start_server(uint16_t fixed_port = 0) {
-    server = std::make_unique<Process>(
-        std::vector<std::string>{kTandem, "server", "--listen", "127.0.0.1:" + std::to_string(fixed_port), "--data-dir",
-                                 dir / "server", "--secret-file", secret, "--log-level", "info"},
-        dir / "server.log");
+  void start_server(uint16_t fixed_port = 0, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{kTandem, "server", "--listen", "127.0.0.1:" + std::to_string(fixed_port), "--data-dir",
+                                  dir / "server", "--secret-file", secret, "--log-level", "info"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    server = std::make_unique<Process>(args, dir / "server.log");
     auto line = server->line();
     REQUIRE(line);
-    REQUIRE(line->rfind("listening on ws://127.0.0.1:", 0) == 0);
+    const bool tls = !extra.empty();
+    REQUIRE(line->rfind(tls ? "listening on wss://127.0.0.1:" : "listening on ws://127.0.0.1:", 0) == 0);
     url = line->substr(std::string("listening on ").size()) + "/sync";
     port = static_cast<uint16_t>(std::stoi(line->substr(line->rfind(':') + 1)));
   }
@@ -386,4 +387,27 @@ TEST_CASE("processes: kill -9 of a client mid-push; its writes are pushed on the
   CHECK(w.cmd("a.db", {"sync"}).code == 0);
   CHECK(w.cmd("b.db", {"sync"}).code == 0);
   CHECK(w.rows("b.db") == local);
+}
+
+TEST_CASE("processes: TLS (wss) with the server's certificate trusted by the client", "[process][tls]") {
+  World w;
+  REQUIRE(std::system(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " +
+                       (w.dir / "key.pem") + " -out " + (w.dir / "cert.pem") +
+                       " -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null")
+                          .c_str()) == 0);
+  w.start_server(0, {"--tls-cert", w.dir / "cert.pem", "--tls-key", w.dir / "key.pem"});
+  CHECK(w.url.rfind("wss://", 0) == 0);
+  auto trusted = w.client("a.db");
+  trusted.insert(trusted.end(), {"--ca-file", w.dir / "cert.pem", "exec", "INSERT INTO todo(id, title) VALUES (1, 'over tls')"});
+  auto r = run(trusted, w.dir / "a.log");
+  INFO(slurp(w.dir / "a.log"));
+  CHECK(r.code == 0);
+  // Without the certificate the client cannot verify the server: nothing leaves the node.
+  auto untrusted = w.client("b.db");
+  untrusted.insert(untrusted.end(), {"--timeout", "2s", "exec", "INSERT INTO todo(id, title) VALUES (2, 'x')"});
+  CHECK(run(untrusted, w.dir / "b.log").code == 3);
+  auto plain = std::vector<std::string>{kTandem, "server", "--listen", "127.0.0.1:0", "--data-dir", w.dir / "s2",
+                                        "--secret-file", w.secret, "--tls-cert", w.dir / "cert.pem"};
+  CHECK(run(plain, w.dir / "half.log").code != 0);  // a certificate without its key is refused at start
+  CHECK_THAT(slurp(w.dir / "half.log"), Catch::Contains("--tls-key"));
 }
