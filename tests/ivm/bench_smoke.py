@@ -19,7 +19,7 @@ for name, v in views.items():
     for field in ("ivm_update_us_p50", "ivm_update_us_p99", "requery_ms_p50", "ratio", "view_bytes", "hydrate_ms"):
         if field not in v:
             sys.exit(f"view {name}: missing {field}")
-    if not v["row_count_matches"]:
+    if not v["row_count_matches"] or not v["result_matches_sqlite"]:
         sys.exit(f"view {name}: the maintained result differs in size from SQLite's: {v}")
     if v["changes"] != 300 or v["ivm_update_us_p50"] <= 0 or v["view_bytes"] <= 0:
         sys.exit(f"view {name}: implausible figures: {v}")
