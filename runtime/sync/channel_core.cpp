@@ -20,7 +20,15 @@ Status make_parent_dirs(const std::string& path) {
   return Status::Ok();
 }
 
-change::ChangeBatch filter_site(const change::ChangeBatch& batch, const SiteId& site, bool keep_site) {
+// SQLite table names are case-insensitive (ASCII).
+std::string lower(std::string s) {
+  for (auto& ch : s)
+    if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+  return s;
+}
+
+change::ChangeBatch filter_site(const change::ChangeBatch& batch, const SiteId& site, bool keep_site,
+                                const std::set<std::string>* tables = nullptr) {
   change::ChangeBatch out;
   out.set_sender_site_id(batch.sender_site_id());
   out.set_from_db_version(batch.from_db_version());
@@ -28,8 +36,11 @@ change::ChangeBatch filter_site(const change::ChangeBatch& batch, const SiteId& 
   out.set_complete(batch.complete());
   out.set_resume_after(batch.resume_after());
   const std::string bytes = site_bytes(site);
-  for (const auto& c : batch.changes())
-    if ((c.site_id() == bytes) == keep_site) *out.add_changes() = c;
+  for (const auto& c : batch.changes()) {
+    if ((c.site_id() == bytes) != keep_site) continue;
+    if (tables && !tables->empty() && !tables->count(lower(c.table()))) continue;
+    *out.add_changes() = c;
+  }
   return out;
 }
 
@@ -40,6 +51,9 @@ change::ChangeBatch only_from_site(const change::ChangeBatch& batch, const SiteI
 }
 change::ChangeBatch without_site(const change::ChangeBatch& batch, const SiteId& site) {
   return filter_site(batch, site, false);
+}
+change::ChangeBatch for_client(const change::ChangeBatch& batch, const SiteId& site, const std::set<std::string>& tables) {
+  return filter_site(batch, site, false, &tables);
 }
 
 Result<std::unique_ptr<ChannelCore>> ChannelCore::open(const std::string& path, const ChannelOptions& options) {
@@ -65,11 +79,12 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   auto site = site_from_bytes(hello.site_id());
   if (!site) return Status::InvalidArgument("hello.site_id must be 16 bytes");
   if (*site == store_->site_id()) return Status::InvalidArgument("client site id equals the server's");
-  TANDEM_RETURN_IF_ERROR(sync_schema::adopt_tables(*store_, {hello.schema().begin(), hello.schema().end()}));
+  TANDEM_ASSIGN_OR_RETURN(auto declared, sync_schema::adopt_tables(*store_, {hello.schema().begin(), hello.schema().end()}));
   TANDEM_ASSIGN_OR_RETURN(PeerCursor cursor, store_->peer(*site));
 
   Member m;
   m.site = *site;
+  for (const auto& t : declared) m.tables.insert(lower(t));
   m.name = hello.client_name();
   int64_t from = cursor.acked;
   if (hello.server_site_id() == site_bytes(store_->site_id())) from = hello.cursor();
@@ -251,7 +266,7 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
     }
     // A range whose changes all came from this client is still forwarded, empty: the
     // client's cursor then keeps up with the server, so it can tell when it is caught up.
-    change::ChangeBatch mine = without_site(all, m.site);
+    change::ChangeBatch mine = for_client(all, m.site, m.tables);
     const int64_t to = std::max(all.to_db_version(), m.sent);
     Outgoing fwd;
     fwd.session = session;

@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,7 @@ class ChannelCore {
  private:
   struct Member {
     SiteId site{};
+    std::set<std::string> tables;  // declared in the hello (lower case); empty: every table
     std::string name;
     uint64_t last_push_seq = 0;
     uint64_t next_forward_seq = 1;
@@ -118,5 +120,7 @@ class ChannelCore {
 change::ChangeBatch only_from_site(const change::ChangeBatch& batch, const SiteId& site);
 // The changes that did not originate at `site`; the range is kept.
 change::ChangeBatch without_site(const change::ChangeBatch& batch, const SiteId& site);
+// The same, also leaving out tables not in `tables` (lower-case names; empty: keep all).
+change::ChangeBatch for_client(const change::ChangeBatch& batch, const SiteId& site, const std::set<std::string>& tables);
 
 }  // namespace tandem::sync_channel

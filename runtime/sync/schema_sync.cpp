@@ -104,7 +104,7 @@ std::string if_not_exists(const std::string& statement) {
   return statement.substr(0, i) + " IF NOT EXISTS" + statement.substr(i);
 }
 
-Status adopt_tables(Store& store, const std::vector<std::string>& statements) {
+Result<std::vector<std::string>> adopt_tables(Store& store, const std::vector<std::string>& statements) {
   OpenOptions scratch_options;
   scratch_options.wal = false;
   scratch_options.synchronous_full = false;
@@ -153,7 +153,9 @@ Status adopt_tables(Store& store, const std::vector<std::string>& statements) {
     TANDEM_RETURN_IF_ERROR(store.execute_schema(sql).with_context("creating table " + name));
     TANDEM_RETURN_IF_ERROR(store.register_table(name).with_context("registering table " + name));
   }
-  return Status::Ok();
+  std::vector<std::string> names;
+  for (size_t i = 0; i < tables.size(); i += 2) names.push_back(tables[i]);
+  return names;
 }
 
 }  // namespace tandem::sync_schema

@@ -27,6 +27,7 @@ std::string if_not_exists(const std::string& statement);
 
 // Creates and registers the tables the statements declare that `store` lacks; refuses
 // (REJECTED-class status, nothing changed) a declared table that differs from the store's.
-Status adopt_tables(Store& store, const std::vector<std::string>& statements);
+// Returns the names of the declared tables.
+Result<std::vector<std::string>> adopt_tables(Store& store, const std::vector<std::string>& statements);
 
 }  // namespace tandem::sync_schema

@@ -388,3 +388,33 @@ TEST_CASE("a version larger than a forward is forwarded in parts, and a large pu
   }
   CHECK(rows(*b) == rows(*a));
 }
+
+TEST_CASE("a client is forwarded only the tables its hello declared", "[channel]") {
+  TempDir dir;
+  auto ch = ChannelCore::open(dir.path + "/users/s.db");
+  REQUIRE(ch.ok());
+  const char* two = "CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT, done INTEGER DEFAULT 0);"
+                    "CREATE TABLE note(id INTEGER PRIMARY KEY NOT NULL, body TEXT);";
+  StoreOptions options;
+  options.site_id = site(1);
+  auto newer = Store::open(":memory:", options);
+  REQUIRE(newer.ok());
+  REQUIRE((*newer)->execute_schema(two).ok());
+  REQUIRE((*newer)->register_table("todo").ok());
+  REQUIRE((*newer)->register_table("note").ok());
+  auto older = client_store(2);  // knows only todo
+
+  sync::Hello h = hello(**newer);
+  h.clear_schema();
+  h.add_schema(two);
+  REQUIRE((*ch)->join(1, "s", h).ok());
+  REQUIRE((*ch)->join(2, "s", hello(*older)).ok());
+  write(**newer, "INSERT INTO todo(id, title) VALUES (1, 'a')");
+  write(**newer, "INSERT INTO note(id, body) VALUES (1, 'only for new devices')");
+  REQUIRE((*ch)->push(1, push_since(**newer, 1, 0)).ok());
+  auto to_old = for_session((*ch)->flush(), 2);
+  REQUIRE(to_old.size() == 1);
+  for (const auto& c : to_old[0].forward().batch().changes()) CHECK(c.table() == "todo");
+  REQUIRE(older->merge(to_old[0].forward().batch()).ok());  // nothing it cannot merge
+  CHECK(rows(*older) == "1 'a' 0 \n");
+}
