@@ -21,6 +21,9 @@
 #include <set>
 #include <unordered_map>
 
+#include <ext/pb_ds/assoc_container.hpp>
+#include <ext/pb_ds/tree_policy.hpp>
+
 #include "runtime/query/render.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 
@@ -88,6 +91,11 @@ struct EntryLess {
   }
 };
 
+// An ordered index with ranks in O(log n) (libstdc++'s policy-based red-black tree), so that
+// ordered views report positions without walking the result.
+using OrderTree = __gnu_pbds::tree<Entry*, __gnu_pbds::null_type, EntryLess, __gnu_pbds::rb_tree_tag,
+                                   __gnu_pbds::tree_order_statistics_node_update>;
+
 size_t row_bytes(const Row& r) {
   size_t n = sizeof(Row) + r.capacity() * sizeof(Value);
   for (const auto& v : r) n += v.footprint() - sizeof(Value);
@@ -106,30 +114,37 @@ class ResultStore {
             bool prefix_mode) {
     ordered_ = ordered_internally;
     positions_ = report_positions;
-    order_ = std::set<Entry*, EntryLess>(EntryLess{std::move(desc)});
+    less_ = EntryLess{std::move(desc)};
+    order_ = OrderTree(less_);
     offset_ = offset;
     limit_ = limit;
     prefix_ = prefix_mode;
     complete_ = !prefix_mode;
+    // Ordered views without LIMIT/OFFSET show the whole order: their changes are emitted per
+    // operation with ranks from the tree. Windows are diffed (O(window)) at each flush.
+    incremental_ = positions_ && limit_ < 0 && offset_ == 0;
   }
 
   bool prefix() const { return prefix_; }
   bool complete() const { return complete_; }
   void set_complete(bool c) { complete_ = c; }
   size_t held() const { return entries_.size(); }
-  const Entry* last() const { return order_.empty() ? nullptr : *order_.rbegin(); }
-  EntryLess less() const { return order_.key_comp(); }
+  const Entry* last() const { return order_.empty() ? nullptr : *std::prev(order_.end()); }
+  EntryLess less() const { return less_; }
 
   // Prefix mode: a row beyond the last held one is outside the known prefix.
   bool admits(const Entry& e) const {
     if (!prefix_ || complete_ || order_.empty()) return !prefix_ || complete_;
-    return order_.key_comp()(&e, *order_.rbegin());
+    return less_(&e, *std::prev(order_.end()));
   }
 
   void upsert(std::string key, Row row, Row order) {
     auto it = entries_.find(key);
     if (it != entries_.end()) {
       note_before(it->first, &it->second->row);
+      if (incremental_ && tracking_) flush_deferred();
+      int64_t old_rank = incremental_ && tracking_ ? static_cast<int64_t>(order_.order_of_key(it->second.get())) : -1;
+      bool same = identical(it->second->row, row);
       if (ordered_) order_.erase(it->second.get());
       bytes_ -= entry_bytes(*it->second);
       it->second->row = std::move(row);
@@ -137,6 +152,10 @@ class ResultStore {
       bytes_ += entry_bytes(*it->second);
       if (ordered_) order_.insert(it->second.get());
       dirty_ = true;
+      if (old_rank >= 0) {
+        int64_t rank = static_cast<int64_t>(order_.order_of_key(it->second.get()));
+        if (!same || rank != old_rank) ops_.push_back({RowChangeRecord::Kind::changed, key, it->second->row, rank, old_rank});
+      }
       return;
     }
     note_before(key, nullptr);
@@ -150,12 +169,29 @@ class ResultStore {
     entries_.emplace(std::move(k), std::move(e));
     if (ordered_) order_.insert(raw);
     dirty_ = true;
+    if (incremental_ && tracking_) {
+      int64_t rank = static_cast<int64_t>(order_.order_of_key(raw));
+      if (deferred_ && deferred_->key == raw->key) {
+        // Removed and added again in one step: one CHANGED (remove at old, insert at new).
+        if (!identical(deferred_->row, raw->row) || deferred_->position != rank)
+          ops_.push_back({RowChangeRecord::Kind::changed, raw->key, raw->row, rank, deferred_->position});
+        deferred_.reset();
+      } else {
+        flush_deferred();
+        ops_.push_back({RowChangeRecord::Kind::added, raw->key, raw->row, rank, -1});
+      }
+    }
   }
 
   void erase(const std::string& key) {
     auto it = entries_.find(key);
     if (it == entries_.end()) return;
     note_before(key, &it->second->row);
+    if (incremental_ && tracking_) {
+      flush_deferred();
+      deferred_ = RowChangeRecord{RowChangeRecord::Kind::removed, key, it->second->row,
+                                  static_cast<int64_t>(order_.order_of_key(it->second.get())), -1};
+    }
     if (ordered_) order_.erase(it->second.get());
     bytes_ -= entry_bytes(*it->second);
     entries_.erase(it);
@@ -165,7 +201,7 @@ class ResultStore {
   // Prefix mode: drops rows past `keep` (the prefix stays exact, only shorter).
   void trim(size_t keep) {
     while (entries_.size() > keep) {
-      Entry* e = *order_.rbegin();
+      Entry* e = *std::prev(order_.end());
       std::string k = e->key;
       erase(k);
       complete_ = false;
@@ -195,12 +231,22 @@ class ResultStore {
 
   void set_tracking(bool on) {
     tracking_ = on;
-    if (on && positions_) snapshot_visible();
+    ops_.clear();
+    deferred_.reset();
+    if (on && positions_ && !incremental_) snapshot_visible();
   }
 
   // Appends the changes since the last flush to `out`.
   void flush(std::vector<RowChangeRecord>* out) {
     if (!tracking_) { before_.clear(); dirty_ = false; return; }
+    if (incremental_) {
+      flush_deferred();
+      for (auto& op : ops_) out->push_back(std::move(op));
+      ops_.clear();
+      before_.clear();
+      dirty_ = false;
+      return;
+    }
     if (!dirty_) { before_.clear(); return; }
     dirty_ = false;
     if (!positions_) {
@@ -232,6 +278,12 @@ class ResultStore {
   size_t bytes() const { return bytes_ + entries_.size() * 64; }
 
  private:
+  void flush_deferred() {
+    if (!deferred_) return;
+    ops_.push_back(std::move(*deferred_));
+    deferred_.reset();
+  }
+
   static size_t entry_bytes(const Entry& e) { return sizeof(Entry) + e.key.capacity() + row_bytes(e.row) + row_bytes(e.order); }
 
   void note_before(const std::string& key, const Row* row) {
@@ -300,7 +352,11 @@ class ResultStore {
   bool tracking_ = false, dirty_ = false;
   int64_t offset_ = 0, limit_ = -1;
   std::unordered_map<std::string, std::unique_ptr<Entry>> entries_;
-  std::set<Entry*, EntryLess> order_{EntryLess{}};
+  EntryLess less_;
+  OrderTree order_{EntryLess{}};
+  bool incremental_ = false;
+  std::vector<RowChangeRecord> ops_;           // incremental mode: changes since the last flush
+  std::optional<RowChangeRecord> deferred_;    // a removal that the next insertion may turn into a move
   std::unordered_map<std::string, std::optional<Row>> before_;
   std::vector<std::pair<std::string, Row>> last_visible_;
   std::unordered_map<std::string, Row> visible_set_;

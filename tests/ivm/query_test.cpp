@@ -161,7 +161,8 @@ TEST_CASE("a view's changes replay to its result (positions for ordered views)",
   Node node(dir.path(), "q", kSchema, {"t1", "t2"});
   fill(node);
   for (const char* sql : {"SELECT id, b FROM t1 WHERE b > 0 ORDER BY b DESC, id LIMIT 3 OFFSET 1",
-                          "SELECT b, count(*) FROM t1 GROUP BY b ORDER BY 2, 1", "SELECT id, c FROM t1 WHERE c LIKE '%b%'"}) {
+                          "SELECT b, count(*) FROM t1 GROUP BY b ORDER BY 2, 1", "SELECT id, c FROM t1 WHERE c LIKE '%b%'",
+                          "SELECT id, b, c FROM t1 ORDER BY b DESC, id", "SELECT DISTINCT c FROM t1 ORDER BY 1"}) {
     auto db = node.open_connection();
     auto plan = must_bind(*db, sql);
     auto view = ivm::LiveView::create(*db, &node.journal(), plan);
