@@ -45,7 +45,7 @@ void settle_waiters(self_ptr self) {
     }
   }
   if (caught_up(self)) {
-    for (auto& p : st.caught_up_waiters) p.deliver(st.local_version, st.cursor);
+    for (auto& p : st.caught_up_waiters) p.deliver(st.client_acked, st.cursor);
     st.caught_up_waiters.clear();
   } else if (!st.fatal_error.empty()) {
     for (auto& p : st.caught_up_waiters) p.deliver(caf::make_error(caf::sec::runtime_error, st.fatal_error));
@@ -423,7 +423,7 @@ peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor work
       },
       [self](caught_up_atom) -> caf::result<int64_t, int64_t> {
         auto& st = self->state;
-        if (caught_up(self)) return caf::result<int64_t, int64_t>(st.local_version, st.cursor);
+        if (caught_up(self)) return caf::result<int64_t, int64_t>(st.client_acked, st.cursor);
         if (!st.fatal_error.empty()) return caf::make_error(caf::sec::runtime_error, st.fatal_error);
         auto p = self->make_response_promise<int64_t, int64_t>();
         st.caught_up_waiters.push_back(p);

@@ -58,8 +58,8 @@ using peer_syncer_actor = caf::typed_actor<
     // Answers (with the server's acknowledged version) once the server durably holds every
     // change of this node up to `db_version`. Errors when the server refused us for good.
     caf::replies_to<wait_acked_atom, int64_t>::with<int64_t>,
-    // Answers (local db_version, server cursor) once connected, everything local is pushed
-    // and acknowledged, and everything the server had is merged.
+    // Answers (own changes the server holds up to, server cursor) once connected, everything
+    // local is pushed and acknowledged, and everything the server had is merged.
     caf::replies_to<caught_up_atom>::with<int64_t, int64_t>,
     caf::reacts_to<online_atom, bool>>;                        // go offline / online
 

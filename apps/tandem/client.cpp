@@ -287,7 +287,7 @@ int do_sync(ClientNode& node) {
     std::cerr << "tandem client: not caught up with the server: " << (why.empty() ? "timed out" : why) << "\n";
     return 3;
   }
-  std::cout << nlohmann::json{{"local_db_version", done->first}, {"server_cursor", done->second}}.dump() << std::endl;
+  std::cout << nlohmann::json{{"server_acked_db_version", done->first}, {"server_cursor", done->second}}.dump() << std::endl;
   return 0;
 }
 
