@@ -444,7 +444,9 @@ class LiveView::Impl {
     bool internally_ordered = p.ordered() || p.limit >= 0 || p.offset > 0;
     std::vector<bool> desc;
     for (const auto& k : p.order) desc.push_back(k.descending);
-    prefix_mode_ = !p.aggregate && !p.distinct && n_ == 1 && internally_ordered && p.limit >= 0;
+    bool keys_on_root = true;
+    for (const auto& k : p.order) keys_on_root = keys_on_root && (k.expr.occurrences() & ~uint64_t{1}) == 0;
+    prefix_mode_ = !p.aggregate && !p.distinct && internally_ordered && p.limit >= 0 && keys_on_root;
     bounded_extremes_ = p.aggregate && n_ == 1;
     result_.init(internally_ordered, p.ordered(), desc, p.offset, p.limit, prefix_mode_);
     for (size_t i = 0; i < n_; ++i) table_occurrences_[p.occurrences[i].table->name].push_back(static_cast<int>(i));
@@ -920,6 +922,10 @@ class LiveView::Impl {
       for (size_t i = 0; i < n_; ++i)
         for (int c : p.occurrences[i].table->pk) order.push_back(t[i] ? (*t[i])[static_cast<size_t>(c)] : Value());
     }
+    if (collect_) {
+      collect_->push_back(Entry{std::move(key), std::move(row), std::move(order)});
+      return;
+    }
     if (prefix_mode_) {
       Entry probe{key, {}, order};
       if (!result_.admits(probe)) return;
@@ -1201,6 +1207,7 @@ class LiveView::Impl {
   // ---------------------------------------------------------------- windows
   // Prefix mode: reads the rows after the last held one until OFFSET+LIMIT+boundary are held.
   Status refill() {
+    if (n_ > 1) return refill_join();
     const Plan& p = *plan_;
     size_t want = static_cast<size_t>(p.offset + p.limit) + options_.window_boundary;
     if (result_.complete() || result_.held() >= static_cast<size_t>(p.offset + p.limit)) return Status::Ok();
@@ -1265,6 +1272,105 @@ class LiveView::Impl {
     return Status::Ok();
   }
 
+  // Prefix mode over joins whose ORDER BY keys depend on the first table only: the tuples of one
+  // root row are contiguous in the order (keys, then the root's key, then the other keys), so
+  // the window refills by reading root rows in order (one table, compensated like any lookup)
+  // and expanding each into its tuples through the join lookups.
+  Status refill_join() {
+    const Plan& p = *plan_;
+    size_t want = static_cast<size_t>(p.offset + p.limit) + options_.window_boundary;
+    if (result_.complete() || result_.held() >= static_cast<size_t>(p.offset + p.limit)) return Status::Ok();
+    const Occurrence& o = p.occurrences[0];
+    const TableSchema& t = *o.table;
+    const size_t nroot = p.order.size() + t.pk.size();
+    const EntryLess less = result_.less();
+    const Entry* last = result_.last();
+    const Row boundary = last ? last->order : Row();           // the last held tuple
+    Row cursor(boundary.begin(), boundary.begin() + static_cast<std::ptrdiff_t>(std::min(nroot, boundary.size())));
+    bool inclusive = last != nullptr;  // the boundary's root row may have more tuples after it
+    bool have_cursor = last != nullptr;
+    std::vector<Entry> found;
+    bool exhausted = false;
+    size_t fetch_n = want - result_.held() + 1;
+    for (int round = 0; round < 256 && !exhausted; ++round) {
+      size_t need = want - result_.held();
+      if (found.size() >= need) break;
+      std::string where = o.local_filter_sql.empty() ? "" : "(" + o.local_filter_sql + ")";
+      Row binds;
+      if (have_cursor) where += (where.empty() ? "(" : " AND (") + after_sql(cursor, 0, &binds, inclusive) + ")";
+      size_t limit = fetch_n + later_delta_count(t.name);
+      std::string sql = select_columns(o) + (where.empty() ? "" : " WHERE " + where) + " ORDER BY ";
+      for (size_t i = 0; i < p.order_sql.size(); ++i) {
+        if (p.order[i].expr.occurrences() == 0) continue;
+        sql += p.order_sql[i] + (p.order[i].descending ? " DESC, " : ", ");
+      }
+      for (size_t i = 0; i < t.pk.size(); ++i)
+        sql += (i ? ", " : "") + query::quote_name(o.name) + "." + query::quote_name(t.columns[static_cast<size_t>(t.pk[i])]);
+      sql += " LIMIT " + std::to_string(limit);
+      Entry cursor_entry{"", {}, cursor};
+      auto pred = [&](const Row& r) {
+        if (!local_ok(0, r)) return false;
+        if (!have_cursor) return true;
+        Entry e{"", {}, order_of(r)};
+        return inclusive ? !less(&e, &cursor_entry) : less(&cursor_entry, &e);
+      };
+      std::vector<Row> rows;
+      Row last_raw;
+      int64_t sql_rows = 0;
+      changed_occ_ = -1;
+      TANDEM_RETURN_IF_ERROR(fetch(sql, binds, t, pred, true, true, &rows, &sql_rows, &last_raw));
+      exhausted = sql_rows < static_cast<int64_t>(limit);
+      std::vector<std::pair<Row, Row>> roots;  // (order, row)
+      for (auto& r : rows)
+        if (pred(r)) roots.emplace_back(order_of(r), std::move(r));
+      std::sort(roots.begin(), roots.end(), [&](const auto& a, const auto& b) {
+        Entry x{"", {}, a.first}, y{"", {}, b.first};
+        return less(&x, &y);
+      });
+      // Root rows at our position that sort before SQLite's last row are all here.
+      size_t trusted = roots.size();
+      if (!exhausted) {
+        Entry last_entry{"", {}, order_of(last_raw)};
+        trusted = 0;
+        while (trusted < roots.size()) {
+          Entry e{"", {}, roots[trusted].first};
+          if (!less(&e, &last_entry)) break;
+          ++trusted;
+        }
+        if (trusted == 0) {
+          fetch_n *= 4;
+          continue;
+        }
+      }
+      for (size_t i = 0; i < trusted; ++i) {
+        std::vector<Entry> tuples;
+        collect_ = &tuples;
+        Tuple tuple(n_, nullptr);
+        std::vector<char> assigned(n_, 0);
+        assigned[0] = 1;
+        tuple[0] = &roots[i].second;
+        Status st = expand(tuple, assigned, +1);
+        collect_ = nullptr;
+        TANDEM_RETURN_IF_ERROR(st);
+        Entry bound{last ? last->key : std::string(), {}, boundary};
+        for (auto& e : tuples)
+          if (!last || less(&bound, &e)) found.push_back(std::move(e));
+        cursor = roots[i].first;
+        have_cursor = true;
+        inclusive = false;
+        if (found.size() >= need) break;
+      }
+      if (trusted < roots.size() || found.size() >= need) exhausted = false;
+    }
+    std::sort(found.begin(), found.end(), [&](const Entry& a, const Entry& b) { return less(&a, &b); });
+    size_t need = want - result_.held();
+    bool complete = exhausted && found.size() <= need;
+    if (found.size() > need) found.resize(need);
+    for (auto& e : found) result_.upsert(std::move(e.key), std::move(e.row), std::move(e.order));
+    if (complete) result_.set_complete(true);
+    return Status::Ok();
+  }
+
   // Inserts a refilled row (known to be inside the prefix) bypassing admits().
   void process_tuple_unfiltered_prefix(const Tuple& t) {
     bool saved = result_.complete();
@@ -1285,7 +1391,7 @@ class LiveView::Impl {
   }
 
   // SQL for "sorts after `boundary`" over ORDER BY keys then the primary key (ascending).
-  std::string after_sql(const Row& boundary, size_t i, Row* binds) const {
+  std::string after_sql(const Row& boundary, size_t i, Row* binds, bool inclusive = false) const {
     const Plan& p = *plan_;
     const Occurrence& o = p.occurrences[0];
     size_t nkeys = p.order.size();
@@ -1311,8 +1417,8 @@ class LiveView::Impl {
       after = desc ? "(" + expr + " < " + ph + " OR " + expr + " IS NULL)" : expr + " > " + ph;
       tie = expr + " = " + ph;
     }
-    if (i + 1 == boundary.size()) return after;
-    return after + " OR (" + tie + " AND (" + after_sql(boundary, i + 1, binds) + "))";
+    if (i + 1 == boundary.size()) return inclusive ? "(" + after + " OR " + tie + ")" : after;
+    return after + " OR (" + tie + " AND (" + after_sql(boundary, i + 1, binds, inclusive) + "))";
   }
 
   // ---------------------------------------------------------------- batches
@@ -1663,6 +1769,7 @@ class LiveView::Impl {
   size_t plan_params_ = 0;
   bool prefix_mode_ = false;
   bool bounded_extremes_ = false;
+  std::vector<Entry>* collect_ = nullptr;  // set while a join refill gathers tuples
   int64_t reader_ = 0;
   int64_t applied_ = 0, hydrated_ = 0;
   // Position inside a batch.

@@ -30,6 +30,8 @@ const std::vector<std::string> kQueries = {
     "SELECT grp, count(*), avg(val) FROM t GROUP BY grp HAVING count(*) > 1 ORDER BY 2 DESC, 1 LIMIT 3",
     "SELECT grp, min(val), max(tag), max(val) FROM t WHERE val > 5 GROUP BY grp",
     "SELECT min(val), max(val), count(*) FROM t WHERE tag IS NOT NULL",
+    "SELECT t.id, t.val, g.name FROM t JOIN g ON t.grp = g.grp WHERE t.val > 20 ORDER BY t.val, t.id LIMIT 4",
+    "SELECT t.val, t.id, g.name, g.weight FROM t LEFT JOIN g ON g.grp = t.grp WHERE (g.weight <> 3 OR g.weight IS NULL) ORDER BY t.val DESC, t.id LIMIT 3 OFFSET 1",
 };
 
 Value maybe_text(std::mt19937_64& rng, int v) {
