@@ -17,5 +17,6 @@ void add_bench_sync(CLI::App& bench);      // bench_sync.cpp: sync
 void add_server_command(CLI::App& app);  // server.cpp
 void add_token_command(CLI::App& app);   // token.cpp
 void add_client_command(CLI::App& app);  // client.cpp
+void add_demo_command(CLI::App& app);    // demo.cpp: the main job (server + two nodes)
 
 }  // namespace tandem::app

@@ -148,9 +148,21 @@ void run_demo(const DemoOptions& o) {
     if (laptop.wait() != 0) ++failures;
     phone.pump(o.pause_ms);
   }
-  std::cout << "tandem demo: done; every write on the laptop appeared live in the phone's watched query."
-            << (failures ? " (some writes were not acknowledged: see the log)" : "") << std::endl;
-  if (failures) throw CLI::RuntimeError(3);
+  // Check what the demo claims: both nodes hold the same rows.
+  auto rows_of = [&](const std::string& node) {
+    Child q(node + ": query",
+            {"tandem", "client", "--db", o.data_dir + "/" + node + ".db", "--schema", schema, "query",
+             "SELECT id, title, done FROM todo ORDER BY id"},
+            log);
+    auto lines = q.pump(5000);
+    q.wait();
+    return lines.empty() ? std::string() : lines.back();
+  };
+  const std::string laptop_rows = rows_of("laptop"), phone_rows = rows_of("phone");
+  const bool same = !laptop_rows.empty() && laptop_rows == phone_rows;
+  std::cout << "tandem demo: " << (same ? "the phone's view and both databases agree" : "the nodes DIFFER")
+            << (failures ? "; some writes were not acknowledged (see the log)" : "") << std::endl;
+  if (failures || !same) throw CLI::RuntimeError(3);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   tandem::app::add_server_command(app);
   tandem::app::add_token_command(app);
   tandem::app::add_client_command(app);
+  tandem::app::add_demo_command(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }
