@@ -436,7 +436,6 @@ class Binder {
       TANDEM_ASSIGN_OR_RETURN(CExpr g, to_group(o));
       plan_->outputs.push_back(std::move(g));
     }
-    tuple_outputs_ = std::move(outputs);
     if (q_.has_having()) {
       TANDEM_ASSIGN_OR_RETURN(CExpr h, compile(q_.having(), n, true));
       TANDEM_ASSIGN_OR_RETURN(CExpr g, to_group(h));
@@ -473,9 +472,6 @@ class Binder {
       return static_cast<int>(k - 1);
     }
     if (e.has_column() && e.column().table().empty()) {
-      for (size_t i = 0; i < q_.select_size() + 0u && i < plan_->column_names.size(); ++i) {
-        (void)i;
-      }
       // Aliases only (SQLite resolves ORDER BY identifiers against result aliases first).
       int index = 0;
       for (const auto& item : q_.select()) {
@@ -564,7 +560,6 @@ class Binder {
   std::vector<std::vector<CExpr>> local_parts_;
   std::vector<std::vector<std::string>> local_sql_;
   std::vector<std::vector<int>> needed_;
-  std::vector<CExpr> tuple_outputs_;
 };
 
 }  // namespace

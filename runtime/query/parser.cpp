@@ -217,15 +217,11 @@ class Parser {
       } else if (c == ':' || c == '@' || c == '$') {
         return unsupported("named parameter", t.pos);
       } else {
-        static const char* ops[] = {"<<", ">>", "<=", ">=", "==", "!=", "<>", "||", "->>", "->"};
+        // Longest operators first.
+        static const char* ops[] = {"->>", "<<", ">>", "<=", ">=", "==", "!=", "<>", "||", "->"};
         bool matched = false;
-        for (const char* op : {"->>"}) {
-          if (sql_.compare(i, std::strlen(op), op) == 0) { t.text = op; matched = true; }
-        }
-        if (!matched) {
-          for (const char* op : ops) {
-            if (sql_.compare(i, std::strlen(op), op) == 0) { t.text = op; matched = true; break; }
-          }
+        for (const char* op : ops) {
+          if (sql_.compare(i, std::strlen(op), op) == 0) { t.text = op; matched = true; break; }
         }
         if (!matched) {
           if (std::strchr("=<>+-*/%(),.;&|~", static_cast<char>(c)) == nullptr)
@@ -712,12 +708,10 @@ class Parser {
       case Tok::integer: {
         next();
         errno = 0;
-        // Decimal integer literals that do not fit become REAL, as in SQLite.
-        bool hex = false;
+        // Decimal integer literals that do not fit become REAL, as in SQLite (hex literals
+        // arrive here already as their 64-bit value).
         const std::string& s = t.text;
-        char* end = nullptr;
-        long long v = std::strtoll(s.c_str(), &end, 10);
-        (void)hex;
+        long long v = std::strtoll(s.c_str(), nullptr, 10);
         if (errno == ERANGE) out->mutable_literal()->set_real(std::strtod(s.c_str(), nullptr));
         else out->mutable_literal()->set_integer(v);
         return Status::Ok();
