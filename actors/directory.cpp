@@ -28,6 +28,7 @@ channel_actor open_channel(self_ptr self, const std::string& user, const std::st
 void close_channel(self_ptr self, const std::string& user, directory_state::Entry& e, const std::string& reason) {
   if (e.closing) return;
   e.closing = true;
+  spdlog::debug("hop=server.directory closing user={} reason=\"{}\"", user, reason);
   cluster::CloseChannel close;
   close.set_reason(reason);
   self->send(e.channel, std::move(close));

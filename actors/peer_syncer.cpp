@@ -92,37 +92,37 @@ void try_push(self_ptr self) {
   self->request(st.worker, st.config.request_timeout, std::move(req))
       .then(
           [self, gen](worker::ChangesSinceResponse& resp) {
-            auto& st = self->state;
-            if (gen != st.generation) return;
-            st.reading = false;
+            auto& ls = self->state;
+            if (gen != ls.generation) return;
+            ls.reading = false;
             if (resp.error().code() != change::Error::OK) {
               spdlog::error("hop=client.read_changes error=\"{}\"", resp.error().message());
               return;
             }
             const auto& all = resp.batch();
-            if (all.to_db_version() <= st.pushed_through && all.resume_after().empty() && all.changes_size() == 0) {
-              st.local_version = st.pushed_through;  // nothing newer exists
-              st.resume.clear();
+            if (all.to_db_version() <= ls.pushed_through && all.resume_after().empty() && all.changes_size() == 0) {
+              ls.local_version = ls.pushed_through;  // nothing newer exists
+              ls.resume.clear();
               settle_waiters(self);
               return;
             }
-            auto site = site_from_bytes(st.site);
+            auto site = site_from_bytes(ls.site);
             change::ChangeBatch mine = sync_channel::only_from_site(all, *site);
-            mine.set_sender_site_id(st.site);
+            mine.set_sender_site_id(ls.site);
             if (mine.changes_size() > 0) {
               sync::Envelope e;
               auto* p = e.mutable_push();
-              p->set_seq(++st.push_seq);
+              p->set_seq(++ls.push_seq);
               *p->mutable_batch() = std::move(mine);
               spdlog::debug("hop=client.push seq={} client_v=({},{}] changes={} cells=\"{}\"", p->seq(),
                             p->batch().from_db_version(), p->batch().to_db_version(), p->batch().changes_size(),
                             sync_frames::cells(p->batch()));
-              st.in_flight.emplace_back(p->seq(), all.to_db_version());
+              ls.in_flight.emplace_back(p->seq(), all.to_db_version());
               send_envelope(self, e);
             }
-            st.pushed_through = std::max(st.pushed_through, all.to_db_version());
-            st.resume = all.resume_after();
-            st.local_version = std::max(st.local_version, st.pushed_through);
+            ls.pushed_through = std::max(ls.pushed_through, all.to_db_version());
+            ls.resume = all.resume_after();
+            ls.local_version = std::max(ls.local_version, ls.pushed_through);
             try_push(self);
             settle_waiters(self);
           },
@@ -191,11 +191,11 @@ void on_forward(self_ptr self, sync::Forward& fwd) {
   self->request(st.worker, st.config.request_timeout, std::move(req))
       .then(
           [self, gen, seq, to, from, changes](worker::MergeResponse& resp) {
-            auto& st = self->state;
-            --st.merges_in_flight;
+            auto& ls = self->state;
+            --ls.merges_in_flight;
             if (resp.error().code() != change::Error::OK) {
               spdlog::error("hop=client.merge seq={} server_v=({},{}] error=\"{}\"", seq, from, to, resp.error().message());
-              if (gen == st.generation) {
+              if (gen == ls.generation) {
                 send_envelope(self, sync_frames::error_envelope(sync::Error::REJECTED,
                                                                 "client could not merge forward: " + resp.error().message(), true));
                 drop_link(self, "merge failed");
@@ -203,10 +203,10 @@ void on_forward(self_ptr self, sync::Forward& fwd) {
               }
               return;
             }
-            st.cursor = std::max(st.cursor, to);
+            ls.cursor = std::max(ls.cursor, to);
             spdlog::debug("hop=client.merged seq={} server_v=({},{}] changes={} applied={} local_v={}", seq, from, to,
                           changes, resp.changes_applied(), resp.db_version());
-            if (gen == st.generation && st.phase == Phase::live) {
+            if (gen == ls.generation && ls.phase == Phase::live) {
               sync::Envelope e;
               e.mutable_client_ack()->set_seq(seq);
               e.mutable_client_ack()->set_server_db_version(to);
@@ -336,27 +336,27 @@ void start(self_ptr self) {
   self->request(st.worker, st.config.request_timeout, worker::StatusRequest{})
       .then(
           [self](worker::StatusResponse& status) {
-            auto& st = self->state;
-            st.site = status.site_id();
-            st.local_version = status.db_version();
-            self->request(st.worker, st.config.request_timeout, worker::SubscribeRequest{})
+            auto& ls = self->state;
+            ls.site = status.site_id();
+            ls.local_version = status.db_version();
+            self->request(ls.worker, ls.config.request_timeout, worker::SubscribeRequest{})
                 .then([](worker::SubscribeResponse&) {}, [](caf::error&) {});
             worker::QueryRequest q;
             q.set_sql("SELECT site_id, received FROM tandem_peers ORDER BY received DESC LIMIT 1");
-            self->request(st.worker, st.config.request_timeout, std::move(q))
+            self->request(ls.worker, ls.config.request_timeout, std::move(q))
                 .then(
                     [self](worker::QueryResponse& rows) {
-                      auto& st = self->state;
+                      auto& ns = self->state;
                       if (rows.error().code() == change::Error::OK && rows.rows_size() == 1) {
                         auto site = from_proto(rows.rows(0).values(0));
                         auto received = from_proto(rows.rows(0).values(1));
                         if (site.is_blob() && site.bytes().size() == 16 && received.is_integer()) {
-                          st.server_site = site.bytes();
-                          st.cursor = received.integer();
+                          ns.server_site = site.bytes();
+                          ns.cursor = received.integer();
                         }
                       }
-                      st.phase = st.online ? Phase::connecting : Phase::offline;
-                      if (st.online) connect(self);
+                      ns.phase = ns.online ? Phase::connecting : Phase::offline;
+                      if (ns.online) connect(self);
                     },
                     [self](caf::error&) {
                       self->state.phase = self->state.online ? Phase::connecting : Phase::offline;
@@ -390,54 +390,54 @@ peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor work
         if (gen == self->state.generation && self->state.connection) on_frame(self, frame);
       },
       [self](link_closed_atom, uint64_t gen, std::string& why) {
-        auto& st = self->state;
-        if (gen != st.generation) return;
+        auto& ls = self->state;
+        if (gen != ls.generation) return;
         spdlog::info("hop=client.disconnected why=\"{}\"", why);
-        st.connection.reset();
+        ls.connection.reset();
         drop_link(self, why);
         schedule_reconnect(self);
         settle_waiters(self);
       },
       [self](reconnect_atom, uint64_t gen) {
-        auto& st = self->state;
-        if (gen != st.generation || !st.online || st.connection) return;
+        auto& ls = self->state;
+        if (gen != ls.generation || !ls.online || ls.connection) return;
         connect(self);
       },
       [self](change::RowDeltaBatch& batch) {
-        auto& st = self->state;
+        auto& ls = self->state;
         if (batch.origin() != change::RowDeltaBatch::LOCAL) return;
-        st.local_version = std::max(st.local_version, batch.db_version());
+        ls.local_version = std::max(ls.local_version, batch.db_version());
         spdlog::debug("hop=client.local_commit local_v={} rows={}{}", batch.db_version(), batch.deltas_size(),
                       batch.mutation_id().empty() ? "" : " mutation=" + batch.mutation_id());
         try_push(self);
       },
       [self](wait_acked_atom, int64_t version) -> caf::result<int64_t> {
-        auto& st = self->state;
-        if (st.client_acked >= version) return st.client_acked;
-        if (!st.fatal_error.empty()) return caf::make_error(caf::sec::runtime_error, st.fatal_error);
-        st.local_version = std::max(st.local_version, version);
+        auto& ls = self->state;
+        if (ls.client_acked >= version) return ls.client_acked;
+        if (!ls.fatal_error.empty()) return caf::make_error(caf::sec::runtime_error, ls.fatal_error);
+        ls.local_version = std::max(ls.local_version, version);
         auto p = self->make_response_promise<int64_t>();
-        st.ack_waiters.emplace_back(version, p);
+        ls.ack_waiters.emplace_back(version, p);
         try_push(self);
         return p;
       },
       [self](caught_up_atom) -> caf::result<int64_t, int64_t> {
-        auto& st = self->state;
-        if (caught_up(self)) return caf::result<int64_t, int64_t>(st.client_acked, st.cursor);
-        if (!st.fatal_error.empty()) return caf::make_error(caf::sec::runtime_error, st.fatal_error);
+        auto& ls = self->state;
+        if (caught_up(self)) return caf::result<int64_t, int64_t>(ls.client_acked, ls.cursor);
+        if (!ls.fatal_error.empty()) return caf::make_error(caf::sec::runtime_error, ls.fatal_error);
         auto p = self->make_response_promise<int64_t, int64_t>();
-        st.caught_up_waiters.push_back(p);
+        ls.caught_up_waiters.push_back(p);
         return p;
       },
       [self](online_atom, bool online) {
-        auto& st = self->state;
-        if (online == st.online) return;
-        st.online = online;
+        auto& ls = self->state;
+        if (online == ls.online) return;
+        ls.online = online;
         spdlog::info("hop=client.{}", online ? "online" : "offline");
         if (!online) {
           drop_link(self, "going offline");
-        } else if (st.phase != Phase::starting) {
-          st.backoff->reset();
+        } else if (ls.phase != Phase::starting) {
+          ls.backoff->reset();
           connect(self);
         }
       },
