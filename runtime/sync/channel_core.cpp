@@ -126,7 +126,7 @@ Status ChannelCore::push(uint64_t session, const sync::Push& push) {
   if (push.seq() != m.last_push_seq + 1)
     return Status::InvalidArgument("push seq " + std::to_string(push.seq()) + " out of order (expected " +
                                    std::to_string(m.last_push_seq + 1) + ")");
-  if (m.pending.size() >= options_.push_window)
+  if (push.seq() - m.acked_push_seq > options_.push_window)
     return Status::InvalidArgument("more than " + std::to_string(options_.push_window) + " unacknowledged pushes");
   if (push.batch().sender_site_id() != site_bytes(m.site))
     return Status::InvalidArgument("push batch sender is not the hello's site id");
@@ -203,6 +203,7 @@ Outbox ChannelCore::flush() {
     ++stats_.group_commits;
     for (auto& [session, seq] : to_ack) {
       Member& m = members_.at(session);
+      m.acked_push_seq = seq;
       auto cursor = store_->peer(m.site);
       Outgoing ack;
       ack.session = session;

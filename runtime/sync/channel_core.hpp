@@ -94,6 +94,7 @@ class ChannelCore {
     std::set<std::string> tables;  // declared in the hello (lower case); empty: every table
     std::string name;
     uint64_t last_push_seq = 0;
+    uint64_t acked_push_seq = 0;
     uint64_t next_forward_seq = 1;
     int64_t sent = 0;   // server db_version forwarded through
     std::string resume; // set while version sent + 1 is forwarded in parts

@@ -253,6 +253,22 @@ TEST_CASE("bad pushes are refused and change nothing", "[channel][bad-input]") {
   CHECK_FALSE((*ch)->push(1, push_since(*a, 2, 0)).ok());  // seq must start at 1
   CHECK_FALSE((*ch)->push(2, push_since(*a, 1, 0)).ok());  // a's batch on b's session
   CHECK_FALSE((*ch)->push(9, push_since(*a, 1, 0)).ok());  // not joined
+  {
+    // More unacknowledged pushes than the window allows (a third session).
+    auto c = client_store(3);
+    REQUIRE((*ch)->join(3, "c", hello(*c)).ok());
+    sync::Push empty;
+    empty.mutable_batch()->set_sender_site_id(site_bytes(c->site_id()));
+    for (uint64_t seq = 1; seq <= 16; ++seq) {
+      empty.set_seq(seq);
+      REQUIRE((*ch)->push(3, empty).ok());
+    }
+    empty.set_seq(17);
+    CHECK_FALSE((*ch)->push(3, empty).ok());
+    (*ch)->flush();  // acks 1..16: the window opens again
+    REQUIRE((*ch)->push(3, empty).ok());
+    (*ch)->flush();
+  }
 
   sync::Push bad = push_since(*a, 1, 0);
   bad.mutable_batch()->mutable_changes(0)->set_table("no_such_table");
