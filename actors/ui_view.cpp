@@ -123,19 +123,19 @@ ui_view_actor::behavior_type ui_view(view_pointer self, std::shared_ptr<std::uni
                 [self, rp, id](const worker::WriteResponse& r) mutable {
                   Status outcome = from_proto(r.error());
                   settle(self, id, outcome, r.db_version());
-                  view::MutateResponse out;
-                  out.set_mutation_id(id);
-                  *out.mutable_error() = r.error();
-                  out.set_db_version(r.db_version());
-                  rp.deliver(out);
+                  view::MutateResponse answer;
+                  answer.set_mutation_id(id);
+                  *answer.mutable_error() = r.error();
+                  answer.set_db_version(r.db_version());
+                  rp.deliver(answer);
                 },
                 [self, rp, id](caf::error& err) mutable {
                   Status outcome = Status::Unavailable("db_worker: " + caf::to_string(err));
                   settle(self, id, outcome, 0);
-                  view::MutateResponse out;
-                  out.set_mutation_id(id);
-                  to_proto(outcome, out.mutable_error());
-                  rp.deliver(out);
+                  view::MutateResponse answer;
+                  answer.set_mutation_id(id);
+                  to_proto(outcome, answer.mutable_error());
+                  rp.deliver(answer);
                 });
         return rp;
       },
