@@ -90,6 +90,8 @@ channel_actor::behavior_type channel(channel_actor::stateful_pointer<channel_sta
         if (!self->state.core) {
           self->send(session, sync_frames::error_envelope(sync::Error::UNAVAILABLE,
                                                           "cannot open the channel: " + self->state.open_error, true));
+          // Free the directory's slot: the next session of the user tries to open it again.
+          self->quit();
           return;
         }
         auto joined = self->state.core->join(join.session(), join.user(), join.hello());

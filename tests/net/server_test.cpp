@@ -440,3 +440,19 @@ TEST_CASE("open channel files are bounded; idle ones make room", "[server]") {
   CHECK(st.users(0) == "bob");
   CHECK(st.channels_closed() >= 1);
 }
+
+TEST_CASE("a user file that cannot be opened is reported, and the server serves everyone else", "[server][fault]") {
+  TestServer srv;
+  // Make alice's file impossible to open: a directory where the file should be.
+  REQUIRE(std::system(("mkdir -p " + srv.data.path + "/users/alice.db").c_str()) == 0);
+  {
+    RawClient alice(srv.url());
+    alice.send(hello(token_for("alice"), 1));
+    alice.expect_fatal(sync::Error::UNAVAILABLE);
+  }
+  RawClient bob(srv.url());
+  bob.send(hello(token_for("bob"), 2));
+  expect_welcome(bob);
+  for (int i = 0; i < 100 && srv.status().open_channels() != 1; ++i) std::this_thread::sleep_for(20ms);
+  CHECK(srv.status().open_channels() == 1);  // alice's failed channel gave its slot back
+}
