@@ -113,6 +113,16 @@ std::vector<BatchPtr> DeltaJournal::since(int64_t after) const {
   return out;
 }
 
+Result<int64_t> DeltaJournal::next_version(int64_t after) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (after < dropped_through_)
+    return Status::ResourceExhausted("journal: the reader fell behind (batches up to " + std::to_string(dropped_through_) +
+                                     " were dropped); rehydrate");
+  auto it = std::upper_bound(entries_.begin(), entries_.end(), after,
+                             [](int64_t v, const std::pair<BatchPtr, size_t>& e) { return v < e.first->db_version; });
+  return it == entries_.end() ? int64_t{-1} : it->first->db_version;
+}
+
 size_t DeltaJournal::retained_bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
   return bytes_;

@@ -51,6 +51,9 @@ class DeltaJournal {
   Result<std::vector<BatchPtr>> range(int64_t after, int64_t upto) const;
   // Batches after `after`, up to the last appended (no waiting).
   std::vector<BatchPtr> since(int64_t after) const;
+  // The db_version of the first batch after `after`, or -1 if none is held (cheap: no copy).
+  // resource_exhausted when batches after `after` may have been dropped.
+  Result<int64_t> next_version(int64_t after) const;
 
   size_t retained_bytes() const;
   size_t retained_batches() const;
