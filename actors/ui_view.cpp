@@ -11,9 +11,10 @@ namespace tandem {
 namespace {
 
 struct ui_view_state {
+  // Declared first so that it is destroyed last: it holds the journal the views point to.
+  UiViewConfig config;
   std::unique_ptr<ivm::ViewSet> views;
   std::map<int64_t, view_watcher_actor> watchers;
-  UiViewConfig config;
 };
 
 using view_pointer = ui_view_actor::stateful_pointer<ui_view_state>;
@@ -84,6 +85,13 @@ ui_view_actor::behavior_type ui_view(view_pointer self, std::shared_ptr<std::uni
           self->monitor(watcher);
         }
         return std::move(r).value();
+      },
+      [self](const view::SyncRequest&) -> view::SyncResponse {
+        catch_up(self);
+        flush(self);  // the ViewChanges go out before this answer
+        view::SyncResponse out;
+        out.set_db_version(self->state.views->applied_version());
+        return out;
       },
       [self](const view::UnwatchRequest& req) -> view::UnwatchResponse {
         view::UnwatchResponse out;
@@ -180,6 +188,8 @@ void add_view_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<view::WatchResponse>("tandem.view.WatchResponse");
   cfg.add_message_type<view::UnwatchRequest>("tandem.view.UnwatchRequest");
   cfg.add_message_type<view::UnwatchResponse>("tandem.view.UnwatchResponse");
+  cfg.add_message_type<view::SyncRequest>("tandem.view.SyncRequest");
+  cfg.add_message_type<view::SyncResponse>("tandem.view.SyncResponse");
   cfg.add_message_type<view::ViewChange>("tandem.view.ViewChange");
   cfg.add_message_type<view::MutateRequest>("tandem.view.MutateRequest");
   cfg.add_message_type<view::MutateResponse>("tandem.view.MutateResponse");

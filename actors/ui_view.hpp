@@ -36,6 +36,7 @@ using ui_view_actor = caf::typed_actor<
     // The sender becomes the view's watcher (if it handles tandem.view.ViewChange).
     caf::replies_to<view::WatchRequest>::with<view::WatchResponse>,
     caf::replies_to<view::UnwatchRequest>::with<view::UnwatchResponse>,
+    caf::replies_to<view::SyncRequest>::with<view::SyncResponse>,
     caf::replies_to<view::MutateRequest>::with<view::MutateResponse>,
     caf::reacts_to<tab::PendingMutation>, caf::reacts_to<tab::Settlement>, caf::reacts_to<change::RowDeltaBatch>>;
 

@@ -2,12 +2,16 @@
 // db_worker actors, one per replica, in one actor system, and prints the report.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 
 #include "actors/db_worker.hpp"
+#include "actors/tab_bus.hpp"
+#include "actors/ui_view.hpp"
+#include "runtime/ivm/journal.hpp"
 #include "apps/tandem/commands.hpp"
 #include "runtime/scenario/scenario.hpp"
 #include "runtime/sqlite/proto_value.hpp"
@@ -50,8 +54,66 @@ Status status_of_response(const Result<Response>& r) {
 
 struct Node {
   scenario::Replica replica;
+  std::string path;
+  std::shared_ptr<ivm::DeltaJournal> journal;
   db_worker_actor worker;
+  std::optional<tab_bus_actor> bus;    // spawned with the replica's first view
+  std::optional<ui_view_actor> view;
 };
+
+// A watched query's result as the runner sees it: the initial rows, then every ViewChange.
+struct Watched {
+  std::string replica, id;
+  std::vector<std::string> columns;
+  bool ordered = false;
+  std::vector<view::ResultRow> rows;
+  std::string error;  // a change the runner could not apply, or the view's own error
+};
+
+// Applies one ViewChange (view.proto: positions for ordered views, keys otherwise).
+void apply_change(Watched& w, const view::ViewChange& change) {
+  if (change.has_error() && change.error().code() != change::Error::OK) w.error = change.error().message();
+  auto find = [&](const std::string& key) {
+    return std::find_if(w.rows.begin(), w.rows.end(), [&](const view::ResultRow& r) { return r.key() == key; });
+  };
+  for (const auto& c : change.changes()) {
+    view::ResultRow row;
+    row.set_key(c.key());
+    *row.mutable_row() = c.row();
+    auto at = [&](int64_t position) { return w.rows.begin() + std::clamp<int64_t>(position, 0, static_cast<int64_t>(w.rows.size())); };
+    switch (c.kind()) {
+      case view::RowChange::ADDED:
+        if (w.ordered && c.position() >= 0)
+          w.rows.insert(at(c.position()), row);
+        else
+          w.rows.push_back(row);
+        break;
+      case view::RowChange::REMOVED: {
+        auto it = find(c.key());
+        if (it == w.rows.end()) {
+          w.error = "a change removed a row the view did not hold";
+          break;
+        }
+        w.rows.erase(it);
+        break;
+      }
+      case view::RowChange::CHANGED: {
+        auto it = find(c.key());
+        if (it == w.rows.end()) {
+          w.error = "a change updated a row the view did not hold";
+          break;
+        }
+        w.rows.erase(it);
+        if (w.ordered && c.position() >= 0)
+          w.rows.insert(at(c.position()), row);
+        else
+          w.rows.push_back(row);
+        break;
+      }
+      default: break;
+    }
+  }
+}
 
 Result<scenario::TableDump> dump_table(caf::scoped_actor& self, const db_worker_actor& w, const std::string& table) {
   worker::QueryRequest keys;
@@ -97,6 +159,7 @@ int run(const std::string& file) {
   ScratchDir dir;
   caf::actor_system_config cfg;
   add_db_worker_message_types(cfg);
+  add_view_message_types(cfg);
   caf::actor_system system{cfg};
   caf::scoped_actor self{system};
 
@@ -104,6 +167,7 @@ int run(const std::string& file) {
   for (size_t i = 0; i < sc.replicas.size(); ++i) {
     DbWorkerConfig wc;
     wc.path = (dir.path / ("replica-" + std::to_string(i) + ".db")).string();
+    wc.journal = std::make_shared<ivm::DeltaJournal>();
     wc.store.site_id = sc.replicas[i].site;
     wc.schema = sc.schema;
     if (sc.crr_given) wc.replicate = sc.crr;
@@ -113,7 +177,7 @@ int run(const std::string& file) {
       std::cerr << "tandem scenario: replica " << sc.replicas[i].name << ": " << w.status().message() << "\n";
       return 2;
     }
-    nodes.push_back(Node{sc.replicas[i], *w});
+    nodes.push_back(Node{sc.replicas[i], wc.path, wc.journal, *w, std::nullopt, std::nullopt});
   }
   auto node = [&](const std::string& name) -> Node& {
     for (auto& n : nodes)
@@ -122,6 +186,7 @@ int run(const std::string& file) {
   };
 
   scenario::Report report;
+  std::map<std::pair<caf::actor_addr, int64_t>, Watched> watched;  // by ui_view and its view id
   auto record = [&](const scenario::Step& step, const std::string& replica, const Status& s) {
     if (!s.ok()) report.errors.push_back({step.index, replica, s.message()});
   };
@@ -165,10 +230,62 @@ int run(const std::string& file) {
         record(step, step.to, s);
         break;
       }
-      case scenario::Step::Op::watch:
-        record(step, step.replica, Status::Unsupported("watch: live queries are not supported by this build yet"));
+      case scenario::Step::Op::watch: {
+        Node& n = node(step.replica);
+        if (!n.view) {
+          n.bus = spawn_tab_bus(system, n.worker, "scenario/" + n.replica.name + "/tab_bus");
+          UiViewConfig vc;
+          vc.name = "scenario/" + n.replica.name + "/view";
+          vc.database_path = n.path;
+          vc.journal = n.journal;
+          vc.worker = n.worker;
+          vc.bus = *n.bus;
+          auto v = spawn_ui_view(system, vc);
+          if (!v.ok()) {
+            record(step, step.replica, v.status());
+            break;
+          }
+          n.view = *v;
+        }
+        view::WatchRequest req;
+        req.set_sql(step.query);
+        std::optional<Result<view::WatchResponse>> answer;
+        self->request(*n.view, kTimeout, req)
+            .receive([&](const view::WatchResponse& r) { answer = r; },
+                     [&](caf::error& e) { answer = Status::Unavailable("view did not answer: " + system.render(e)); });
+        Status s = answer->ok() ? from_proto((*answer)->error()) : answer->status();
+        if (!s.ok()) {
+          record(step, step.replica, s.with_context("watch " + step.view_id));
+          break;
+        }
+        Watched w;
+        w.replica = step.replica;
+        w.id = step.view_id;
+        w.columns.assign((*answer)->columns().begin(), (*answer)->columns().end());
+        w.ordered = (*answer)->ordered();
+        w.rows.assign((*answer)->rows().begin(), (*answer)->rows().end());
+        watched[{n.view->address(), (*answer)->view_id()}] = std::move(w);
         break;
+      }
     }
+  }
+
+  // Every view catches up (its changes reach us before the answer), then we apply them.
+  for (auto& n : nodes) {
+    if (!n.view) continue;
+    bool synced = false;
+    self->request(*n.view, kTimeout, view::SyncRequest{})
+        .receive([&](const view::SyncResponse& r) { synced = r.error().code() == change::Error::OK; },
+                 [&](caf::error&) {});
+    if (!synced) std::cerr << "tandem scenario: replica " << n.replica.name << ": the view did not catch up\n";
+  }
+  bool draining = true;
+  while (draining) {
+    self->receive([&](const view::ViewChange& change) {
+                    auto it = watched.find({caf::actor_cast<caf::actor_addr>(self->current_sender()), change.view_id()});
+                    if (it != watched.end()) apply_change(it->second, change);
+                  },
+                  caf::after(std::chrono::milliseconds(0)) >> [&] { draining = false; });
   }
 
   for (auto& n : nodes) {
@@ -188,9 +305,27 @@ int run(const std::string& file) {
       }
       r.tables[t] = std::move(d).value();
     }
+    for (auto& [vid, w] : watched) {
+      if (w.replica != n.replica.name) continue;
+      if (!w.error.empty()) report.errors.push_back({0, n.replica.name, "view " + w.id + ": " + w.error});
+      scenario::TableDump d;
+      d.columns = w.columns;
+      for (const auto& row : w.rows) d.rows.push_back(from_proto(row.row()));
+      if (!w.ordered)  // spec: rows of views without ORDER BY are sorted by all columns
+        std::sort(d.rows.begin(), d.rows.end(), [](const Row& a, const Row& b) {
+          for (size_t i = 0; i < a.size() && i < b.size(); ++i)
+            if (int c = compare_sqlite(a[i], b[i])) return c < 0;
+          return a.size() < b.size();
+        });
+      r.views[w.id] = std::move(d);
+    }
     report.replicas.emplace_back(n.replica.name, std::move(r));
   }
-  for (auto& n : nodes) self->send_exit(n.worker, caf::exit_reason::user_shutdown);
+  for (auto& n : nodes) {
+    if (n.view) self->send_exit(*n.view, caf::exit_reason::user_shutdown);
+    if (n.bus) self->send_exit(*n.bus, caf::exit_reason::user_shutdown);
+    self->send_exit(n.worker, caf::exit_reason::user_shutdown);
+  }
   std::cout << scenario::to_json(report).dump() << std::endl;
   return 0;
 }

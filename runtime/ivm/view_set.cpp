@@ -1,5 +1,7 @@
 #include "runtime/ivm/view_set.hpp"
 
+#include <algorithm>
+
 #include "runtime/query/parser.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 
@@ -82,6 +84,12 @@ Status ViewSet::catch_up() {
     TANDEM_RETURN_IF_ERROR(st.with_context("view " + std::to_string(vid)));
   }
   return Status::Ok();
+}
+
+int64_t ViewSet::applied_version() const {
+  int64_t version = journal_->last_version();
+  for (const auto& [vid, e] : views_) version = std::min(version, e.view->applied_version());
+  return version;
 }
 
 std::vector<view::ViewChange> ViewSet::take_changes() {

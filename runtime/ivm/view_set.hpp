@@ -38,6 +38,8 @@ class ViewSet {
   // Applies every batch the journal holds to every view (rehydrating a view that fell off).
   Status catch_up();
 
+  // The lowest version every view has applied (the journal's last version with no views).
+  int64_t applied_version() const;
   // The changes of every view since the last call, one message per view that changed.
   std::vector<view::ViewChange> take_changes();
   // The current result of a view, keyed rows in order (for tests and snapshots).
