@@ -70,7 +70,9 @@ Result<Value> value_from_json(const json& j) {
   if (j.is_number_float()) return Value::Real(j.get<double>());
   if (j.is_string()) return Value::Text(j.get<std::string>());
   if (j.is_object() && j.size() == 1) {
-    const auto& [key, v] = *j.items().begin();
+    auto first = j.begin();
+    const std::string key = first.key();
+    const json& v = first.value();
     if (key == "real" && v.is_number()) return Value::Real(v.get<double>());
     if (key == "int") {
       if (v.is_number_integer()) return Value::Integer(v.get<int64_t>());
