@@ -142,7 +142,17 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
       [self](const worker::MergeRequest& req) -> worker::MergeResponse {
         Store& store = *self->state.store;
         int64_t before = store.db_version();
+        std::optional<int64_t> restore;  // the connection's synchronous level, while relaxed
+        if (req.resendable()) {
+          auto level = store.database().prepare("PRAGMA synchronous");
+          if (level.ok() && (*level)->step().ok()) restore = (*level)->column_int64(0);
+          if (restore && !store.database().exec("PRAGMA synchronous=NORMAL").ok()) restore.reset();
+        }
         auto result = store.merge(req.batch());
+        if (restore) {
+          Status back = store.database().exec("PRAGMA synchronous=" + std::to_string(*restore));
+          if (!back.ok()) spdlog::error("{}: cannot restore synchronous: {}", self->state.name, back.to_string());
+        }
         if (!result.ok()) {
           spdlog::warn("{}: merge of {} changes refused: {}", self->state.name, req.batch().changes_size(), result.status().to_string());
           return error_response<worker::MergeResponse>(result.status());

@@ -188,6 +188,7 @@ void on_forward(self_ptr self, sync::Forward& fwd) {
   ++st.merges_in_flight;
   worker::MergeRequest req;
   *req.mutable_batch() = std::move(*fwd.mutable_batch());
+  req.set_resendable(true);  // the hello's cursor brings back whatever a crash undoes
   self->request(st.worker, st.config.request_timeout, std::move(req))
       .then(
           [self, gen, seq, to, from, changes](worker::MergeResponse& resp) {
