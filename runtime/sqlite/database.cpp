@@ -155,7 +155,8 @@ Result<std::unique_ptr<Database>> Database::open(const std::string& path, const 
   sqlite3_db_config(raw, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
   sqlite3_db_config(raw, SQLITE_DBCONFIG_ENABLE_TRIGGER, 1, nullptr);
   sqlite3_busy_timeout(raw, o.busy_timeout_ms);
-  std::string pragmas = "PRAGMA recursive_triggers=OFF; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-" +
+  std::string pragmas = "PRAGMA recursive_triggers=OFF; PRAGMA foreign_keys=OFF; PRAGMA wal_autocheckpoint=8192; "
+                        "PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-" +
                         std::to_string(o.cache_size_kib) + ";";
   if (!o.read_only) pragmas += o.synchronous_full ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;";
   TANDEM_RETURN_IF_ERROR(db->exec(pragmas).with_context("configuring " + path));
