@@ -30,6 +30,7 @@
 #include "apps/tandem/client_watch.hpp"
 #include "apps/tandem/commands.hpp"
 #include "apps/tandem/logging.hpp"
+#include "runtime/sqlite/value_json.hpp"
 #include "runtime/auth/token.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 #include "runtime/sync/schema_sync.hpp"
@@ -91,25 +92,6 @@ change::Value parse_param(const std::string& p) {
   }
   v.set_text(p);
   return v;
-}
-
-nlohmann::json to_json(const Value& v) {
-  switch (v.type()) {
-    case Value::Type::null: return nullptr;
-    case Value::Type::integer: return v.integer();
-    case Value::Type::real: return v.real();
-    case Value::Type::text: return v.bytes();
-    case Value::Type::blob: {
-      static const char* hex = "0123456789abcdef";
-      std::string out;
-      for (unsigned char c : v.bytes()) {
-        out.push_back(hex[c >> 4]);
-        out.push_back(hex[c & 15]);
-      }
-      return nlohmann::json{{"blob", out}};
-    }
-  }
-  return nullptr;
 }
 
 // One client node: the actor system, the db_worker on --db, and (when online) a peer_syncer.
@@ -247,7 +229,7 @@ std::string rows_json(const worker::QueryResponse& r) {
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& row : r.rows()) {
     nlohmann::json obj = nlohmann::json::object();
-    for (int i = 0; i < row.values_size() && i < r.columns_size(); ++i) obj[r.columns(i)] = to_json(from_proto(row.values(i)));
+    for (int i = 0; i < row.values_size() && i < r.columns_size(); ++i) obj[r.columns(i)] = value_to_json(from_proto(row.values(i)));
     rows.push_back(std::move(obj));
   }
   return rows.dump();

@@ -11,29 +11,11 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/tab_bus.hpp"
+#include "runtime/sqlite/value_json.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 
 namespace tandem::app {
 namespace {
-
-nlohmann::json value_json(const Value& v) {
-  switch (v.type()) {
-    case Value::Type::null: return nullptr;
-    case Value::Type::integer: return v.integer();
-    case Value::Type::real: return v.real();
-    case Value::Type::text: return v.bytes();
-    case Value::Type::blob: {
-      static const char* hex = "0123456789abcdef";
-      std::string out;
-      for (unsigned char c : v.bytes()) {
-        out.push_back(hex[c >> 4]);
-        out.push_back(hex[c & 15]);
-      }
-      return nlohmann::json{{"blob", out}};
-    }
-  }
-  return nullptr;
-}
 
 // The printer's copy of the result, kept by applying ViewChanges as view.proto says.
 struct Printer {
@@ -45,7 +27,7 @@ struct Printer {
 
   nlohmann::json row_json(const Row& row) const {
     nlohmann::json obj = nlohmann::json::object();
-    for (size_t i = 0; i < row.size() && i < columns.size(); ++i) obj[columns[i]] = value_json(row[i]);
+    for (size_t i = 0; i < row.size() && i < columns.size(); ++i) obj[columns[i]] = value_to_json(row[i]);
     return obj;
   }
 

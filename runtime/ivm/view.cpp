@@ -700,15 +700,7 @@ class LiveView::Impl {
         return Status::Ok();
       }
     }
-    if (!o.local_filter_sql.empty()) where += (where.empty() ? "(" : " AND (") + o.local_filter_sql + ")";
-    std::string sql = select_columns(o) + (where.empty() ? "" : " WHERE " + where);
-    auto pred = [&](const Row& r) { return local_ok(u, r) && on_ok(u, &parent_row, &r); };
-    TANDEM_RETURN_IF_ERROR(fetch(sql, binds, *o.table, pred, include_current, true, out));
-    std::vector<Row> kept;
-    for (auto& r : *out)
-      if (pred(r)) kept.push_back(std::move(r));
-    *out = std::move(kept);
-    return Status::Ok();
+    return fetch_joined(u, where, binds, [&](const Row& r) { return on_ok(u, &parent_row, &r); }, include_current, out);
   }
 
   // Rows of occurrence u (the parent of `child`) that a given child row joins.
@@ -723,9 +715,17 @@ class LiveView::Impl {
         return Status::Ok();
       }
     }
+    return fetch_joined(u, where, binds, [&](const Row& r) { return on_ok(child, &r, &child_row); }, include_current, out);
+  }
+
+  // Rows of occurrence u matching `where` (its join equalities), its pushed filters and `on`
+  // (the exact ON condition, checked in C++ on every candidate).
+  Status fetch_joined(int u, std::string where, const Row& binds, const std::function<bool(const Row&)>& on,
+                      bool include_current, std::vector<Row>* out) {
+    const auto& o = plan_->occurrences[static_cast<size_t>(u)];
     if (!o.local_filter_sql.empty()) where += (where.empty() ? "(" : " AND (") + o.local_filter_sql + ")";
     std::string sql = select_columns(o) + (where.empty() ? "" : " WHERE " + where);
-    auto pred = [&](const Row& r) { return local_ok(u, r) && on_ok(child, &r, &child_row); };
+    auto pred = [&](const Row& r) { return local_ok(u, r) && on(r); };
     TANDEM_RETURN_IF_ERROR(fetch(sql, binds, *o.table, pred, include_current, true, out));
     std::vector<Row> kept;
     for (auto& r : *out)

@@ -13,6 +13,7 @@
 
 #include "runtime/common/status.hpp"
 #include "runtime/sqlite/value.hpp"
+#include "runtime/sqlite/value_json.hpp"
 #include "runtime/store/store.hpp"
 
 namespace tandem::scenario {
@@ -45,12 +46,8 @@ struct Scenario {
 Result<Scenario> parse(const nlohmann::json& doc);
 Result<Scenario> parse_text(const std::string& text);
 
-// Values: a JSON integer is an INTEGER, another number a REAL; {"real": n}, {"int": "digits"},
-// {"blob": "HEX"}, {"text": "s"} force a class; null is NULL.
-Result<Value> value_from_json(const nlohmann::json& j);
-// Output encoding: INTEGER as a number ({"int": "digits"} beyond 2^53), REAL as {"real": n},
-// TEXT as a string, BLOB as {"blob": "HEX"} (upper case), NULL as null.
-nlohmann::json value_to_json(const Value& v);
+using tandem::value_from_json;  // runtime/sqlite/value_json.hpp
+using tandem::value_to_json;
 
 // True when `sql` has a parameter (?, ?N, :name, @name, $name) outside literals and comments.
 bool has_parameters(const std::string& sql);

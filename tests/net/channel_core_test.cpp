@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "tests/net/net_test_util.hpp"
 #include "runtime/sync/channel_core.hpp"
 #include "runtime/sync/frames.hpp"
 #include "runtime/sync/schema_sync.hpp"
@@ -26,15 +27,7 @@ SiteId site(uint8_t n) {
   return s;
 }
 
-std::unique_ptr<Store> client_store(uint8_t n) {
-  StoreOptions options;
-  options.site_id = site(n);
-  auto store = Store::open(":memory:", options);
-  REQUIRE(store.ok());
-  REQUIRE((*store)->execute_schema(kSchema).ok());
-  REQUIRE((*store)->register_table("todo").ok());
-  return std::move(store).value();
-}
+std::unique_ptr<Store> client_store(uint8_t n) { return test::client_store(site(n), kSchema, "todo"); }
 
 void write(Store& s, const std::string& sql) {
   auto r = s.write({SqlStatement{sql, {}}});

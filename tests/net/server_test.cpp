@@ -22,6 +22,7 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
+#include "tests/net/net_test_util.hpp"
 #include "runtime/auth/token.hpp"
 #include "runtime/sync/channel_core.hpp"
 #include "runtime/sync/frames.hpp"
@@ -167,15 +168,7 @@ SiteId site(uint8_t n) {
   return s;
 }
 
-std::unique_ptr<Store> client_store(uint8_t n) {
-  StoreOptions options;
-  options.site_id = site(n);
-  auto store = Store::open(":memory:", options);
-  REQUIRE(store.ok());
-  REQUIRE((*store)->execute_schema(kSchema).ok());
-  REQUIRE((*store)->register_table("todo").ok());
-  return std::move(store).value();
-}
+std::unique_ptr<Store> client_store(uint8_t n) { return test::client_store(site(n), kSchema, "todo"); }
 
 std::string token_for(const std::string& user) {
   auto t = auth::mint_token(kSecret, user, std::chrono::hours(1));
