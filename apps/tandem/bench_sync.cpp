@@ -11,6 +11,7 @@
 //              once (each acks what it is forwarded): ingest_changes_per_s (target 50,000);
 //   fanout     one change pushed by one peer until all of 1,000 connected sessions of the user
 //              received it: fanout_ms, median of --fanout-rounds (target 20 ms).
+#include "actors/system_config.hpp"
 #include "actors/peer_syncer.hpp"
 #include "actors/session.hpp"
 #include "actors/tab_bus.hpp"
@@ -506,10 +507,7 @@ void run(const Options& o) {
 
   {
     caf::actor_system_config cfg;
-    add_db_worker_message_types(cfg);
-    add_view_message_types(cfg);
-    actors::add_server_message_types(cfg);
-    cfg.set("scheduler.max-threads", 2);
+    configure_actor_system(cfg);
     caf::actor_system system{cfg};
     auto e2e = run_e2e(system, server.url, dir, o.e2e_samples);
     e2e["bench"] = "sync";

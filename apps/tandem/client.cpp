@@ -9,6 +9,7 @@
 //
 // Exit status: 0 success; 1 the database refused the statement; 2 bad arguments or files;
 // 3 the server did not acknowledge in time, or refused the client (the write stays local).
+#include "actors/system_config.hpp"
 #include "actors/peer_syncer.hpp"
 #include "actors/session.hpp"
 
@@ -109,10 +110,7 @@ class ClientNode {
       return std::chrono::duration_cast<std::chrono::milliseconds>(*d);
     }();
 
-    add_db_worker_message_types(cfg_);
-    actors::add_server_message_types(cfg_);
-    add_watch_message_types(cfg_);
-    cfg_.set("scheduler.max-threads", 2);
+    configure_actor_system(cfg_);
     system_ = std::make_unique<caf::actor_system>(cfg_);
 
     DbWorkerConfig wc;

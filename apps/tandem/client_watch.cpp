@@ -151,7 +151,6 @@ view_watcher_actor::behavior_type watcher(view_watcher_actor::stateful_pointer<w
 
 }  // namespace
 
-void add_watch_message_types(caf::actor_system_config& cfg) { add_view_message_types(cfg); }
 
 std::shared_ptr<ivm::DeltaJournal> make_watch_journal() { return std::make_shared<ivm::DeltaJournal>(); }
 

@@ -19,7 +19,6 @@
 
 namespace tandem::app {
 
-void add_watch_message_types(caf::actor_system_config& cfg);
 std::shared_ptr<ivm::DeltaJournal> make_watch_journal();
 
 struct Watch {

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "actors/system_config.hpp"
 #include "actors/db_worker.hpp"
 #include "actors/tab_bus.hpp"
 #include "actors/ui_view.hpp"
@@ -158,8 +159,7 @@ int run(const std::string& file) {
 
   ScratchDir dir;
   caf::actor_system_config cfg;
-  add_db_worker_message_types(cfg);
-  add_view_message_types(cfg);
+  configure_actor_system(cfg);
   caf::actor_system system{cfg};
   caf::scoped_actor self{system};
 

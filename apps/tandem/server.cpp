@@ -2,6 +2,7 @@
 // each client's hello, and keeps one SQLite file per user under --data-dir.
 // Prints "listening on ws://HOST:PORT" on stdout once it accepts connections; runs until
 // SIGINT or SIGTERM, then closes every connection and every channel file cleanly.
+#include "actors/system_config.hpp"
 #include "actors/session.hpp"
 
 #include <signal.h>
@@ -88,8 +89,7 @@ void run_server(const ServerCommand& opts) {
   signal(SIGPIPE, SIG_IGN);
 
   caf::actor_system_config cfg;
-  actors::add_server_message_types(cfg);
-  cfg.set("scheduler.max-threads", opts.actor_threads);
+  configure_actor_system(cfg, opts.actor_threads);
   caf::actor_system system{cfg};
 
   actors::DirectoryConfig dir_cfg;

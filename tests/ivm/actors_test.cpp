@@ -5,6 +5,7 @@
 // for the messages in flight), pending mutations show in both tabs, refusals roll back in both.
 #include <catch2/catch.hpp>
 
+#include "actors/system_config.hpp"
 #include "actors/tab_bus.hpp"
 #include "actors/ui_view.hpp"
 
@@ -35,9 +36,7 @@ const char* kWindow = "SELECT id, name, qty FROM items WHERE qty > 0 ORDER BY qt
 const char* kJoin = "SELECT groups.label, count(items.id), sum(items.qty) FROM groups LEFT JOIN items ON items.grp = groups.grp GROUP BY groups.label";
 
 caf::actor_system_config& configure(caf::actor_system_config& cfg) {
-  add_db_worker_message_types(cfg);
-  add_view_message_types(cfg);
-  cfg.set("scheduler.max-threads", 2);
+  configure_actor_system(cfg);
   return cfg;
 }
 

@@ -5,6 +5,7 @@
 // server; a node that was offline catches up on reconnect.
 #include <catch2/catch.hpp>
 
+#include "actors/system_config.hpp"
 #include "actors/peer_syncer.hpp"
 #include "actors/session.hpp"
 #include "actors/tab_bus.hpp"
@@ -50,10 +51,7 @@ struct TempDir {
 };
 
 caf::actor_system_config& make_config(caf::actor_system_config& cfg) {
-  actors::add_server_message_types(cfg);
-  add_db_worker_message_types(cfg);
-  add_view_message_types(cfg);
-  cfg.set("scheduler.max-threads", 2);
+  configure_actor_system(cfg);
   return cfg;
 }
 

@@ -4,6 +4,7 @@
 // user ids, and the bound on open channel files.
 #include <catch2/catch.hpp>
 
+#include "actors/system_config.hpp"
 #include "actors/session.hpp"
 
 #include <jwt.h>
@@ -60,8 +61,7 @@ struct TempDir {
 };
 
 caf::actor_system_config& make_config(caf::actor_system_config& cfg) {
-  actors::add_server_message_types(cfg);
-  cfg.set("scheduler.max-threads", 2);
+  configure_actor_system(cfg);
   return cfg;
 }
 
