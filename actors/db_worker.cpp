@@ -15,6 +15,7 @@ struct db_worker_state {
   std::shared_ptr<ivm::DeltaJournal> journal;
   std::vector<delta_subscriber_actor> subscribers;
   std::string name;
+  bool synchronous_full = true;  // how the store was opened (resendable merges relax it)
 };
 
 using worker_pointer = db_worker_actor::stateful_pointer<db_worker_state>;
@@ -67,10 +68,11 @@ worker::PeerStatus peer_status(Store& store, const std::string& peer_bytes) {
 }
 
 db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<std::unique_ptr<Store>> opened,
-                                         std::shared_ptr<ivm::DeltaJournal> journal, std::string name) {
+                                         std::shared_ptr<ivm::DeltaJournal> journal, std::string name, bool synchronous_full) {
   self->state.store = std::move(*opened);
   self->state.journal = std::move(journal);
   self->state.name = std::move(name);
+  self->state.synchronous_full = synchronous_full;
   self->set_down_handler([self](const caf::down_msg& down) {
     auto& subs = self->state.subscribers;
     subs.erase(std::remove_if(subs.begin(), subs.end(), [&](const delta_subscriber_actor& a) { return a.address() == down.source; }), subs.end());
@@ -142,16 +144,12 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
       [self](const worker::MergeRequest& req) -> worker::MergeResponse {
         Store& store = *self->state.store;
         int64_t before = store.db_version();
-        std::optional<int64_t> restore;  // the connection's synchronous level, while relaxed
-        if (req.resendable()) {
-          auto level = store.database().prepare("PRAGMA synchronous");
-          if (level.ok() && (*level)->step().ok()) restore = (*level)->column_int64(0);
-          if (restore && !store.database().exec("PRAGMA synchronous=NORMAL").ok()) restore.reset();
-        }
+        const bool relax = req.resendable() && self->state.synchronous_full &&
+                           store.database().exec("PRAGMA synchronous=NORMAL").ok();
         auto result = store.merge(req.batch());
-        if (restore) {
-          Status back = store.database().exec("PRAGMA synchronous=" + std::to_string(*restore));
-          if (!back.ok()) spdlog::error("{}: cannot restore synchronous: {}", self->state.name, back.to_string());
+        if (relax) {
+          Status back = store.database().exec("PRAGMA synchronous=FULL");
+          if (!back.ok()) spdlog::error("{}: cannot restore synchronous=FULL: {}", self->state.name, back.to_string());
         }
         if (!result.ok()) {
           spdlog::warn("{}: merge of {} changes refused: {}", self->state.name, req.batch().changes_size(), result.status().to_string());
@@ -228,7 +226,7 @@ Result<db_worker_actor> spawn_db_worker(caf::actor_system& system, DbWorkerConfi
   for (const auto& t : replicate) TANDEM_RETURN_IF_ERROR(store->register_table(t));
   if (config.journal) config.journal->note_version(store->db_version());
   auto holder = std::make_shared<std::unique_ptr<Store>>(std::move(store));
-  return system.spawn<caf::detached>(db_worker, holder, config.journal, config.name);
+  return system.spawn<caf::detached>(db_worker, holder, config.journal, config.name, config.store.open.synchronous_full);
 }
 
 void add_db_worker_message_types(caf::actor_system_config& cfg) {
