@@ -59,8 +59,14 @@ void on_hello(self_ptr self, const sync::Hello& hello) {
   if (!sync_frames::check_hello(hello, &refusal)) return fail(self, refusal.code(), refusal.message());
   auth::VerifyOptions verify;
   verify.audience = self->state.config->audience;
+  verify.leeway_seconds = self->state.config->token_leeway_seconds;
   auto claims = auth::verify_token(self->state.config->secret, hello.token(), verify);
   if (!claims.ok()) return fail(self, sync::Error::UNAUTHENTICATED, claims.status().message());
+  {
+    const auto now = std::chrono::system_clock::now();
+    const auto expiry = std::chrono::system_clock::time_point(std::chrono::seconds(claims->expires_at + verify.leeway_seconds));
+    self->delayed_send(self, std::chrono::duration_cast<std::chrono::milliseconds>(expiry - now), token_expired_atom::value);
+  }
   self->state.user = claims->user;
   self->state.hello = hello;
   self->state.hello.clear_token();
@@ -165,6 +171,10 @@ session_actor::behavior_type session(self_ptr self, std::shared_ptr<net::Connect
           return;
         }
         send_frame(self, e);
+      },
+      [self](token_expired_atom) {
+        if (self->state.phase != session_state::Phase::closed)
+          fail(self, sync::Error::UNAUTHENTICATED, "the token expired; connect again with a new token");
       },
       [self](hello_timeout_atom) {
         if (self->state.phase == session_state::Phase::awaiting_hello)

@@ -28,18 +28,23 @@ namespace tandem::actors {
 using frame_atom = caf::atom_constant<caf::atom("frame")>;
 using closed_atom = caf::atom_constant<caf::atom("closed")>;
 using hello_timeout_atom = caf::atom_constant<caf::atom("hellotime")>;
+using token_expired_atom = caf::atom_constant<caf::atom("tokenexp")>;
 
 using session_actor = caf::typed_actor<
     caf::reacts_to<frame_atom, std::string>,   // a frame from the connection
     caf::reacts_to<closed_atom, std::string>,  // the connection is down (why)
     caf::reacts_to<sync::Envelope>,            // from the channel, for the client
-    caf::reacts_to<hello_timeout_atom>>;
+    caf::reacts_to<hello_timeout_atom>,
+    caf::reacts_to<token_expired_atom>>;
 
 struct SessionConfig {
   std::string secret;                            // HS256 token secret
   std::string audience = auth::kDefaultAudience;
   std::chrono::milliseconds hello_timeout{10000};
   std::chrono::milliseconds lookup_timeout{30000};
+  // Tolerated clock skew for exp and iat. A connection is closed when its token expires
+  // (exp + leeway): a token's lifetime bounds a connection's, not only its hello.
+  int64_t token_leeway_seconds = 30;
 };
 
 struct session_state {

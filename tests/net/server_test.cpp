@@ -75,7 +75,7 @@ struct TestServer {
   std::unique_ptr<net::Server> server;
 
   explicit TestServer(size_t max_channels = 16, std::chrono::milliseconds hello_timeout = 5000ms,
-                      size_t max_frame = 1 << 20) {
+                      size_t max_frame = 1 << 20, int64_t token_leeway_seconds = 30) {
     actors::DirectoryConfig dc;
     dc.data_dir = data.path;
     dc.max_open_channels = max_channels;
@@ -84,6 +84,7 @@ struct TestServer {
     auto sc = std::make_shared<actors::SessionConfig>();
     sc->secret = kSecret;
     sc->hello_timeout = hello_timeout;
+    sc->token_leeway_seconds = token_leeway_seconds;
     net::ServerOptions so;
     so.transport.max_frame_bytes = max_frame;
     auto s = net::Server::listen(loop, so, actors::make_session_acceptor(system, sc, directory));
@@ -448,4 +449,24 @@ TEST_CASE("a user file that cannot be opened is reported, and the server serves 
   expect_welcome(bob);
   for (int i = 0; i < 100 && srv.status().open_channels() != 1; ++i) std::this_thread::sleep_for(20ms);
   CHECK(srv.status().open_channels() == 1);  // alice's failed channel gave its slot back
+}
+
+TEST_CASE("a connection ends when its token expires", "[server][auth]") {
+  TestServer srv(16, 5000ms, 1 << 20, /*token_leeway_seconds*/ 0);
+  auto short_lived = auth::mint_token(kSecret, "alice", std::chrono::seconds(2));
+  REQUIRE(short_lived.ok());
+  RawClient c(srv.url());
+  c.send(hello(*short_lived, 1));
+  expect_welcome(c);
+  require_ping_pong(c, 7);  // served while the token is valid
+  auto e = c.next(5s);
+  REQUIRE(e);
+  INFO(sync_frames::describe(*e));
+  REQUIRE(e->has_error());
+  CHECK(e->error().code() == sync::Error::UNAUTHENTICATED);
+  CHECK(e->error().fatal());
+  CHECK(e->error().message().find("expired") != std::string::npos);
+  RawClient other(srv.url());  // a fresh token still gets in
+  other.send(hello(token_for("alice"), 2));
+  expect_welcome(other);
 }
