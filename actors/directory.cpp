@@ -1,11 +1,17 @@
 #include "actors/directory.hpp"
 
 #include <caf/stateful_actor.hpp>
+
+#include <algorithm>
 #include <caf/actor_system.hpp>
 #include <caf/sec.hpp>
 #include <spdlog/spdlog.h>
 
+#include <caf/io/middleman.hpp>
+#include <caf/io/middleman_actor.hpp>
+
 #include "runtime/auth/user_id.hpp"
+#include "runtime/sync/placement.hpp"
 
 namespace tandem::actors {
 namespace {
@@ -50,6 +56,56 @@ std::string eviction_candidate(self_ptr self) {
 
 size_t open_count(self_ptr self) { return self->state.channels.size(); }
 
+// Asks `remote` (another member's directory) for a user's channel on behalf of `promise`.
+void ask_remote(self_ptr self, const directory_actor& remote, cluster::ChannelLookup lookup,
+                caf::typed_response_promise<channel_actor> promise) {
+  lookup.set_forwarded(true);
+  self->request(remote, self->state.config.remote_timeout, std::move(lookup))
+      .then([promise](channel_actor ch) mutable { promise.deliver(std::move(ch)); },
+            [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+}
+
+// A lookup for a user placed on `member`: through its directory, connecting first if needed.
+caf::result<channel_actor> lookup_remote(self_ptr self, const std::string& member, cluster::ChannelLookup lookup) {
+  auto promise = self->make_response_promise<channel_actor>();
+  auto known = self->state.remotes.find(member);
+  if (known != self->state.remotes.end()) {
+    ask_remote(self, known->second, std::move(lookup), promise);
+    return promise;
+  }
+  auto& queue = self->state.connecting[member];
+  queue.emplace_back(std::move(lookup), promise);
+  if (queue.size() > 1) return promise;  // a connection is under way
+  auto colon = member.rfind(':');
+  std::string host = member.substr(0, colon);
+  auto port = static_cast<uint16_t>(std::stoi(member.substr(colon + 1)));
+  spdlog::debug("hop=server.directory connecting member={}", member);
+  auto mm = self->system().middleman().actor_handle();
+  self->request(mm, self->state.config.remote_timeout, caf::connect_atom::value, host, port)
+      .then(
+          [self, member](caf::node_id&, caf::strong_actor_ptr& ptr, std::set<std::string>&) {
+            auto remote = caf::actor_cast<directory_actor>(ptr);
+            auto waiting = std::move(self->state.connecting[member]);
+            self->state.connecting.erase(member);
+            if (!remote) {
+              for (auto& [l, p] : waiting)
+                p.deliver(caf::make_error(caf::sec::runtime_error, "member " + member + " published no directory"));
+              return;
+            }
+            self->state.remotes[member] = remote;
+            self->monitor(remote);
+            for (auto& [l, p] : waiting) ask_remote(self, remote, std::move(l), p);
+          },
+          [self, member](caf::error& err) {
+            spdlog::warn("hop=server.directory unreachable member={} error=\"{}\"", member, self->system().render(err));
+            auto waiting = std::move(self->state.connecting[member]);
+            self->state.connecting.erase(member);
+            for (auto& [l, p] : waiting)
+              p.deliver(caf::make_error(caf::sec::runtime_error, "the user's server host " + member + " is unreachable"));
+          });
+  return promise;
+}
+
 // Serves lookups that waited for a slot, as far as slots allow.
 void serve_queue(self_ptr self) {
   while (!self->state.queued.empty() && open_count(self) < self->state.config.max_open_channels) {
@@ -72,6 +128,12 @@ directory_actor::behavior_type directory(directory_actor::stateful_pointer<direc
   self->state.config = std::move(config);
   self->set_default_handler(caf::drop);
   self->set_down_handler([self](caf::down_msg& down) {
+    for (auto it = self->state.remotes.begin(); it != self->state.remotes.end(); ++it) {
+      if (it->second.address() != down.source) continue;
+      spdlog::warn("hop=server.directory member_lost member={}", it->first);
+      self->state.remotes.erase(it);  // the next lookup connects again
+      return;
+    }
     for (auto it = self->state.channels.begin(); it != self->state.channels.end(); ++it) {
       if (it->second.channel.address() != down.source) continue;
       const std::string user = it->first;
@@ -100,6 +162,15 @@ directory_actor::behavior_type directory(directory_actor::stateful_pointer<direc
         const std::string& user = lookup.user();
         auto path = auth::user_db_path(self->state.config.data_dir, user);
         if (!path.ok()) return caf::make_error(caf::sec::invalid_argument, path.status().message());
+        if (!self->state.members.empty()) {
+          const std::string owner = sync_placement::owner_of(user, self->state.members);
+          if (owner != self->state.self_member) {
+            if (lookup.forwarded())
+              return caf::make_error(caf::sec::runtime_error, "user " + user + " is placed on " + owner +
+                                                                  ", not here: the hosts' member lists differ");
+            return lookup_remote(self, owner, std::move(lookup));
+          }
+        }
         auto it = self->state.channels.find(user);
         if (it != self->state.channels.end()) {
           if (!it->second.closing) return it->second.channel;
@@ -117,6 +188,13 @@ directory_actor::behavior_type directory(directory_actor::stateful_pointer<direc
         auto promise = self->make_response_promise<channel_actor>();
         self->state.queued.emplace_back(user, promise);
         return promise;
+      },
+      [self](cluster::ClusterMembers& m) {
+        self->state.self_member = m.self();
+        self->state.members.assign(m.members().begin(), m.members().end());
+        if (std::find(self->state.members.begin(), self->state.members.end(), m.self()) == self->state.members.end())
+          self->state.members.push_back(m.self());
+        spdlog::info("hop=server.cluster self={} members={}", m.self(), self->state.members.size());
       },
       [self](cluster::ChannelUsage& usage) {
         auto it = self->state.channels.find(usage.user());

@@ -24,6 +24,7 @@ using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 
 using directory_actor = caf::typed_actor<
     caf::replies_to<cluster::ChannelLookup>::with<channel_actor>,  // errors: UNAVAILABLE, bad user
+    caf::reacts_to<cluster::ClusterMembers>,
     caf::reacts_to<cluster::ChannelUsage>,
     caf::replies_to<cluster::DirectoryStatusRequest>::with<cluster::DirectoryStatus>,
     caf::reacts_to<sweep_atom>>;
@@ -32,9 +33,16 @@ struct DirectoryConfig {
   std::string data_dir;
   size_t max_open_channels = 256;
   std::chrono::milliseconds idle_close{60000};
+  std::chrono::milliseconds remote_timeout{10000};  // connecting to / asking another member
   sync_channel::ChannelOptions channel;
 };
 
+// Several hosts: every directory knows the member list (ClusterMembers) and places each user
+// on one member (runtime/sync/placement.hpp). A lookup for a user placed elsewhere is
+// forwarded to that member's directory, reached through CAF's remote actors (BASP, between
+// trusted hosts only; the process must have loaded the middleman), and the session then
+// talks to the remote channel as to a local one. A member that cannot be reached makes its
+// users' lookups fail (UNAVAILABLE); clients retry.
 struct directory_state {
   struct Entry {
     channel_actor channel;
@@ -48,6 +56,12 @@ struct directory_state {
   std::deque<std::pair<std::string, caf::typed_response_promise<channel_actor>>> queued;  // waiting for a slot
   uint64_t opened = 0;
   uint64_t closed = 0;
+  // Cluster: this member, all members, the other members' directories once connected, and
+  // the lookups waiting for a connection.
+  std::string self_member;
+  std::vector<std::string> members;
+  std::map<std::string, directory_actor> remotes;
+  std::map<std::string, std::vector<std::pair<cluster::ChannelLookup, caf::typed_response_promise<channel_actor>>>> connecting;
   static inline const char* name = "directory";
 };
 

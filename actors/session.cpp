@@ -25,10 +25,16 @@ void fail(self_ptr self, sync::Error::Code code, const std::string& message) {
   if (self->state.connection) self->state.connection->close(net::kClosePolicyViolation, sync::Error::Code_Name(code));
 }
 
+// The session's name within its channel, unique across the cluster's hosts (connection ids
+// are unique only within a process).
+uint64_t session_id(self_ptr self) {
+  return self->state.config->session_id_base | (self->state.connection->id() & ((uint64_t{1} << 40) - 1));
+}
+
 void leave_channel(self_ptr self) {
   if (self->state.channel) {
     cluster::Leave leave;
-    leave.set_session(self->state.connection->id());
+    leave.set_session(session_id(self));
     self->send(self->state.channel, std::move(leave));
   }
 }
@@ -44,7 +50,7 @@ void join(self_ptr self) {
             self->state.channel = ch;
             self->monitor(ch);
             cluster::Join j;
-            j.set_session(self->state.connection->id());
+            j.set_session(session_id(self));
             j.set_user(self->state.user);
             *j.mutable_hello() = self->state.hello;
             self->send(ch, std::move(j));
@@ -97,7 +103,7 @@ void on_frame(self_ptr self, const std::string& frame) {
       if (self->state.phase != session_state::Phase::joined)
         return fail(self, sync::Error::PROTOCOL, "push before the welcome");
       cluster::SessionPush p;
-      p.set_session(self->state.connection->id());
+      p.set_session(session_id(self));
       *p.mutable_push() = std::move(*e.mutable_push());
       self->send(self->state.channel, std::move(p));
       return;
@@ -106,7 +112,7 @@ void on_frame(self_ptr self, const std::string& frame) {
       if (self->state.phase != session_state::Phase::joined)
         return fail(self, sync::Error::PROTOCOL, "client ack before the welcome");
       cluster::SessionClientAck a;
-      a.set_session(self->state.connection->id());
+      a.set_session(session_id(self));
       *a.mutable_ack() = e.client_ack();
       self->send(self->state.channel, std::move(a));
       return;
@@ -186,6 +192,8 @@ session_actor::behavior_type session(self_ptr self, std::shared_ptr<net::Connect
 void add_server_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<sync::Envelope>("tandem.sync.Envelope");
   cfg.add_message_type<cluster::ChannelLookup>("tandem.cluster.ChannelLookup");
+  cfg.add_message_type<cluster::ClusterMembers>("tandem.cluster.ClusterMembers");
+  cfg.add_message_type<directory_actor>("tandem.actors.directory_actor");
   cfg.add_message_type<cluster::Join>("tandem.cluster.Join");
   cfg.add_message_type<cluster::SessionPush>("tandem.cluster.SessionPush");
   cfg.add_message_type<cluster::SessionClientAck>("tandem.cluster.SessionClientAck");

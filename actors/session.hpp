@@ -45,6 +45,9 @@ struct SessionConfig {
   // Tolerated clock skew for exp and iat. A connection is closed when its token expires
   // (exp + leeway): a token's lifetime bounds a connection's, not only its hello.
   int64_t token_leeway_seconds = 30;
+  // High bits of every session id of this process (low 40 bits zero), random per server
+  // process, so that sessions of several hosts joining one channel never share an id.
+  uint64_t session_id_base = 0;
 };
 
 struct session_state {

@@ -11,14 +11,17 @@
 #include <cerrno>
 #include <cstring>
 #include <iostream>
+#include <random>
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/io/middleman.hpp>
 #include <caf/send.hpp>
 #include <spdlog/spdlog.h>
 
 #include "apps/tandem/commands.hpp"
 #include "apps/tandem/logging.hpp"
+#include "proto/cluster.pb.h"
 #include "runtime/auth/token.hpp"
 
 namespace tandem::app {
@@ -39,6 +42,8 @@ struct ServerCommand {
   uint32_t forward_window = 4;
   int io_threads = 1;
   int actor_threads = 2;
+  std::string cluster_listen;                // this host's BASP endpoint (several hosts)
+  std::vector<std::string> cluster_members;  // every host's endpoint, the same list everywhere
 };
 
 [[noreturn]] void die(const std::string& message) {
@@ -79,6 +84,18 @@ void run_server(const ServerCommand& opts) {
   if (::stat(opts.data_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) die("--data-dir '" + opts.data_dir + "' is not a directory");
   if (opts.max_channels == 0) die("--max-channels must be at least 1");
   if (opts.push_window == 0 || opts.forward_window == 0) die("windows must be at least 1");
+  std::string cluster_host;
+  uint16_t cluster_port = 0;
+  const bool clustered = !opts.cluster_listen.empty();
+  if (clustered && !split_host_port(opts.cluster_listen, &cluster_host, &cluster_port))
+    die("--cluster-listen must be HOST:PORT, got '" + opts.cluster_listen + "'");
+  if (!clustered && !opts.cluster_members.empty()) die("--cluster-member needs --cluster-listen");
+  for (const auto& m : opts.cluster_members) {
+    std::string h;
+    uint16_t p = 0;
+    if (!split_host_port(m, &h, &p) || p == 0) die("--cluster-member must be HOST:PORT, got '" + m + "'");
+  }
+  if (clustered && cluster_port == 0) die("--cluster-listen needs a fixed port: other hosts name this one by it");
 
   // Every thread (CAF's, the I/O loop's) inherits this mask; the main thread waits for them.
   sigset_t stop_signals;
@@ -90,6 +107,12 @@ void run_server(const ServerCommand& opts) {
 
   caf::actor_system_config cfg;
   configure_actor_system(cfg, opts.actor_threads);
+  if (clustered) {
+    // BASP between this host and the others: a peer that goes silent is noticed in seconds.
+    cfg.load<caf::io::middleman>();
+    cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::seconds(1)});
+    cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(5)});
+  }
   caf::actor_system system{cfg};
 
   actors::DirectoryConfig dir_cfg;
@@ -100,10 +123,23 @@ void run_server(const ServerCommand& opts) {
   dir_cfg.channel.forward_window = opts.forward_window;
   dir_cfg.channel.max_frame_bytes = static_cast<uint32_t>(opts.max_frame_bytes);
   auto directory = system.spawn(actors::directory, dir_cfg);
+  if (clustered) {
+    auto published = system.middleman().publish(directory, cluster_port, cluster_host.c_str(), true);
+    if (!published) {
+      caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
+      die("--cluster-listen " + opts.cluster_listen + ": " + system.render(published.error()));
+    }
+    cluster::ClusterMembers members;
+    members.set_self(opts.cluster_listen);
+    for (const auto& m : opts.cluster_members) members.add_members(m);
+    caf::anon_send(directory, members);
+    spdlog::info("hop=server.cluster listen={} members={}", opts.cluster_listen, opts.cluster_members.size());
+  }
 
   auto session_cfg = std::make_shared<actors::SessionConfig>();
   session_cfg->secret = *secret;
   session_cfg->hello_timeout = duration_or_die("--hello-timeout", opts.hello_timeout);
+  session_cfg->session_id_base = (std::random_device{}() & 0xffffffULL) << 40;
 
   net::EventLoop loop(opts.io_threads);
   net::ServerOptions server_opts;
@@ -153,6 +189,10 @@ void add_server_command(CLI::App& app) {
   cmd->add_option("--forward-window", opts->forward_window, "Unacknowledged forwards per connection")->capture_default_str();
   cmd->add_option("--io-threads", opts->io_threads, "Network threads")->capture_default_str();
   cmd->add_option("--actor-threads", opts->actor_threads, "Actor scheduler threads")->capture_default_str();
+  cmd->add_option("--cluster-listen", opts->cluster_listen,
+                  "Several server hosts: this host's HOST:PORT for the others (trusted network only)");
+  cmd->add_option("--cluster-member", opts->cluster_members,
+                  "Another host's --cluster-listen (repeat; the same set on every host)");
   add_log_level_option(cmd, &opts->log_level);
   cmd->callback([opts] { run_server(*opts); });
 }

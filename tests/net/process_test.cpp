@@ -4,13 +4,17 @@
 // Every wait is bounded (a hang fails the test); nothing asserts on speed.
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -23,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/sqlite/database.hpp"
+#include "runtime/sync/placement.hpp"
 
 extern char** environ;
 
@@ -410,4 +415,81 @@ TEST_CASE("processes: TLS (wss) with the server's certificate trusted by the cli
                                         "--secret-file", w.secret, "--tls-cert", w.dir / "cert.pem"};
   CHECK(run(plain, w.dir / "half.log").code != 0);  // a certificate without its key is refused at start
   CHECK_THAT(slurp(w.dir / "half.log"), Catch::Contains("--tls-key"));
+}
+
+namespace {
+
+// A TCP port free right now (bound then released), for endpoints other hosts must name.
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  socklen_t len = sizeof a;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+}  // namespace
+
+TEST_CASE("processes: two server hosts share the channels; a user placed on the other host is served through it",
+          "[process][cluster]") {
+  World w;
+  const std::string a_member = "127.0.0.1:" + std::to_string(free_port());
+  const std::string b_member = "127.0.0.1:" + std::to_string(free_port());
+  auto start = [&](const std::string& name, const std::string& self, const std::string& other) {
+    auto p = std::make_unique<Process>(
+        std::vector<std::string>{kTandem, "server", "--listen", "127.0.0.1:0", "--data-dir", w.dir / name, "--secret-file",
+                                 w.secret, "--cluster-listen", self, "--cluster-member", other, "--log-level", "debug"},
+        w.dir / (name + ".log"));
+    auto line = p->line();
+    REQUIRE(line);
+    REQUIRE(line->rfind("listening on ws://127.0.0.1:", 0) == 0);
+    return std::make_pair(std::move(p), line->substr(std::string("listening on ").size()) + "/sync");
+  };
+  auto [host_a, url_a] = start("host-a", a_member, b_member);
+  auto [host_b, url_b] = start("host-b", b_member, a_member);
+  // Users whose channel each host holds (placement is deterministic, every host computes it).
+  std::vector<std::string> users = {"alice", "bob", "carol", "dave", "erin", "frank"};
+  std::map<std::string, std::string> owner;
+  for (const auto& u : users) owner[u] = tandem::sync_placement::owner_of(u, {a_member, b_member});
+  REQUIRE(std::count_if(users.begin(), users.end(), [&](const std::string& u) { return owner[u] == a_member; }) > 0);
+  REQUIRE(std::count_if(users.begin(), users.end(), [&](const std::string& u) { return owner[u] == b_member; }) > 0);
+
+  for (const auto& u : users) {
+    INFO("user " << u << " placed on " << owner[u]);
+    // A device writes through host A, another device of the same user reads through host B.
+    w.url = url_a;
+    auto wrote = w.cmd(u + "-laptop.db", {"exec", "INSERT INTO todo(id, title) VALUES (1, 'written via A')"}, u);
+    REQUIRE(wrote.code == 0);
+    CHECK(nlohmann::json::parse(wrote.out)["acknowledged"] == true);
+    w.url = url_b;
+    REQUIRE(w.cmd(u + "-phone.db", {"sync"}, u).code == 0);
+    CHECK(w.rows(u + "-phone.db") == w.rows(u + "-laptop.db"));
+    // One file per user, on its owner only.
+    const std::string on_a = w.dir / ("host-a/users/" + u + ".db"), on_b = w.dir / ("host-b/users/" + u + ".db");
+    CHECK(std::ifstream(owner[u] == a_member ? on_a : on_b).good());
+    CHECK_FALSE(std::ifstream(owner[u] == a_member ? on_b : on_a).good());
+  }
+
+  // The other host goes down: its users are unavailable through A (a clear error, the write
+  // stays local), A's own users are still served.
+  host_b->signal(SIGKILL);
+  REQUIRE(host_b->wait() == 128 + SIGKILL);
+  w.url = url_a;
+  for (const auto& u : users) {
+    INFO("user " << u);
+    auto r = w.cmd(u + "-laptop.db", {"--timeout", "3s", "exec", "UPDATE todo SET done = 1 WHERE id = 1"}, u);
+    if (owner[u] == a_member) {
+      CHECK(r.code == 0);
+    } else {
+      CHECK(r.code != 0);
+      CHECK(nlohmann::json::parse(r.out.substr(0, r.out.find('\n')))["acknowledged"] == false);
+    }
+  }
+  host_a->signal(SIGTERM);
+  CHECK(host_a->wait(10s) == 0);
 }
