@@ -77,8 +77,15 @@ caf::result<channel_actor> lookup_remote(self_ptr self, const std::string& membe
   queue.emplace_back(std::move(lookup), promise);
   if (queue.size() > 1) return promise;  // a connection is under way
   auto colon = member.rfind(':');
+  const std::string port_text = colon == std::string::npos ? "" : member.substr(colon + 1);
+  if (port_text.empty() || port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(port_text) > 65535) {
+    self->state.connecting.erase(member);
+    promise.deliver(caf::make_error(caf::sec::invalid_argument, "cluster member '" + member + "' is not HOST:PORT"));
+    return promise;
+  }
   std::string host = member.substr(0, colon);
-  auto port = static_cast<uint16_t>(std::stoi(member.substr(colon + 1)));
+  auto port = static_cast<uint16_t>(std::stoi(port_text));
   spdlog::debug("hop=server.directory connecting member={}", member);
   auto mm = self->system().middleman().actor_handle();
   self->request(mm, self->state.config.remote_timeout, caf::connect_atom::value, host, port)
