@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/tab_bus.hpp"
+#include "runtime/ivm/result_list.hpp"
 #include "runtime/sqlite/value_json.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 
@@ -21,49 +22,19 @@ namespace {
 struct Printer {
   std::mutex mu;
   bool json = false;
-  bool ordered = false;
-  std::vector<std::string> columns;
-  std::vector<std::pair<std::string, Row>> rows;  // (key, row) in result order
+  bool started = false;  // the initial result arrived
+  ivm::ResultList result;
 
   nlohmann::json row_json(const Row& row) const {
+    const auto& columns = result.columns();
     nlohmann::json obj = nlohmann::json::object();
     for (size_t i = 0; i < row.size() && i < columns.size(); ++i) obj[columns[i]] = value_to_json(row[i]);
     return obj;
   }
 
-  size_t find(const std::string& key) const {
-    for (size_t i = 0; i < rows.size(); ++i)
-      if (rows[i].first == key) return i;
-    return rows.size();
-  }
-
-  void apply(const view::RowChange& c) {
-    Row row = from_proto(c.row());
-    switch (c.kind()) {
-      case view::RowChange::ADDED: {
-        size_t at = ordered && c.position() >= 0 ? std::min<size_t>(static_cast<size_t>(c.position()), rows.size()) : rows.size();
-        rows.insert(rows.begin() + static_cast<std::ptrdiff_t>(at), {c.key(), std::move(row)});
-        break;
-      }
-      case view::RowChange::REMOVED: {
-        size_t at = find(c.key());
-        if (at < rows.size()) rows.erase(rows.begin() + static_cast<std::ptrdiff_t>(at));
-        break;
-      }
-      case view::RowChange::CHANGED: {
-        size_t at = find(c.key());
-        if (at < rows.size()) rows.erase(rows.begin() + static_cast<std::ptrdiff_t>(at));
-        size_t to = ordered && c.position() >= 0 ? std::min<size_t>(static_cast<size_t>(c.position()), rows.size())
-                                                 : std::min(at, rows.size());
-        rows.insert(rows.begin() + static_cast<std::ptrdiff_t>(to), {c.key(), std::move(row)});
-        break;
-      }
-      default:
-        break;
-    }
-  }
-
   void print_table(int64_t version) const {
+    const auto& columns = result.columns();
+    const auto& rows = result.rows();
     std::vector<size_t> width(columns.size());
     for (size_t i = 0; i < columns.size(); ++i) width[i] = columns[i].size();
     std::vector<std::vector<std::string>> cells;
@@ -87,24 +58,24 @@ struct Printer {
 
   void on_result(const view::WatchResponse& r) {
     std::lock_guard<std::mutex> lock(mu);
-    columns.assign(r.columns().begin(), r.columns().end());
-    ordered = r.ordered();
-    for (const auto& row : r.rows()) rows.emplace_back(row.key(), from_proto(row.row()));
+    result.reset(r);
+    started = true;
     if (!json) return print_table(r.db_version());
     nlohmann::json all = nlohmann::json::array();
-    for (const auto& [key, row] : rows) all.push_back(row_json(row));
-    std::cout << nlohmann::json{{"type", "result"}, {"db_version", r.db_version()}, {"columns", columns}, {"rows", all}}.dump()
+    for (const auto& [key, row] : result.rows()) all.push_back(row_json(row));
+    std::cout << nlohmann::json{{"type", "result"}, {"db_version", r.db_version()}, {"columns", result.columns()}, {"rows", all}}.dump()
               << std::endl;
   }
 
   void on_change(const view::ViewChange& change) {
     std::lock_guard<std::mutex> lock(mu);
-    if (columns.empty()) return;  // before the initial result (it already includes this change)
+    if (!started) return;  // before the initial result (it already includes this change)
     spdlog::debug("hop=client.view_change db_version={} row_changes={}", change.db_version(), change.changes_size());
     if (change.error().code() != change::Error::OK)
       std::cerr << "tandem client: the query now fails: " << change.error().message() << std::endl;
     for (const auto& c : change.changes()) {
-      apply(c);
+      Status applied = result.apply(c);
+      if (!applied.ok()) spdlog::warn("hop=client.view_change {}", applied.message());
       if (!json) continue;
       const char* kind = c.kind() == view::RowChange::ADDED ? "added" : c.kind() == view::RowChange::REMOVED ? "removed" : "changed";
       nlohmann::json line{{"type", kind}, {"db_version", change.db_version()}, {"row", row_json(from_proto(c.row()))}};

@@ -13,6 +13,7 @@
 #include "actors/tab_bus.hpp"
 #include "actors/ui_view.hpp"
 #include "runtime/ivm/journal.hpp"
+#include "runtime/ivm/result_list.hpp"
 #include "apps/tandem/commands.hpp"
 #include "runtime/scenario/scenario.hpp"
 #include "runtime/sqlite/proto_value.hpp"
@@ -65,56 +66,9 @@ struct Node {
 // A watched query's result as the runner sees it: the initial rows, then every ViewChange.
 struct Watched {
   std::string replica, id;
-  std::vector<std::string> columns;
-  bool ordered = false;
-  std::vector<view::ResultRow> rows;
+  ivm::ResultList result;
   std::string error;  // a change the runner could not apply, or the view's own error
 };
-
-// Applies one ViewChange (view.proto: positions for ordered views, keys otherwise).
-void apply_change(Watched& w, const view::ViewChange& change) {
-  if (change.has_error() && change.error().code() != change::Error::OK) w.error = change.error().message();
-  auto find = [&](const std::string& key) {
-    return std::find_if(w.rows.begin(), w.rows.end(), [&](const view::ResultRow& r) { return r.key() == key; });
-  };
-  for (const auto& c : change.changes()) {
-    view::ResultRow row;
-    row.set_key(c.key());
-    *row.mutable_row() = c.row();
-    auto at = [&](int64_t position) { return w.rows.begin() + std::clamp<int64_t>(position, 0, static_cast<int64_t>(w.rows.size())); };
-    switch (c.kind()) {
-      case view::RowChange::ADDED:
-        if (w.ordered && c.position() >= 0)
-          w.rows.insert(at(c.position()), row);
-        else
-          w.rows.push_back(row);
-        break;
-      case view::RowChange::REMOVED: {
-        auto it = find(c.key());
-        if (it == w.rows.end()) {
-          w.error = "a change removed a row the view did not hold";
-          break;
-        }
-        w.rows.erase(it);
-        break;
-      }
-      case view::RowChange::CHANGED: {
-        auto it = find(c.key());
-        if (it == w.rows.end()) {
-          w.error = "a change updated a row the view did not hold";
-          break;
-        }
-        w.rows.erase(it);
-        if (w.ordered && c.position() >= 0)
-          w.rows.insert(at(c.position()), row);
-        else
-          w.rows.push_back(row);
-        break;
-      }
-      default: break;
-    }
-  }
-}
 
 Result<scenario::TableDump> dump_table(caf::scoped_actor& self, const db_worker_actor& w, const std::string& table) {
   worker::QueryRequest keys;
@@ -261,9 +215,7 @@ int run(const std::string& file) {
         Watched w;
         w.replica = step.replica;
         w.id = step.view_id;
-        w.columns.assign((*answer)->columns().begin(), (*answer)->columns().end());
-        w.ordered = (*answer)->ordered();
-        w.rows.assign((*answer)->rows().begin(), (*answer)->rows().end());
+        w.result.reset(**answer);
         watched[{n.view->address(), (*answer)->view_id()}] = std::move(w);
         break;
       }
@@ -283,7 +235,11 @@ int run(const std::string& file) {
   while (draining) {
     self->receive([&](const view::ViewChange& change) {
                     auto it = watched.find({caf::actor_cast<caf::actor_addr>(self->current_sender()), change.view_id()});
-                    if (it != watched.end()) apply_change(it->second, change);
+                    if (it == watched.end()) return;
+                    Watched& w = it->second;
+                    if (change.error().code() != change::Error::OK) w.error = change.error().message();
+                    Status applied = w.result.apply(change);
+                    if (!applied.ok()) w.error = applied.message();
                   },
                   caf::after(std::chrono::milliseconds(0)) >> [&] { draining = false; });
   }
@@ -309,9 +265,9 @@ int run(const std::string& file) {
       if (w.replica != n.replica.name) continue;
       if (!w.error.empty()) report.errors.push_back({0, n.replica.name, "view " + w.id + ": " + w.error});
       scenario::TableDump d;
-      d.columns = w.columns;
-      for (const auto& row : w.rows) d.rows.push_back(from_proto(row.row()));
-      if (!w.ordered)  // spec: rows of views without ORDER BY are sorted by all columns
+      d.columns = w.result.columns();
+      for (const auto& [key, row] : w.result.rows()) d.rows.push_back(row);
+      if (!w.result.ordered())  // spec: rows of views without ORDER BY are sorted by all columns
         std::sort(d.rows.begin(), d.rows.end(), [](const Row& a, const Row& b) {
           for (size_t i = 0; i < a.size() && i < b.size(); ++i)
             if (int c = compare_sqlite(a[i], b[i])) return c < 0;
