@@ -110,6 +110,7 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         publish(self, result->deltas, before);
         out.set_db_version(result->db_version);
         out.set_rows_changed(result->rows_changed);
+        out.set_last_key(result->last_key);
         return out;
       },
       [self](const worker::QueryRequest& req) -> worker::QueryResponse {

@@ -237,6 +237,7 @@ int do_exec(ClientNode& node, const std::string& sql, const std::vector<std::str
   auto r = node.write(sql, params);
   if (r.error().code() != change::Error::OK) fail(1, "the database refused the write: " + r.error().message());
   nlohmann::json out{{"db_version", r.db_version()}, {"rows_changed", r.rows_changed()}};
+  if (r.last_key() != 0) out["last_key"] = r.last_key();
   std::string why;
   auto acked = node.wait_acked(r.db_version(), &why);
   if (!acked) {

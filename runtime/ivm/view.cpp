@@ -26,6 +26,7 @@
 
 #include "runtime/query/render.hpp"
 #include "runtime/sqlite/proto_value.hpp"
+#include "runtime/store/mutation_rules.hpp"
 
 namespace tandem::ivm {
 
@@ -1530,49 +1531,6 @@ class LiveView::Impl {
     return ptr;
   }
 
-  static Status validate(const TableSchema& t, const worker::Mutation& m) {
-    auto column = [&](const std::string& name, std::vector<char>* seen) -> Result<int> {
-      int c = t.column_index(name);
-      if (c < 0) return Status::InvalidArgument("mutation of " + t.name + ": no such column: " + name);
-      if ((*seen)[static_cast<size_t>(c)]) return Status::InvalidArgument("mutation of " + t.name + ": column " + name + " given twice");
-      (*seen)[static_cast<size_t>(c)] = 1;
-      return c;
-    };
-    std::vector<char> seen(t.columns.size(), 0);
-    switch (m.op_case()) {
-      case worker::Mutation::kInsert: {
-        const auto& in = m.insert();
-        if (in.columns_size() == 0 || in.columns_size() != in.values_size())
-          return Status::InvalidArgument("insert into " + t.name + ": " + std::to_string(in.columns_size()) + " columns but " +
-                                         std::to_string(in.values_size()) + " values");
-        for (const auto& c : in.columns()) TANDEM_RETURN_IF_ERROR(column(c, &seen).status());
-        for (int c : t.pk)
-          if (!seen[static_cast<size_t>(c)])
-            return Status::InvalidArgument("insert into " + t.name + " must give primary-key column " +
-                                           t.columns[static_cast<size_t>(c)] + " (a view shows it before it commits)");
-        return Status::Ok();
-      }
-      case worker::Mutation::kUpdate: {
-        const auto& up = m.update();
-        if (up.pk_size() != static_cast<int>(t.pk.size()))
-          return Status::InvalidArgument("update of " + t.name + ": the primary key has " + std::to_string(t.pk.size()) +
-                                         " columns but " + std::to_string(up.pk_size()) + " values were given");
-        if (up.columns_size() == 0 || up.columns_size() != up.values_size())
-          return Status::InvalidArgument("update of " + t.name + ": " + std::to_string(up.columns_size()) + " columns but " +
-                                         std::to_string(up.values_size()) + " values");
-        for (const auto& c : up.columns()) TANDEM_RETURN_IF_ERROR(column(c, &seen).status());
-        return Status::Ok();
-      }
-      case worker::Mutation::kDelete:
-        if (m.delete_().pk_size() != static_cast<int>(t.pk.size()))
-          return Status::InvalidArgument("delete from " + t.name + ": the primary key has " + std::to_string(t.pk.size()) +
-                                         " columns but " + std::to_string(m.delete_().pk_size()) + " values were given");
-        return Status::Ok();
-      case worker::Mutation::OP_NOT_SET: break;
-    }
-    return Status::InvalidArgument("mutation of " + t.name + " has no insert, update or delete");
-  }
-
   Status add_pending(const std::string& id, const std::vector<worker::Mutation>& mutations, const std::string& origin) {
     if (!error_status_.ok()) return error_status_;
     if (id.empty()) return Status::InvalidArgument("a pending mutation needs an id");
@@ -1582,7 +1540,9 @@ class LiveView::Impl {
     for (const auto& m : mutations) {
       auto s = schema_of(m.table());
       if (!s.ok()) return Status::InvalidArgument("mutation: " + s.status().message());
-      TANDEM_RETURN_IF_ERROR(validate(**s, m));
+      TANDEM_ASSIGN_OR_RETURN(bool replicated, is_replicated_table(db_, (*s)->name));
+      if (!replicated) return Status::InvalidArgument("no replicated table named '" + m.table() + "'");
+      TANDEM_RETURN_IF_ERROR(validate_mutation({(*s)->name, (*s)->columns, (*s)->pk}, m));
     }
     pending_.push_back({origin, id, mutations, std::nullopt});
     Status st = refold();

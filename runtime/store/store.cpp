@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "runtime/sqlite/proto_value.hpp"
+#include "runtime/store/mutation_rules.hpp"
 #include "runtime/store/store_impl.hpp"
 
 namespace tandem {
@@ -322,6 +323,7 @@ Result<CommitResult> Store::Impl::local_write(const std::function<Status()>& bod
   Transaction txn(*db);
   TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
   int64_t changes_before = db->total_changes();
+  last_key = 0;
   mode = Mode::user_write;
   capture.start(options.capture_row_images);
   Status body_status = body();
@@ -336,6 +338,7 @@ Result<CommitResult> Store::Impl::local_write(const std::function<Status()>& bod
   TANDEM_RETURN_IF_ERROR(txn.commit());
   mirror.commit();
   result.rows_changed = rows_changed;
+  result.last_key = last_key;
   return result;
 }
 
@@ -719,6 +722,8 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreO
       nullptr, nullptr, nullptr);
   sqlite3_create_function_v2(db.raw(), "tandem_bump", 5, SQLITE_UTF8 | SQLITE_DIRECTONLY | SQLITE_DETERMINISTIC, nullptr, tandem_bump,
                              nullptr, nullptr, nullptr);
+  impl->register_key_function();
+  for (const auto& t : impl->tables) TANDEM_RETURN_IF_ERROR(impl->install_key_allocation(*t));
   impl->capture.attach(db.raw(), &impl->table_list);
   sqlite3_set_authorizer(db.raw(), authorize, impl.get());
   return std::unique_ptr<Store>(new Store(std::move(impl)));
@@ -818,6 +823,7 @@ Status Store::register_table(const std::string& name) {
     return txn.commit();
   };
   Status done = backfill();
+  if (done.ok()) done = s.install_key_allocation(*s.tables.back());
   if (!done.ok()) {
     undo_registration();
     return done;
@@ -888,33 +894,25 @@ Result<CommitResult> Store::mutate(const std::vector<worker::Mutation>& mutation
           if (!t) return Status::InvalidArgument(where + ": no replicated table named '" + m.table() + "'");
           std::string sql;
           Row params;
-          auto key_clause = [&](const google::protobuf::RepeatedPtrField<change::Value>& pk) -> Status {
-            if (static_cast<size_t>(pk.size()) != t->pk_columns.size())
-              return Status::InvalidArgument(where + ": table " + t->name + " has a " + std::to_string(t->pk_columns.size()) +
-                                             "-column primary key, " + std::to_string(pk.size()) + " values given");
+          std::vector<std::string> names;
+          for (const auto& c : t->columns) names.push_back(c.name);
+          std::vector<int> pk(t->pk_columns.begin(), t->pk_columns.end());
+          TANDEM_RETURN_IF_ERROR(validate_mutation({t->name, names, pk}, m).with_context(where));
+          // Columns as declared: the same resolution the overlay used (mutation_rules.hpp).
+          auto column = [&](const std::string& name) { return quote_identifier(names[static_cast<size_t>(mutation_column(names, name))]); };
+          auto key_clause = [&](const google::protobuf::RepeatedPtrField<change::Value>& key) {
             sql += " WHERE ";
             for (size_t k = 0; k < t->pk_columns.size(); ++k) {
               if (k) sql += " AND ";
-              sql += quote_identifier(t->columns[static_cast<size_t>(t->pk_columns[k])].name) + " = ?";
-              params.push_back(from_proto(pk[static_cast<int>(k)]));
+              sql += quote_identifier(names[static_cast<size_t>(t->pk_columns[k])]) + " = ?";
+              params.push_back(from_proto(key[static_cast<int>(k)]));
             }
-            return Status::Ok();
-          };
-          auto check_columns = [&](const google::protobuf::RepeatedPtrField<std::string>& cols, int values) -> Status {
-            if (cols.size() != values)
-              return Status::InvalidArgument(where + ": " + std::to_string(cols.size()) + " columns but " +
-                                             std::to_string(values) + " values");
-            for (const auto& c : cols)
-              if (t->column_index(c) < 0) return Status::InvalidArgument(where + ": table " + t->name + " has no column '" + c + "'");
-            return Status::Ok();
           };
           switch (m.op_case()) {
             case worker::Mutation::kInsert: {
               const auto& ins = m.insert();
-              TANDEM_RETURN_IF_ERROR(check_columns(ins.columns(), ins.values_size()));
-              if (ins.columns().empty()) return Status::InvalidArgument(where + ": an insert needs at least one column");
               sql = std::string(ins.or_replace() ? "INSERT OR REPLACE INTO " : "INSERT INTO ") + t->quoted_name() + "(";
-              for (int c = 0; c < ins.columns_size(); ++c) sql += (c ? ", " : "") + quote_identifier(ins.columns(c));
+              for (int c = 0; c < ins.columns_size(); ++c) sql += (c ? ", " : "") + column(ins.columns(c));
               sql += ") VALUES (";
               for (int c = 0; c < ins.values_size(); ++c) sql += c ? ", ?" : "?";
               sql += ")";
@@ -923,19 +921,17 @@ Result<CommitResult> Store::mutate(const std::vector<worker::Mutation>& mutation
             }
             case worker::Mutation::kUpdate: {
               const auto& up = m.update();
-              TANDEM_RETURN_IF_ERROR(check_columns(up.columns(), up.values_size()));
-              if (up.columns().empty()) return Status::InvalidArgument(where + ": an update needs at least one column");
               sql = "UPDATE " + t->quoted_name() + " SET ";
-              for (int c = 0; c < up.columns_size(); ++c) sql += (c ? ", " : "") + quote_identifier(up.columns(c)) + " = ?";
+              for (int c = 0; c < up.columns_size(); ++c) sql += (c ? ", " : "") + column(up.columns(c)) + " = ?";
               params = from_proto(up.values());
-              TANDEM_RETURN_IF_ERROR(key_clause(up.pk()));
+              key_clause(up.pk());
               break;
             }
             case worker::Mutation::kDelete:
               sql = "DELETE FROM " + t->quoted_name();
-              TANDEM_RETURN_IF_ERROR(key_clause(m.delete_().pk()));
+              key_clause(m.delete_().pk());
               break;
-            case worker::Mutation::OP_NOT_SET: return Status::InvalidArgument(where + ": no operation (insert, update or delete)");
+            case worker::Mutation::OP_NOT_SET: break;  // refused by validate_mutation
           }
           TANDEM_ASSIGN_OR_RETURN(Statement * st, s.user_statement(sql));
           st->reset();

@@ -50,6 +50,7 @@ struct CommitResult {
   int64_t db_version = 0;   // the store's db_version after the transaction
   bool changed = false;     // false: nothing replicated changed, db_version kept
   int64_t rows_changed = 0; // rows inserted, updated or deleted by the statements
+  int64_t last_key = 0;     // the last key Tandem allocated for a row inserted without one (keys.hpp), or 0
   DeltaBatch deltas;        // one RowDelta per touched row of a replicated table
 };
 

@@ -112,6 +112,12 @@ class Store::Impl {
 
   // Rebuilds tandem_changelog from the clock records when it has outgrown them.
   Status compact_changelog_if_needed();
+
+  // Device-unique keys for rows inserted without one (keys.hpp).
+  int64_t last_key = 0;  // the key tandem_next_key() handed out last
+  Result<int64_t> next_key(int64_t table_id);
+  Status install_key_allocation(const TableInfo& t);
+  void register_key_function();
 };
 
 // Restores the in-memory mirror of tandem_meta and tandem_sites when a transaction fails.

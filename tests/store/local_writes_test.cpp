@@ -313,7 +313,7 @@ TEST_CASE("structured mutations", "[store][local]") {
     CHECK(s->mutate({bad}).status().code() == StatusCode::invalid_argument);
     bad = ins;
     bad.mutable_insert()->set_columns(1, "zzz");
-    CHECK(s->mutate({bad}).status().message().find("no column 'zzz'") != std::string::npos);
+    CHECK(s->mutate({bad}).status().message().find("no such column: zzz") != std::string::npos);
     bad = up;
     to_proto(Value::Integer(1), bad.mutable_update()->add_pk());
     CHECK(s->mutate({bad}).status().message().find("primary key") != std::string::npos);
