@@ -273,6 +273,38 @@ TEST_CASE("processes: a write on one client reaches the other's watched query", 
   CHECK(w.rows("b.db") == "[{\"done\":0,\"id\":1,\"title\":\"milk\"}]\n");
 }
 
+// Finding: the README's example merged two devices' rows into one (each picked rowid 1).
+TEST_CASE("processes: two devices inserting without a key keep both rows, online and offline", "[process][keys]") {
+  World w;
+  w.start_server();
+  const uint16_t port = w.port;
+  auto insert = [&](const std::string& db, const std::string& title, int want_code) {
+    auto r = w.cmd(db, {"--timeout", "2s", "exec", "INSERT INTO todo(title) VALUES (?)", title});
+    INFO(slurp(w.dir / (db + ".log")));
+    REQUIRE(r.code == want_code);
+    auto j = nlohmann::json::parse(r.out);
+    CHECK(j["last_key"].get<int64_t>() > (int64_t{1} << 32));
+  };
+  // Online: both acknowledged.
+  insert("phone.db", "buy milk", 0);
+  insert("laptop.db", "walk the dog", 0);
+  // Offline: the server is gone; each device keeps its write.
+  w.kill_server();
+  insert("phone.db", "call mum", 3);
+  insert("laptop.db", "water plants", 3);
+  w.start_server(port);
+  for (int round = 0; round < 2; ++round)
+    for (const char* db : {"phone.db", "laptop.db", "tablet.db"}) REQUIRE(w.cmd(db, {"sync"}).code == 0);
+  const std::string phone = w.rows("phone.db");
+  CHECK(phone == w.rows("laptop.db"));
+  CHECK(phone == w.rows("tablet.db"));
+  auto rows = nlohmann::json::parse(phone);
+  REQUIRE(rows.size() == 4);
+  std::set<std::string> titles;
+  for (const auto& r : rows) titles.insert(r["title"].get<std::string>());
+  CHECK(titles == std::set<std::string>{"buy milk", "walk the dog", "call mum", "water plants"});
+}
+
 TEST_CASE("processes: exec without a server keeps the write and says so; sync pushes it later", "[process][fault]") {
   World w;
   w.start_server();
