@@ -15,7 +15,7 @@ tandem_packages=(
   build-essential cmake ninja-build pkg-config
   libcaf-dev libprotobuf-dev protobuf-compiler libsqlite3-dev sqlite3 catch2
   libboost-dev libssl-dev libjwt-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
-  openssl python3
+  openssl python3 nodejs npm
 )
 
 tandem_install_packages() {

@@ -433,6 +433,14 @@ Result<CommitResult> Store::Impl::record_local_write(std::vector<CaptureEvent> e
   auto insert_row = [&](Touched& t) {
     RowClock& c = t.clock;
     if (c.alive()) {
+      // A REPLACE over a live row. Where the row has a sentinel (it was re-inserted, here or
+      // at the origin of a merged change, or its table has only key columns), cr-sqlite 0.16
+      // raises the causal length by 2 and the REPLACE starts a new life that beats a
+      // concurrent delete of the old one; a row without a sentinel keeps cl 1.
+      if (c.sentinel.present()) {
+        c.cl += 2;
+        stamp(c.sentinel, c.cl);
+      }
       for (auto& cell : c.cells) stamp(cell, cell.present() ? cell.col_version + 1 : 1);
     } else {
       if (!c.exists) {

@@ -33,6 +33,7 @@ const std::vector<std::string> kTables = {"t", "k", "p", "r"};
 
 struct ModelRow {
   int64_t cl = 0;                // 0: never seen
+  bool sentinel = false;         // a causal-length record exists (not for a fresh insert)
   std::vector<int64_t> cv;       // -1: no clock
   std::optional<Row> data;       // the row as stored (all columns)
 };
@@ -65,8 +66,11 @@ class ModelReplica {
   void insert(const std::string& table, const Row& pk, const Row& new_row, bool existed) {
     ModelRow& r = row(table, pk);
     if (existed && (r.cl & 1)) {
-      for (auto& v : r.cv) v = v < 0 ? 1 : v + 1;  // REPLACE: every column, cl unchanged
+      // REPLACE: every column; a row with a sentinel also starts a new life (cl + 2).
+      if (r.sentinel) r.cl += 2;
+      for (auto& v : r.cv) v = v < 0 ? 1 : v + 1;
     } else {
+      r.sentinel = r.cl != 0 || r.cv.empty();
       r.cl = r.cl == 0 ? 1 : r.cl + 1;
       for (auto& v : r.cv) v = 1;
     }
@@ -84,6 +88,7 @@ class ModelReplica {
   void remove(const std::string& table, const Row& pk) {
     ModelRow& r = row(table, pk);
     r.cl = r.cl == 0 ? 2 : (r.cl & 1) ? r.cl + 1 : r.cl + 2;
+    r.sentinel = true;
     for (auto& v : r.cv) v = -1;
     r.data.reset();
   }
@@ -96,7 +101,7 @@ class ModelReplica {
         if (r.cl == 0) continue;
         Row pk;
         REQUIRE(decode_key(key, &pk).ok());
-        out.push_back({table, key, pk, -1, Value(), r.cl, r.cl});
+        if (r.sentinel) out.push_back({table, key, pk, -1, Value(), r.cl, r.cl});
         for (size_t i = 0; i < r.cv.size(); ++i)
           if (r.cv[i] >= 1) out.push_back({table, key, pk, static_cast<int>(i), (*r.data)[static_cast<size_t>(shape.values[i])], r.cv[i], r.cl});
       }
@@ -116,6 +121,7 @@ class ModelReplica {
     if (ch.cl % 2 == 0) {
       if (ch.cl == local_cl) return;
       r.cl = ch.cl;
+      r.sentinel = true;
       for (auto& v : r.cv) v = -1;
       r.data.reset();
       return;
@@ -127,6 +133,7 @@ class ModelReplica {
         r.data = fresh;
       }
       r.cl = ch.cl;
+      r.sentinel = ch.cl > 1 || ch.cell < 0;  // a fresh row (cl 1) has none, as at its origin
       for (auto& v : r.cv) v = 0;
       if (ch.cell >= 0) {
         r.cv[static_cast<size_t>(ch.cell)] = ch.cv;

@@ -138,6 +138,129 @@ TEST_CASE("INSERT OR REPLACE over an existing row writes every column, cl unchan
   }
 }
 
+// The expectations below are cr-sqlite 0.16's own change rows for the same SQL (run through
+// ../shared/oracle): a REPLACE over a row that has a sentinel raises its cl by 2.
+TEST_CASE("INSERT OR REPLACE over a re-inserted row raises cl by 2 and writes every column", "[store][local][replace]") {
+  auto s = store();
+  exec(*s, "INSERT INTO t VALUES (2, 'a', 1, NULL)");
+  exec(*s, "DELETE FROM t WHERE id = 2");
+  exec(*s, "INSERT INTO t VALUES (2, 'b', 1, NULL)");
+  exec(*s, "INSERT OR REPLACE INTO t VALUES (2, 'b', 1, NULL)");
+  auto c = changes(*s, 0);
+  REQUIRE(c.size() == 4);
+  CHECK(c["2/-1"].col_version == 5);
+  CHECK(c["2/-1"].cl == 5);
+  for (const char* col : {"2/a", "2/b", "2/c"}) {
+    CHECK(c[col].col_version == 2);
+    CHECK(c[col].cl == 5);
+  }
+  SECTION("and again: every REPLACE is a new life") {
+    exec(*s, "UPDATE t SET a = 'zz' WHERE id = 2");
+    exec(*s, "REPLACE INTO t VALUES (2, 'zz', 1, NULL)");
+    auto d = changes(*s, 0);
+    CHECK(d["2/-1"].cl == 7);
+    CHECK(d["2/a"].col_version == 4);
+    CHECK(d["2/b"].col_version == 3);
+    CHECK(d["2/b"].cl == 7);
+  }
+  SECTION("an UPSERT or an UPDATE OR REPLACE of the row stays an update") {
+    exec(*s, "INSERT INTO t VALUES (2, 'c', 1, NULL) ON CONFLICT(id) DO UPDATE SET a = excluded.a, b = excluded.b");
+    exec(*s, "UPDATE OR REPLACE t SET c = 'q' WHERE id = 2");
+    exec(*s, "INSERT OR IGNORE INTO t VALUES (2, 'd', 1, NULL)");
+    auto d = changes(*s, 0);
+    CHECK(d["2/-1"].cl == 5);
+    CHECK(d["2/a"].col_version == 3);
+    CHECK(d["2/b"].col_version == 2);
+    CHECK(d["2/c"].col_version == 3);
+  }
+}
+
+TEST_CASE("REPLACE over a row deleted in the same transaction, or over a tombstone", "[store][local][replace]") {
+  auto s = store();
+  SECTION("delete, insert and REPLACE in one transaction: cl 5, columns 2") {
+    exec(*s, "INSERT INTO t VALUES (7, 'a', 1, NULL)");
+    auto r = s->write({{"DELETE FROM t WHERE id = 7", {}},
+                       {"INSERT INTO t VALUES (7, 'a', 1, NULL)", {}},
+                       {"INSERT OR REPLACE INTO t VALUES (7, 'c', 1, NULL)", {}}});
+    REQUIRE(r.ok());
+    auto c = changes(*s, 0);
+    REQUIRE(c.size() == 4);
+    CHECK(c["7/-1"].cl == 5);
+    CHECK(c["7/a"].col_version == 2);
+    CHECK(c["7/a"].cl == 5);
+    CHECK(identical(c["7/a"].val, Value::Text("c")));
+  }
+  SECTION("insert and REPLACE of a fresh row in one transaction: no sentinel, cl 1") {
+    auto r = s->write({{"INSERT INTO t VALUES (5, 'a', 1, NULL)", {}}, {"INSERT OR REPLACE INTO t VALUES (5, 'a', 2, NULL)", {}}});
+    REQUIRE(r.ok());
+    auto c = changes(*s, 0);
+    REQUIRE(c.size() == 3);
+    CHECK(c["5/a"].col_version == 2);
+    CHECK(c["5/a"].cl == 1);
+  }
+  SECTION("REPLACE over a tombstone is a re-insert, the next REPLACE a new life") {
+    exec(*s, "INSERT INTO t VALUES (6, 'a', 1, NULL)");
+    exec(*s, "DELETE FROM t WHERE id = 6");
+    exec(*s, "INSERT OR REPLACE INTO t VALUES (6, 'q', 1, NULL)");
+    auto c = changes(*s, 0);
+    CHECK(c["6/-1"].cl == 3);
+    CHECK(c["6/a"].col_version == 1);
+    exec(*s, "INSERT OR REPLACE INTO t VALUES (6, 'q', 1, NULL)");
+    c = changes(*s, 0);
+    CHECK(c["6/-1"].cl == 5);
+    CHECK(c["6/a"].col_version == 2);
+  }
+}
+
+TEST_CASE("REPLACE in a key-only table raises the sentinel from 1 to 3", "[store][local][replace]") {
+  auto s = store();
+  exec(*s, "INSERT INTO k VALUES ('x', 1)");
+  exec(*s, "INSERT OR REPLACE INTO k VALUES ('x', 1)");
+  auto c = changes(*s, 0);
+  REQUIRE(c.size() == 1);
+  CHECK(c["'x'/-1"].col_version == 3);
+  CHECK(c["'x'/-1"].cl == 3);
+  SECTION("INSERT OR IGNORE and DO NOTHING record nothing") {
+    exec(*s, "INSERT OR IGNORE INTO k VALUES ('x', 1)");
+    exec(*s, "INSERT INTO k VALUES ('x', 1) ON CONFLICT DO NOTHING");
+    CHECK(changes(*s, 0)["'x'/-1"].cl == 3);
+  }
+}
+
+TEST_CASE("REPLACE over a merged row: a merged sentinel counts, a merged fresh row has none", "[store][local][replace]") {
+  auto a = store();
+  auto b = memory_store(2, kSchema, {"t", "k", "s"});
+  exec(*a, "INSERT INTO t VALUES (1, 'a', 1, NULL)");
+  exec(*a, "INSERT OR REPLACE INTO t VALUES (1, 'a', 2, NULL)");
+  REQUIRE(a->write({{"INSERT INTO t VALUES (2, 'a', 1, NULL)", {}},
+                    {"DELETE FROM t WHERE id = 2", {}},
+                    {"INSERT INTO t VALUES (2, 'b', 1, NULL)", {}}}).ok());
+  REQUIRE(a->write({{"INSERT INTO s VALUES ('n', 1)", {}}, {"DELETE FROM s", {}}, {"INSERT INTO s VALUES ('n', 2)", {}}}).ok());
+  sync(*a, *b);
+  const int64_t before = b->db_version();
+  exec(*b, "INSERT OR REPLACE INTO t VALUES (1, 'a', 2, NULL)");
+  exec(*b, "INSERT OR REPLACE INTO t VALUES (2, 'b', 1, NULL)");
+  exec(*b, "REPLACE INTO s VALUES ('n', 2)");
+  auto c = changes(*b, before);
+  REQUIRE(c.size() == 9);
+  CHECK(c.count("1/-1") == 0);
+  CHECK(c["1/a"].col_version == 3);
+  CHECK(c["1/a"].cl == 1);
+  CHECK(c["2/-1"].cl == 5);
+  CHECK(c["2/a"].col_version == 2);
+  CHECK(c["2/a"].cl == 5);
+  CHECK(c["'n'/-1"].cl == 5);
+  CHECK(c["'n'/v"].col_version == 2);
+  CHECK(c["'n'/v"].cl == 5);
+  SECTION("so the REPLACE beats a concurrent delete of the merged life") {
+    exec(*a, "DELETE FROM t WHERE id = 2");
+    sync(*a, *b);
+    sync(*b, *a);
+    CHECK(same_rows(dump(*a, "t"), dump(*b, "t")));
+    REQUIRE(dump(*b, "t").size() == 2);
+  }
+}
+
 TEST_CASE("UPSERT is an update of the columns it changes", "[store][local]") {
   auto s = store();
   exec(*s, "INSERT INTO t VALUES (1, 'x', 'y', 'z')");
