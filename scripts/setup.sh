@@ -4,12 +4,14 @@
 #   TANDEM_BUILD_DIR   build folder (default: build)
 #   TANDEM_BUILD_TYPE  CMake build type (default: RelWithDebInfo)
 #   TANDEM_SANITIZE    ON builds with ASan+UBSan (default: OFF)
+#   TANDEM_CXX_FLAGS   extra compiler flags, e.g. -O1 for a sanitizer build that runs fast enough
 set -euo pipefail
 
 TANDEM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TANDEM_BUILD_DIR="${TANDEM_BUILD_DIR:-$TANDEM_ROOT/build}"
 TANDEM_BUILD_TYPE="${TANDEM_BUILD_TYPE:-RelWithDebInfo}"
 TANDEM_SANITIZE="${TANDEM_SANITIZE:-OFF}"
+TANDEM_CXX_FLAGS="${TANDEM_CXX_FLAGS:-}"
 
 tandem_packages=(
   build-essential cmake ninja-build pkg-config
@@ -35,7 +37,8 @@ tandem_build() {
   local jobs
   jobs="$(nproc 2>/dev/null || echo 2)"
   cmake -S "$TANDEM_ROOT" -B "$TANDEM_BUILD_DIR" -G Ninja \
-    -DCMAKE_BUILD_TYPE="$TANDEM_BUILD_TYPE" -DTANDEM_SANITIZE="$TANDEM_SANITIZE" >&2
+    -DCMAKE_BUILD_TYPE="$TANDEM_BUILD_TYPE" -DTANDEM_SANITIZE="$TANDEM_SANITIZE" \
+    -DCMAKE_CXX_FLAGS="$TANDEM_CXX_FLAGS" >&2
   cmake --build "$TANDEM_BUILD_DIR" -j "$jobs" >&2
 }
 

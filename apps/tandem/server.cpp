@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <random>
@@ -168,6 +169,19 @@ void run_server(const ServerCommand& opts) {
   caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
   system.await_all_actors_done();
   loop.stop();
+  if (clustered) {
+    // Every actor has finished: each channel recorded its acknowledgements and closed its file
+    // when its state was destroyed on exit. ~actor_system would now wait (CAF 0.17,
+    // await_detached_threads -> private_thread::await_self_destroyed) until every finished
+    // detached actor is also *deallocated*; after a cluster peer died, a reference to a
+    // finished channel can stay behind in CAF's remoting, and that wait never ends (seen with
+    // gdb: the channel's file closed, its thread blocked there). Nothing is left to write,
+    // so the process ends here rather than hang on SIGTERM.
+    spdlog::info("hop=server.stopped");
+    spdlog::shutdown();
+    std::cout.flush();
+    std::_Exit(0);
+  }
 }
 
 }  // namespace

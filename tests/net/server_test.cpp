@@ -263,7 +263,7 @@ TEST_CASE("two devices of one user: push, durable ack, forward, client ack", "[s
   CHECK(srv.data.files() == std::vector<std::string>{"./users/alice.db", "./users/alice.db-shm", "./users/alice.db-wal"});
 }
 
-TEST_CASE("bad frames get an error frame and a close; other clients go on", "[server][bad-input]") {
+TEST_CASE("bad frames get an error frame and a close, other clients go on", "[server][bad-input]") {
   TestServer srv;
   RawClient good(srv.url());
   good.send(hello(token_for("alice"), 1));
@@ -359,7 +359,7 @@ TEST_CASE("a connection that never says hello is closed after the hello timeout"
   require_ping_pong(good, 1);
 }
 
-TEST_CASE("tokens: missing, expired, forged, wrong audience, bad subjects; nothing is created", "[server][bad-input]") {
+TEST_CASE("tokens: missing, expired, forged, wrong audience, bad subjects, nothing is created", "[server][bad-input]") {
   TestServer srv;
   auto refused = [&](const std::string& token) {
     RawClient c(srv.url());
@@ -405,7 +405,7 @@ TEST_CASE("a user's token reaches only that user's channel", "[server]") {
   CHECK(st.open_channels() == 2);
 }
 
-TEST_CASE("open channel files are bounded; idle ones make room", "[server]") {
+TEST_CASE("open channel files are bounded, idle ones make room", "[server]") {
   TestServer srv(1);
   {
     RawClient alice(srv.url());

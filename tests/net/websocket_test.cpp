@@ -183,7 +183,7 @@ TEST_CASE("frames round-trip in order, binary-safe, up to the size limit", "[net
   CHECK_FALSE((*c)->send("after close"));
 }
 
-TEST_CASE("an oversized frame closes that connection with 1009; others go on", "[net][bad-input]") {
+TEST_CASE("an oversized frame closes that connection with 1009, others go on", "[net][bad-input]") {
   ServerOptions options;
   options.transport.max_frame_bytes = 4096;
   EchoServer echo(options);

@@ -124,7 +124,7 @@ TEST_CASE("a re-insert (cl 3) beats concurrent updates of the deleted life", "[s
   CHECK(identical(one(*s, 1), Row{I(1), T("new"), T("life")}));
 }
 
-TEST_CASE("a newer life's column arriving alone resurrects the row; its other columns follow", "[store][merge]") {
+TEST_CASE("a newer life's column arriving alone resurrects the row, its other columns follow", "[store][merge]") {
   auto s = store();
   merge(*s, {make_change("t", {I(1)}, "a", T("x"), 1, 1, 2), make_change("t", {I(1)}, "b", T("y"), 1, 1, 2)});
   merge(*s, {make_change("t", {I(1)}, "b", T("B3"), 1, 3, 4)});
