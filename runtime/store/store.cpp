@@ -10,6 +10,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "runtime/common/process_lock.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 #include "runtime/store/store_impl.hpp"
 
@@ -627,6 +628,10 @@ Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Store::~Store() = default;
 
 Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreOptions& options) {
+  std::unique_ptr<ProcessLock> lock;
+  if (const std::string lock_path = database_lock_path(path); !lock_path.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(lock, ProcessLock::acquire(lock_path, "database '" + path + "'"));
+  }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   TANDEM_ASSIGN_OR_RETURN(impl->db, Database::open(path, options.open));
@@ -721,7 +726,9 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreO
                              nullptr, nullptr, nullptr);
   impl->capture.attach(db.raw(), &impl->table_list);
   sqlite3_set_authorizer(db.raw(), authorize, impl.get());
-  return std::unique_ptr<Store>(new Store(std::move(impl)));
+  auto store = std::unique_ptr<Store>(new Store(std::move(impl)));
+  store->lock_ = std::move(lock);
+  return store;
 }
 
 Status Store::execute_schema(const std::string& sql) {
