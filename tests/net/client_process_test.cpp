@@ -10,10 +10,13 @@
 #include <catch2/catch.hpp>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <pty.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+
+#include <iterator>
 
 #include <nlohmann/json.hpp>
 
@@ -124,6 +127,22 @@ std::pair<int, std::chrono::milliseconds> stop_with(P& p, int sig) {
   const int code = p.wait(5s);
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
   return {code, code == -1 ? std::chrono::milliseconds(-1) : took};
+}
+
+// Processes (other than this one) whose command line mentions `text`.
+int processes_mentioning(const std::string& text) {
+  int found = 0;
+  DIR* proc = ::opendir("/proc");
+  REQUIRE(proc != nullptr);
+  while (dirent* e = ::readdir(proc)) {
+    const std::string name = e->d_name;
+    if (name.find_first_not_of("0123456789") != std::string::npos || std::stoi(name) == ::getpid()) continue;
+    std::ifstream in("/proc/" + name + "/cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find(text) != std::string::npos) ++found;
+  }
+  ::closedir(proc);
+  return found;
 }
 
 bool exists(const std::string& path) {
@@ -373,7 +392,9 @@ TEST_CASE("client processes: tandem demo stops with its server and clients on SI
     CHECK(code == 128 + sig);
     CHECK(took.count() >= 0);
     CHECK(took < 1000ms);
-    // Its server is gone too: the data directory is free for another server.
+    // Its server and its clients ended with it (none is left running on its own).
+    CHECK(processes_mentioning(dir.path) == 0);
+    // The server's data directory is free for another server.
     auto again = Process({kTandem, "server", "--listen", "127.0.0.1:0", "--data-dir", dir / "demo/server", "--secret-file",
                           dir / "demo/secret"},
                          dir / "again.log");
