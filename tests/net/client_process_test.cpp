@@ -405,3 +405,23 @@ TEST_CASE("client processes: tandem demo stops with its server and clients on SI
     CHECK(again.wait(5s) == 0);
   }
 }
+
+TEST_CASE("client processes: tandem server stops on SIGINT or SIGTERM within a second, with clients connected",
+          "[process][signal]") {
+  for (int sig : {SIGINT, SIGTERM}) {
+    INFO("signal " << sig);
+    World w;
+    w.start_server();
+    Process watch(with(w.client("a.db"), {"watch", "SELECT id FROM todo", "--json"}), w.dir / "watch.log");
+    REQUIRE(watch.line());
+    REQUIRE(w.cmd("b.db", {"exec", "INSERT INTO todo(title) VALUES ('x')"}).code == 0);
+    REQUIRE(watch.line());  // the watch's channel is open and serving
+    auto [code, took] = stop_with(*w.server, sig);
+    CHECK(code == 0);
+    CHECK(took.count() >= 0);
+    CHECK(took < 1000ms);
+    w.server.reset();
+    watch.signal(SIGTERM);
+    CHECK(watch.wait(5s) == 0);
+  }
+}
