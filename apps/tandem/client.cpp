@@ -237,7 +237,7 @@ class ClientNode {
     caf::scoped_actor self{*system_};
     self->request(syncer_, std::chrono::seconds(1), actors::last_error_atom::value)
         .receive([&](std::string& why) { last = std::move(why); }, [](caf::error&) {});
-    return "no acknowledgement within --timeout " + opts_.timeout + (last.empty() ? "" : "; last problem: " + last);
+    return "no answer from the server within --timeout " + opts_.timeout + (last.empty() ? "" : "; last problem: " + last);
   }
 
   caf::actor_system& system() { return *system_; }

@@ -373,6 +373,24 @@ TEST_CASE("client processes: an unreachable server is reported at once with its 
   // The writes stayed local; the right server takes them.
   CHECK(w.cmd("u.db", {"sync"}).code == 0);
   CHECK(nlohmann::json::parse(w.rows("u.db")).size() == 3);
+
+  // Once the server was reached, a write waits (within --timeout) for it to come back, and
+  // the timeout names the last problem rather than request_timeout.
+  Process shell(with(w.client("s.db"), {"--timeout", "2s"}), w.dir / "s.log");
+  shell.write("exec INSERT INTO todo(title) VALUES ('before')\n");
+  auto before = shell.line();
+  REQUIRE(before);
+  CHECK(nlohmann::json::parse(*before)["acknowledged"] == true);
+  w.kill_server();
+  shell.write("exec INSERT INTO todo(title) VALUES ('while the server is down')\n");
+  auto during = shell.line();
+  REQUIRE(during);
+  CHECK(nlohmann::json::parse(*during)["acknowledged"] == false);
+  shell.close_stdin();
+  CHECK(shell.wait(10s) == 0);
+  const std::string err = slurp(w.dir / "s.log");
+  CHECK_THAT(err, Catch::Contains("no answer from the server within --timeout 2s; last problem: "));
+  CHECK_THAT(err, !Catch::Contains("request_timeout"));
 }
 
 TEST_CASE("client processes: tandem demo stops with its server and clients on SIGINT or SIGTERM within a second",
