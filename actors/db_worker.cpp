@@ -6,6 +6,7 @@
 
 #include "runtime/ivm/journal.hpp"
 #include "runtime/sqlite/proto_value.hpp"
+#include "runtime/sync/binding.hpp"
 
 namespace tandem {
 namespace {
@@ -180,6 +181,18 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         for (const auto& t : self->state.store->replicated_tables()) out.add_tables(t);
         return out;
       },
+      [self](const worker::BindRequest& req) -> worker::BindResponse {
+        Database& db = self->state.store->database();
+        auto bound = req.record() ? sync_binding::record(db, {req.user(), req.server()}) : sync_binding::load(db);
+        worker::BindResponse out;
+        if (!bound.ok()) {
+          to_proto(bound.status(), out.mutable_error());
+          return out;
+        }
+        out.set_user(bound->user);
+        out.set_server(bound->server);
+        return out;
+      },
       [self](const worker::SubscribeRequest&) -> worker::SubscribeResponse {
         auto sender = caf::actor_cast<delta_subscriber_actor>(self->current_sender());
         worker::SubscribeResponse out;
@@ -253,6 +266,8 @@ void add_db_worker_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<worker::PeerStatus>("tandem.worker.PeerStatus");
   cfg.add_message_type<worker::StatusRequest>("tandem.worker.StatusRequest");
   cfg.add_message_type<worker::StatusResponse>("tandem.worker.StatusResponse");
+  cfg.add_message_type<worker::BindRequest>("tandem.worker.BindRequest");
+  cfg.add_message_type<worker::BindResponse>("tandem.worker.BindResponse");
   cfg.add_message_type<worker::SubscribeRequest>("tandem.worker.SubscribeRequest");
   cfg.add_message_type<worker::SubscribeResponse>("tandem.worker.SubscribeResponse");
   cfg.add_message_type<worker::UnsubscribeRequest>("tandem.worker.UnsubscribeRequest");

@@ -4,7 +4,9 @@
 #include <caf/stateful_actor.hpp>
 #include <spdlog/spdlog.h>
 
+#include "runtime/auth/token.hpp"
 #include "runtime/sqlite/proto_value.hpp"
+#include "runtime/sync/binding.hpp"
 #include "runtime/store/store.hpp"
 #include "runtime/sync/channel_core.hpp"
 #include "runtime/sync/frames.hpp"
@@ -51,6 +53,22 @@ void settle_waiters(self_ptr self) {
     for (auto& p : st.caught_up_waiters) p.deliver(caf::make_error(caf::sec::runtime_error, st.fatal_error));
     st.caught_up_waiters.clear();
   }
+}
+
+// Answers every waiting caller with `why` (the syncer itself goes on).
+void fail_waiters(self_ptr self, const std::string& why) {
+  auto& st = self->state;
+  for (auto& [version, p] : st.ack_waiters) p.deliver(caf::make_error(caf::sec::runtime_error, why));
+  st.ack_waiters.clear();
+  for (auto& p : st.caught_up_waiters) p.deliver(caf::make_error(caf::sec::runtime_error, why));
+  st.caught_up_waiters.clear();
+}
+
+// A failure before the server was ever reached in this run: tell the callers now.
+void attempt_failed(self_ptr self, const std::string& why) {
+  auto& st = self->state;
+  st.last_error = why;
+  if (!st.ever_live) fail_waiters(self, why);
 }
 
 void connect(self_ptr self);
@@ -135,6 +153,37 @@ void try_push(self_ptr self) {
 
 void on_welcome(self_ptr self, const sync::Welcome& w) {
   auto& st = self->state;
+  const std::string server = sync_binding::normalize_server_url(st.config.url);
+  Status allowed = sync_binding::check({st.bound_user, st.bound_server}, w.user(), server);
+  if (!allowed.ok()) {
+    // The server verified a user other than the one this database belongs to (the token's
+    // subject could not be read before): nothing is pushed or merged on this connection.
+    spdlog::error("hop=client.binding_refused user={} error=\"{}\"", w.user(), allowed.message());
+    st.fatal_error = allowed.message();
+    st.binding_refused = true;
+    st.online = false;
+    drop_link(self, "database bound to another user");
+    settle_waiters(self);
+    return;
+  }
+  if (st.bound_user.empty() || st.bound_server.empty()) {
+    // The first successful hello binds the database. The worker records it before it reads
+    // the changes of the first push (it answers in arrival order).
+    worker::BindRequest bind;
+    bind.set_user(w.user());
+    bind.set_server(server);
+    bind.set_record(true);
+    self->request(st.worker, st.config.request_timeout, std::move(bind))
+        .then(
+            [](worker::BindResponse& r) {
+              if (r.error().code() != change::Error::OK) spdlog::error("hop=client.bind error=\"{}\"", r.error().message());
+            },
+            [self](caf::error& err) { spdlog::error("hop=client.bind error=\"{}\"", self->system().render(err)); });
+    st.bound_user = w.user();
+    st.bound_server = server;
+  }
+  st.ever_live = true;
+  st.last_error.clear();
   st.phase = Phase::live;
   st.server_site = w.server_site_id();
   st.cursor = w.forward_from();
@@ -255,7 +304,9 @@ void on_frame(self_ptr self, const std::string& frame) {
       const auto code = e.error().code();
       spdlog::error("hop=client.server_error code={} message=\"{}\"", sync::Error::Code_Name(code), e.error().message());
       const bool retryable = code == sync::Error::UNAVAILABLE || code == sync::Error::TIMEOUT || code == sync::Error::INTERNAL;
-      if (!retryable) st.fatal_error = "server refused: " + sync::Error::Code_Name(code) + ": " + e.error().message();
+      const std::string why = "server refused: " + sync::Error::Code_Name(code) + ": " + e.error().message();
+      if (!retryable) st.fatal_error = why;
+      else if (st.phase == Phase::awaiting_welcome) attempt_failed(self, why);
       if (e.error().fatal()) {
         drop_link(self, "server error");
         schedule_reconnect(self);
@@ -311,6 +362,7 @@ void on_open(self_ptr self, uint64_t gen) {
   }
   if (!conn) {
     spdlog::info("hop=client.connect_failed url={} error=\"{}\"", st.config.url, error);
+    attempt_failed(self, "cannot reach the server at " + st.config.url + ": " + error);
     st.phase = Phase::connecting;
     schedule_reconnect(self);
     return;
@@ -328,6 +380,43 @@ void on_open(self_ptr self, uint64_t gen) {
   for (const auto& s : st.config.schema) h->add_schema(s);
   spdlog::debug("hop=client.hello server={} cursor={}", short_site(st.server_site), h->cursor());
   send_envelope(self, e);
+}
+
+// Before the first connection: a database bound to another user or server is never
+// connected (nothing is sent, not even the hello with that user's token).
+void check_binding_then_connect(self_ptr self) {
+  auto& st = self->state;
+  worker::BindRequest read;
+  self->request(st.worker, st.config.request_timeout, std::move(read))
+      .then(
+          [self](worker::BindResponse& r) {
+            auto& ls = self->state;
+            Status allowed = from_proto(r.error());
+            if (allowed.ok()) {
+              ls.bound_user = r.user();
+              ls.bound_server = r.server();
+              allowed = sync_binding::check({r.user(), r.server()}, ls.token_user, ls.config.url);
+            }
+            if (!allowed.ok()) {
+              spdlog::error("hop=client.binding_refused error=\"{}\"", allowed.message());
+              ls.fatal_error = allowed.message();
+              ls.binding_refused = true;
+              ls.online = false;
+              ls.phase = Phase::offline;
+              settle_waiters(self);
+              return;
+            }
+            ls.phase = ls.online ? Phase::connecting : Phase::offline;
+            if (ls.online) connect(self);
+          },
+          [self](caf::error& err) {
+            auto& ls = self->state;
+            ls.fatal_error = "cannot read the database's binding: " + self->system().render(err);
+            ls.binding_refused = true;
+            ls.online = false;
+            ls.phase = Phase::offline;
+            settle_waiters(self);
+          });
 }
 
 // Start-up: learn our site id and version, subscribe to committed deltas, find the server
@@ -356,13 +445,9 @@ void start(self_ptr self) {
                           ns.cursor = received.integer();
                         }
                       }
-                      ns.phase = ns.online ? Phase::connecting : Phase::offline;
-                      if (ns.online) connect(self);
+                      check_binding_then_connect(self);
                     },
-                    [self](caf::error&) {
-                      self->state.phase = self->state.online ? Phase::connecting : Phase::offline;
-                      if (self->state.online) connect(self);
-                    });
+                    [self](caf::error&) { check_binding_then_connect(self); });
           },
           [self](caf::error& err) {
             spdlog::critical("hop=client.start db_worker did not answer: {}", self->system().render(err));
@@ -380,7 +465,13 @@ peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor work
       config.seed != 0 ? config.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   st.backoff = std::make_unique<sync_backoff::Backoff>(config.backoff_base, config.backoff_cap, seed);
   st.config = std::move(config);
+  if (auto subject = auth::unverified_subject(st.config.token); subject.ok()) st.token_user = *subject;
   self->set_default_handler(caf::drop);
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    if (msg.reason == caf::exit_reason::normal) return;
+    fail_waiters(self, "the node is stopping");
+    self->quit(msg.reason);
+  });
   self->set_error_handler([self](caf::error& err) {
     spdlog::warn("hop=client.error {}", self->system().render(err));
   });
@@ -394,6 +485,8 @@ peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor work
         auto& ls = self->state;
         if (gen != ls.generation) return;
         spdlog::info("hop=client.disconnected why=\"{}\"", why);
+        if (ls.phase == Phase::awaiting_welcome) attempt_failed(self, "the server at " + ls.config.url + " closed the connection before welcoming us: " + why);
+        else ls.last_error = "lost the connection to " + ls.config.url + ": " + why;
         ls.connection.reset();
         drop_link(self, why);
         schedule_reconnect(self);
@@ -416,6 +509,7 @@ peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor work
         auto& ls = self->state;
         if (ls.client_acked >= version) return ls.client_acked;
         if (!ls.fatal_error.empty()) return caf::make_error(caf::sec::runtime_error, ls.fatal_error);
+        if (!ls.ever_live && !ls.last_error.empty()) return caf::make_error(caf::sec::runtime_error, ls.last_error);
         ls.local_version = std::max(ls.local_version, version);
         auto p = self->make_response_promise<int64_t>();
         ls.ack_waiters.emplace_back(version, p);
@@ -426,10 +520,12 @@ peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor work
         auto& ls = self->state;
         if (caught_up(self)) return caf::result<int64_t, int64_t>(ls.client_acked, ls.cursor);
         if (!ls.fatal_error.empty()) return caf::make_error(caf::sec::runtime_error, ls.fatal_error);
+        if (!ls.ever_live && !ls.last_error.empty()) return caf::make_error(caf::sec::runtime_error, ls.last_error);
         auto p = self->make_response_promise<int64_t, int64_t>();
         ls.caught_up_waiters.push_back(p);
         return p;
       },
+      [self](last_error_atom) -> std::string { return self->state.last_error; },
       [self](online_atom, bool online) {
         auto& ls = self->state;
         if (online == ls.online) return;
@@ -437,7 +533,7 @@ peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor work
         spdlog::info("hop=client.{}", online ? "online" : "offline");
         if (!online) {
           drop_link(self, "going offline");
-        } else if (ls.phase != Phase::starting) {
+        } else if (ls.phase != Phase::starting && !ls.binding_refused) {
           ls.backoff->reset();
           connect(self);
         }

@@ -12,6 +12,17 @@
 // `push_window` pushes unacknowledged) and otherwise keeps them for the next connection.
 // Lost connections are retried with exponential backoff and full jitter.
 //
+// Callers learn why at once: while the server was never reached in this run (no welcome),
+// a failed attempt (connection refused, unknown host, TLS or WebSocket handshake, a refusal
+// before the welcome) answers every waiting caller with that cause; the syncer keeps
+// retrying behind them. Once the server was reached, callers wait (within their own
+// timeout) for a reconnection, and last_error_atom says what the last attempt hit.
+//
+// The database is bound to one user and one server (runtime/sync/binding.hpp): before the
+// first connection the syncer compares the token's subject (read without verifying it)
+// and its URL with the binding, and never connects when they differ; the first welcome
+// records the binding. An exit message (stopping the node) answers every waiting caller.
+//
 // The WebSocket connection is a runtime/net Connection; its callbacks post to this actor
 // with caf::anon_send, tagged with the attempt's generation so that late events of an old
 // connection are ignored.
@@ -48,6 +59,7 @@ using reconnect_atom = caf::atom_constant<caf::atom("reconnect")>;
 using wait_acked_atom = caf::atom_constant<caf::atom("waitacked")>;
 using caught_up_atom = caf::atom_constant<caf::atom("caughtup")>;
 using online_atom = caf::atom_constant<caf::atom("online")>;
+using last_error_atom = caf::atom_constant<caf::atom("lasterror")>;
 
 using peer_syncer_actor = caf::typed_actor<
     caf::reacts_to<link_open_atom, uint64_t>,                  // connection attempt finished
@@ -61,7 +73,9 @@ using peer_syncer_actor = caf::typed_actor<
     // Answers (own changes the server holds up to, server cursor) once connected, everything
     // local is pushed and acknowledged, and everything the server had is merged.
     caf::replies_to<caught_up_atom>::with<int64_t, int64_t>,
-    caf::reacts_to<online_atom, bool>>;                        // go offline / online
+    caf::reacts_to<online_atom, bool>,                         // go offline / online
+    // Why the last connection attempt or connection failed ("" if none did).
+    caf::replies_to<last_error_atom>::with<std::string>>;
 
 struct PeerSyncerConfig {
   std::string url;                       // ws://host:port/sync or wss://...
@@ -111,6 +125,12 @@ struct peer_syncer_state {
   bool reading = false;          // a ChangesSince request is out
   int merges_in_flight = 0;
   std::string fatal_error;       // the server refused us for good (token, version, data)
+  std::string last_error;        // why the last attempt or connection failed
+  bool ever_live = false;        // a welcome arrived in this run
+  std::string token_user;        // the token's subject, unverified ("" when unreadable)
+  std::string bound_user;        // the database's binding (empty: never synced)
+  std::string bound_server;
+  bool binding_refused = false;  // never connect again in this run
 
   std::vector<std::pair<int64_t, caf::typed_response_promise<int64_t>>> ack_waiters;
   std::vector<caf::typed_response_promise<int64_t, int64_t>> caught_up_waiters;

@@ -7,14 +7,20 @@
 //   watch SQL [--json]    stay connected; print the live result as it changes
 //   (no command)          an interactive shell with the same commands
 //
-// Exit status: 0 success; 1 the database refused the statement; 2 bad arguments or files;
-// 3 the server did not acknowledge in time, or refused the client (the write stays local).
+// Exit status: 0 success; 1 the database refused the statement, or a watch's query is
+// outside the live-query subset; 2 bad arguments or files, or the database is open in
+// another process; 3 the server did not acknowledge in time, could not be reached, or
+// refused the client (the write stays local); 128 + N stopped by signal N (SIGINT, SIGTERM)
+// before the command finished. `watch` ends with 0 on SIGINT or SIGTERM, its normal end.
 #include "actors/system_config.hpp"
 #include "actors/peer_syncer.hpp"
 #include "actors/session.hpp"
 
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <cstdlib>
 #include <fstream>
@@ -31,6 +37,7 @@
 #include "apps/tandem/client_watch.hpp"
 #include "apps/tandem/commands.hpp"
 #include "apps/tandem/logging.hpp"
+#include "apps/tandem/stop_signals.hpp"
 #include "runtime/sqlite/value_json.hpp"
 #include "runtime/auth/token.hpp"
 #include "runtime/sqlite/proto_value.hpp"
@@ -54,6 +61,12 @@ struct ExitError {
 };
 
 [[noreturn]] void fail(int code, const std::string& message) { throw ExitError{code, message}; }
+
+// The message an actor put in its error, else CAF's rendering ("request_timeout").
+std::string error_text(caf::actor_system& system, const caf::error& e) {
+  if (e.context().match_elements<std::string>()) return e.context().get_as<std::string>(0);
+  return system.render(e);
+}
 
 std::string read_file(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
@@ -110,6 +123,10 @@ class ClientNode {
       return std::chrono::duration_cast<std::chrono::milliseconds>(*d);
     }();
 
+    // Arguments are checked before any actor exists: a failure after the db_worker started
+    // would leave the actor system waiting for it.
+    if (online) check_sync_options();
+
     configure_actor_system(cfg_);
     system_ = std::make_unique<caf::actor_system>(cfg_);
 
@@ -123,9 +140,14 @@ class ClientNode {
     if (!worker.ok()) fail(2, "cannot open --db '" + opts.db + "': " + worker.status().message());
     worker_ = *worker;
     if (online) start_syncer();
+    // A stop signal answers the callers waiting on the syncer (exec, sync) at once.
+    stop_callback_ = add_stop_callback([syncer = syncer_] {
+      if (syncer) caf::anon_send_exit(syncer, caf::exit_reason::user_shutdown);
+    });
   }
 
   ~ClientNode() {
+    remove_stop_callback(stop_callback_);
     if (syncer_) caf::anon_send_exit(syncer_, caf::exit_reason::user_shutdown);
     for (auto& w : watches_) {
       caf::anon_send_exit(w.watcher, caf::exit_reason::user_shutdown);
@@ -137,21 +159,24 @@ class ClientNode {
     if (loop_) loop_->stop();
   }
 
-  void start_syncer() {
-    if (syncer_) return;
+  void check_sync_options() {
     if (opts_.server.empty()) fail(2, "--server is required for this command");
-    std::string token = opts_.token;
-    if (token.empty() && !opts_.token_file.empty()) {
-      token = read_file(opts_.token_file, "--token-file");
-      while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+    token_ = opts_.token;
+    if (token_.empty() && !opts_.token_file.empty()) {
+      token_ = read_file(opts_.token_file, "--token-file");
+      while (!token_.empty() && std::isspace(static_cast<unsigned char>(token_.back()))) token_.pop_back();
     }
-    if (token.empty()) fail(2, "--token (or --token-file) is required for this command");
+    if (token_.empty()) fail(2, "--token (or --token-file) is required for this command");
     auto url = net::parse_url(opts_.server);
     if (!url.ok()) fail(2, "--server: " + url.status().message());
+  }
+
+  void start_syncer() {
+    if (syncer_) return;
     loop_ = std::make_shared<net::EventLoop>(1);
     actors::PeerSyncerConfig pc;
     pc.url = opts_.server;
-    pc.token = token;
+    pc.token = token_;
     pc.loop = loop_;
     pc.schema = schema_;
     pc.client_name = opts_.name.empty() ? std::string("tandem-client") : opts_.name;
@@ -191,7 +216,7 @@ class ClientNode {
     caf::scoped_actor self{*system_};
     std::optional<int64_t> out;
     self->request(syncer_, timeout_, actors::wait_acked_atom::value, version)
-        .receive([&](int64_t acked) { out = acked; }, [&](caf::error& e) { *why = system_->render(e); });
+        .receive([&](int64_t acked) { out = acked; }, [&](caf::error& e) { *why = explain(e); });
     return out;
   }
 
@@ -200,8 +225,19 @@ class ClientNode {
     std::optional<std::pair<int64_t, int64_t>> out;
     self->request(syncer_, timeout_, actors::caught_up_atom::value)
         .receive([&](int64_t local, int64_t cursor) { out = std::make_pair(local, cursor); },
-                 [&](caf::error& e) { *why = system_->render(e); });
+                 [&](caf::error& e) { *why = explain(e); });
     return out;
+  }
+
+  // Why a wait on the syncer failed: its own message, or for a timeout what the last
+  // connection attempt hit.
+  std::string explain(const caf::error& e) {
+    if (e != caf::sec::request_timeout) return error_text(*system_, e);
+    std::string last;
+    caf::scoped_actor self{*system_};
+    self->request(syncer_, std::chrono::seconds(1), actors::last_error_atom::value)
+        .receive([&](std::string& why) { last = std::move(why); }, [](caf::error&) {});
+    return "no answer from the server within --timeout " + opts_.timeout + (last.empty() ? "" : "; last problem: " + last);
   }
 
   caf::actor_system& system() { return *system_; }
@@ -221,6 +257,8 @@ class ClientNode {
   std::shared_ptr<net::EventLoop> loop_;
   std::shared_ptr<ivm::DeltaJournal> journal_;
   std::vector<Watch> watches_;
+  int stop_callback_ = 0;
+  std::string token_;
 };
 
 std::string rows_json(const worker::QueryResponse& r) {
@@ -272,14 +310,6 @@ int do_sync(ClientNode& node) {
   return 0;
 }
 
-void block_stop_signals(sigset_t* set) {
-  sigemptyset(set);
-  sigaddset(set, SIGINT);
-  sigaddset(set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-}
-
 int do_watch(ClientNode& node, const std::string& sql, const std::vector<std::string>& params, bool json,
              bool wait_for_signal) {
   std::vector<change::Value> values;
@@ -288,24 +318,53 @@ int do_watch(ClientNode& node, const std::string& sql, const std::vector<std::st
   if (!watch.ok()) fail(1, "cannot watch: " + watch.status().message());
   node.keep(*watch);
   if (!wait_for_signal) return 0;
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  int sig = 0;
-  sigwait(&set, &sig);
+  while (!wait_for_stop(std::chrono::hours(1))) {
+  }
   return 0;
+}
+
+// The next line of stdin; nullopt at its end or once a stop signal arrived. Reads the
+// descriptor itself (not std::cin) so that a signal wakes it through stop_fd().
+std::optional<std::string> read_line(std::string& pending) {
+  for (;;) {
+    const auto nl = pending.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = pending.substr(0, nl);
+      pending.erase(0, nl + 1);
+      return line;
+    }
+    if (stop_signal() != 0) return std::nullopt;
+    pollfd fds[2] = {{0, POLLIN, 0}, {stop_fd(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return std::nullopt;
+    }
+    if (fds[1].revents != 0) return std::nullopt;
+    if (fds[0].revents == 0) continue;
+    char buf[4096];
+    const ssize_t n = ::read(0, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (pending.empty()) return std::nullopt;
+      std::string last = std::move(pending);  // a last line without a newline
+      pending.clear();
+      return last;
+    }
+    pending.append(buf, static_cast<size_t>(n));
+  }
 }
 
 // Tokenizes a shell line: the command word, then the SQL (rest of the line). Parameters
 // follow the SQL after a " -- " separator, split on spaces.
 int run_shell(ClientNode& node) {
-  std::string line;
+  std::string pending;
   const bool tty = ::isatty(0);
   if (tty) std::cerr << "tandem shell: exec SQL [-- PARAMS], query SQL, watch SQL, sync, quit\n";
   while (true) {
     if (tty) std::cerr << "tandem> " << std::flush;
-    if (!std::getline(std::cin, line)) break;
+    auto next = read_line(pending);
+    if (!next) break;
+    std::string line = std::move(*next);
     auto first = line.find_first_not_of(" \t");
     if (first == std::string::npos) continue;
     line = line.substr(first);
@@ -330,24 +389,31 @@ int run_shell(ClientNode& node) {
       std::cerr << "error: " << e.message << "\n";
     }
   }
+  if (tty && stop_signal() == 0) std::cerr << "\n";
   return 0;
 }
 
 int run_client(const ClientOptions& opts, const std::string& command) {
+  // Before any thread exists: every thread inherits the blocked mask (stop_signals.hpp).
+  install_stop_signals();
   if (!setup_logging("client", opts.log_level)) return 2;
-  sigset_t stop;
-  if (command == "watch") block_stop_signals(&stop);
+  int code = 0;
   try {
     ClientNode node(opts, /*online=*/command != "query");
-    if (command == "exec") return do_exec(node, opts.sql, opts.params);
-    if (command == "query") return do_query(node, opts.sql, opts.params);
-    if (command == "sync") return do_sync(node);
-    if (command == "watch") return do_watch(node, opts.sql, opts.params, opts.json, true);
-    return run_shell(node);
+    if (command == "exec") code = do_exec(node, opts.sql, opts.params);
+    else if (command == "query") code = do_query(node, opts.sql, opts.params);
+    else if (command == "sync") code = do_sync(node);
+    else if (command == "watch") code = do_watch(node, opts.sql, opts.params, opts.json, true);
+    else code = run_shell(node);
   } catch (const ExitError& e) {
     std::cerr << "tandem client: " << e.message << "\n";
-    return e.code;
+    code = e.code;
   }
+  if (const int sig = stop_signal(); sig != 0 && command != "watch") {
+    std::cerr << "tandem client: stopped by " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << "\n";
+    return 128 + sig;
+  }
+  return code;
 }
 
 }  // namespace

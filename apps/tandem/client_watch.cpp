@@ -5,12 +5,14 @@
 #include <mutex>
 
 #include <caf/scheduled_actor.hpp>
+#include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "actors/tab_bus.hpp"
+#include "apps/tandem/stop_signals.hpp"
 #include "runtime/ivm/result_list.hpp"
 #include "runtime/sqlite/value_json.hpp"
 #include "runtime/sqlite/proto_value.hpp"
@@ -138,15 +140,32 @@ Result<Watch> start_watch(caf::actor_system& system, db_worker_actor worker, std
   vc.journal = std::move(journal);
   vc.worker = worker;
   vc.bus = w.bus;
-  TANDEM_ASSIGN_OR_RETURN(w.view, spawn_ui_view(system, vc));
+  auto view = spawn_ui_view(system, vc);
+  if (!view.ok()) {
+    caf::anon_send_exit(w.bus, caf::exit_reason::user_shutdown);
+    return view.status();
+  }
+  w.view = *view;
   view::WatchRequest req;
   req.set_sql(sql);
   for (const auto& p : params) *req.add_params() = p;
   auto started = std::make_shared<std::promise<Status>>();
   auto outcome = started->get_future();
   w.watcher = system.spawn(watcher, printer, w.view, std::move(req), started);
-  if (outcome.wait_for(std::chrono::seconds(90)) != std::future_status::ready) return Status::Unavailable("the view did not answer");
-  TANDEM_RETURN_IF_ERROR(outcome.get());
+  // A refused or unanswered watch stops what it spawned: actors left running would keep the
+  // node (and its await_all_actors_done at exit) alive for ever.
+  auto stop = [&](Status why) -> Result<Watch> {
+    caf::anon_send_exit(w.watcher, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(w.view, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(w.bus, caf::exit_reason::user_shutdown);
+    return why;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+  while (outcome.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+    if (stop_signal() != 0) return stop(Status::Unavailable("interrupted"));
+    if (std::chrono::steady_clock::now() > deadline) return stop(Status::Unavailable("the view did not answer"));
+  }
+  if (Status s = outcome.get(); !s.ok()) return stop(s);
   return w;
 }
 

@@ -3,6 +3,7 @@
 // watching a live query (`tandem client ... watch`), and writes on a second node "laptop"
 // (`tandem client ... exec`): each write appears in the phone's watched query, live, through
 // the server. Everything the processes print is shown prefixed with its origin.
+// Ctrl-C or SIGTERM stops the demo and its processes within a second.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -15,16 +16,23 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "apps/tandem/commands.hpp"
+#include "apps/tandem/stop_signals.hpp"
 #include "runtime/auth/token.hpp"
 
 extern char** environ;
 
 namespace tandem::app {
 namespace {
+
+// The children alive now: a stop signal is passed on to them at once.
+std::mutex children_mu;
+std::set<pid_t> children;
 
 struct Child {
   pid_t pid = -1;
@@ -42,11 +50,25 @@ struct Child {
     std::vector<char*> argv;
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    if (posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv.data(), environ) != 0) {
+    // The demo blocks SIGINT and SIGTERM (stop_signals.hpp); its children start unblocked.
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    std::lock_guard<std::mutex> lock(children_mu);
+    const int rc = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv.data(), environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) {
+      ::close(p[0]);
+      ::close(p[1]);
+      pid = -1;
       std::cerr << "tandem demo: cannot start " << label << "\n";
       throw CLI::RuntimeError(2);
     }
-    posix_spawn_file_actions_destroy(&fa);
+    children.insert(pid);
     ::close(p[1]);
     out = p[0];
   }
@@ -54,8 +76,13 @@ struct Child {
     if (pid > 0) {
       ::kill(pid, SIGTERM);
       ::waitpid(pid, nullptr, 0);
+      forget();
     }
     if (out >= 0) ::close(out);
+  }
+  void forget() {
+    std::lock_guard<std::mutex> lock(children_mu);
+    children.erase(pid);
   }
   // Prints what the child wrote within `ms`, prefixed; returns the lines.
   std::vector<std::string> pump(int ms) {
@@ -64,8 +91,9 @@ struct Child {
     for (;;) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
       if (left <= 0) break;
-      pollfd p{out, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+      if (const int sig = stop_signal(); sig != 0) throw CLI::RuntimeError(128 + sig);
+      pollfd p[2] = {{out, POLLIN, 0}, {stop_fd(), POLLIN, 0}};
+      if (::poll(p, 2, static_cast<int>(left)) <= 0 || p[0].revents == 0) continue;
       char buf[4096];
       ssize_t n = ::read(out, buf, sizeof buf);
       if (n <= 0) break;
@@ -79,9 +107,16 @@ struct Child {
     }
     return lines;
   }
+  // SIGTERM, then what it still prints, then its exit.
+  int stop() {
+    ::kill(pid, SIGTERM);
+    pump(2000);
+    return wait();
+  }
   int wait() {
     int status = 0;
     ::waitpid(pid, &status, 0);
+    forget();
     pid = -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
@@ -93,7 +128,15 @@ struct DemoOptions {
 };
 
 void run_demo(const DemoOptions& o) {
-  signal(SIGPIPE, SIG_IGN);
+  install_stop_signals();
+  const int passing_on = add_stop_callback([] {
+    std::lock_guard<std::mutex> lock(children_mu);
+    for (pid_t child : children) ::kill(child, SIGTERM);
+  });
+  struct Forget {
+    int id;
+    ~Forget() { remove_stop_callback(id); }
+  } forget{passing_on};
   ::mkdir(o.data_dir.c_str(), 0700);
   const std::string secret_file = o.data_dir + "/secret";
   if (!auth::read_secret_file(secret_file).ok()) {
@@ -158,6 +201,9 @@ void run_demo(const DemoOptions& o) {
     q.wait();
     return lines.empty() ? std::string() : lines.back();
   };
+  // One process per database file: the phone's watch ends before its file is read here.
+  phone.pump(o.pause_ms);
+  phone.stop();
   const std::string laptop_rows = rows_of("laptop"), phone_rows = rows_of("phone");
   const bool same = !laptop_rows.empty() && laptop_rows == phone_rows;
   std::cout << "tandem demo: " << (same ? "the phone's view and both databases agree" : "the nodes DIFFER")

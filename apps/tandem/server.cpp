@@ -22,8 +22,10 @@
 
 #include "apps/tandem/commands.hpp"
 #include "apps/tandem/logging.hpp"
+#include "apps/tandem/stop_signals.hpp"
 #include "proto/cluster.pb.h"
 #include "runtime/auth/token.hpp"
+#include "runtime/common/process_lock.hpp"
 
 namespace tandem::app {
 namespace {
@@ -83,6 +85,10 @@ void run_server(const ServerCommand& opts) {
     die("cannot create --data-dir '" + opts.data_dir + "': " + std::strerror(errno));
   struct stat st{};
   if (::stat(opts.data_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) die("--data-dir '" + opts.data_dir + "' is not a directory");
+  // One server per data directory: two would write the same user files, each with its own
+  // idea of their versions. Held until this function returns.
+  auto data_dir_lock = ProcessLock::acquire(opts.data_dir + "/server.lock", "--data-dir '" + opts.data_dir + "'");
+  if (!data_dir_lock.ok()) die(data_dir_lock.status().message());
   if (opts.max_channels == 0) die("--max-channels must be at least 1");
   if (opts.push_window == 0 || opts.forward_window == 0) die("windows must be at least 1");
   std::string cluster_host;
@@ -165,6 +171,8 @@ void run_server(const ServerCommand& opts) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("hop=server.stop signal={}", sig);
+  // Stopped within a second whatever hangs: every acknowledged write is already durable.
+  exit_after(std::chrono::milliseconds(900), 128 + sig);
   (*server)->stop();
   caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
   system.await_all_actors_done();

@@ -95,6 +95,19 @@ Result<std::string> mint_token(const std::string& secret, const std::string& use
   return token;
 }
 
+Result<std::string> unverified_subject(const std::string& token) {
+  const size_t dot1 = token.find('.');
+  const size_t dot2 = dot1 == std::string::npos ? std::string::npos : token.find('.', dot1 + 1);
+  if (dot2 == std::string::npos || token.size() > 4096) return unauthenticated("not a compact JWS (header.payload.signature)");
+  std::string payload;
+  if (!base64url_decode(token.substr(dot1 + 1, dot2 - dot1 - 1), &payload)) return unauthenticated("payload is not base64url");
+  auto claims = nlohmann::json::parse(payload, nullptr, /*allow_exceptions=*/false);
+  if (!claims.is_object()) return unauthenticated("claims are not a JSON object");
+  auto sub = claims.find("sub");
+  if (sub == claims.end() || !sub->is_string() || sub->get<std::string>().empty()) return unauthenticated("no subject (sub)");
+  return sub->get<std::string>();
+}
+
 Result<TokenClaims> verify_token(const std::string& secret, const std::string& token, const VerifyOptions& options) {
   if (token.empty()) return unauthenticated("missing token");
   if (token.size() > 4096) return unauthenticated("token longer than 4096 bytes");

@@ -47,6 +47,11 @@ Result<std::string> mint_token(const std::string& secret, const std::string& use
 Result<TokenClaims> verify_token(const std::string& secret, const std::string& token,
                                  const VerifyOptions& options = {});
 
+// The subject (sub) of a token, read WITHOUT verifying anything: only a client uses it, to
+// refuse before connecting a token of another user than the one its database is bound to
+// (the server verifies the token for real). UNAUTHENTICATED when there is no readable subject.
+Result<std::string> unverified_subject(const std::string& token);
+
 // Parses "90s", "15m", "12h", "30d" or a plain number of seconds; must be positive.
 Result<std::chrono::seconds> parse_duration(const std::string& text);
 

@@ -10,6 +10,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "runtime/common/process_lock.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 #include "runtime/store/mutation_rules.hpp"
 #include "runtime/store/store_impl.hpp"
@@ -638,6 +639,10 @@ Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Store::~Store() = default;
 
 Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreOptions& options) {
+  std::unique_ptr<ProcessLock> lock;
+  if (const std::string lock_path = database_lock_path(path); !lock_path.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(lock, ProcessLock::acquire(lock_path, "database '" + path + "'"));
+  }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   TANDEM_ASSIGN_OR_RETURN(impl->db, Database::open(path, options.open));
@@ -734,7 +739,9 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreO
   for (const auto& t : impl->tables) TANDEM_RETURN_IF_ERROR(impl->install_key_allocation(*t));
   impl->capture.attach(db.raw(), &impl->table_list);
   sqlite3_set_authorizer(db.raw(), authorize, impl.get());
-  return std::unique_ptr<Store>(new Store(std::move(impl)));
+  auto store = std::unique_ptr<Store>(new Store(std::move(impl)));
+  store->lock_ = std::move(lock);
+  return store;
 }
 
 Status Store::execute_schema(const std::string& sql) {

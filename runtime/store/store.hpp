@@ -27,6 +27,7 @@
 
 namespace tandem {
 
+class ProcessLock;
 using SiteId = std::array<uint8_t, 16>;
 std::string site_hex(const SiteId& site);                  // 32 upper-case hex digits
 std::optional<SiteId> site_from_hex(const std::string& hex);
@@ -74,6 +75,10 @@ struct PeerCursor {
 class Store {
  public:
   // Opens or creates the file and Tandem's bookkeeping tables; loads registered tables.
+  // One Store per database file, in this process or any other: the file is locked
+  // (`<path>.lock`) for the Store's lifetime, and a second open fails with UNAVAILABLE
+  // naming the holder's pid and command. Two writers would each keep their own db_version
+  // and change log in memory and corrupt the sync state (issue 7).
   static Result<std::unique_ptr<Store>> open(const std::string& path, const StoreOptions& options = {});
   ~Store();
   Store(const Store&) = delete;
@@ -138,6 +143,8 @@ class Store {
 
  private:
   explicit Store(std::unique_ptr<Impl> impl);
+  // Declared first, so released after the connection closes (runtime/common/process_lock.hpp).
+  std::unique_ptr<ProcessLock> lock_;
   std::unique_ptr<Impl> impl_;
 };
 

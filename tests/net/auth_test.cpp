@@ -200,3 +200,15 @@ TEST_CASE("durations and secret files", "[auth]") {
   std::remove(path.c_str());
   CHECK_FALSE(read_secret_file("/nonexistent/secret").ok());
 }
+
+TEST_CASE("a client reads a token's subject without the secret, and nothing from a malformed token", "[auth][binding]") {
+  auto token = mint_token(kSecret, "alice", std::chrono::hours(1), kDefaultAudience, kNow);
+  REQUIRE(token.ok());
+  auto subject = unverified_subject(*token);
+  REQUIRE(subject.ok());
+  CHECK(*subject == "alice");
+  for (std::string bad : {"", "not-a-token", "eyJhbGciOiJIUzI1NiJ9.e30.x", "a.!!!.b"}) {
+    INFO(bad);
+    CHECK(unverified_subject(bad).status().code() == StatusCode::unauthenticated);
+  }
+}

@@ -12,6 +12,7 @@
 #include "runtime/sync/channel_core.hpp"
 #include "runtime/sync/frames.hpp"
 #include "runtime/sync/schema_sync.hpp"
+#include "runtime/sync/binding.hpp"
 
 using namespace tandem;
 using namespace tandem::sync_channel;
@@ -426,4 +427,38 @@ TEST_CASE("a client is forwarded only the tables its hello declared", "[channel]
   for (const auto& c : to_old[0].forward().batch().changes()) CHECK(c.table() == "todo");
   REQUIRE(older->merge(to_old[0].forward().batch()).ok());  // nothing it cannot merge
   CHECK(rows(*older) == "1 'a' 0 \n");
+}
+
+TEST_CASE("binding: the first sync binds a database to its user and server, others are refused", "[sync][binding]") {
+  auto db = Database::open(":memory:");
+  REQUIRE(db.ok());
+  REQUIRE((*db)->exec("CREATE TABLE tandem_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID").ok());
+  auto none = sync_binding::load(**db);
+  REQUIRE(none.ok());
+  CHECK(none->empty());
+  CHECK(sync_binding::check(*none, "bob", "ws://a:1/sync").ok());  // never synced: anyone
+
+  auto bound = sync_binding::record(**db, {"alice", sync_binding::normalize_server_url("WS://Host:7000/sync")});
+  REQUIRE(bound.ok());
+  auto stored = sync_binding::load(**db);
+  REQUIRE(stored.ok());
+  CHECK(stored->user == "alice");
+  CHECK(stored->server == "ws://host:7000/sync");
+
+  CHECK(sync_binding::check(*stored, "alice", "ws://host:7000/sync").ok());
+  CHECK(sync_binding::check(*stored, "alice", "ws://HOST:7000/sync").ok());
+  CHECK(sync_binding::check(*stored, "", "ws://host:7000/sync").ok());  // unreadable subject: the server decides
+  Status other_user = sync_binding::check(*stored, "bob", "ws://host:7000/sync");
+  CHECK(other_user.code() == StatusCode::permission_denied);
+  CHECK(other_user.message().find("belongs to user 'alice'") != std::string::npos);
+  Status other_server = sync_binding::check(*stored, "alice", "ws://host:7001/sync");
+  CHECK(other_server.code() == StatusCode::permission_denied);
+  CHECK(other_server.message().find("syncs with ws://host:7000/sync") != std::string::npos);
+  // Recording again: the same binding is kept, another is refused and changes nothing.
+  CHECK(sync_binding::record(**db, {"alice", "ws://host:7000/sync"}).ok());
+  CHECK(sync_binding::record(**db, {"bob", "ws://host:7000/sync"}).status().code() == StatusCode::permission_denied);
+  CHECK(sync_binding::load(**db)->user == "alice");
+
+  CHECK(sync_binding::normalize_server_url("wss://h/sync") == "wss://h:443/sync");
+  CHECK(sync_binding::normalize_server_url("ws://[::1]:80/x") == sync_binding::normalize_server_url("ws://[::1]/x"));
 }

@@ -323,11 +323,16 @@ TEST_CASE("a node restarted on the same file pushes what was never acknowledged"
   auto& b = g.add_node("b");
   g.set_online(a, false);
   g.write(a, "INSERT INTO todo(id, title) VALUES (1, 'written offline, then restarted')");
-  // a's actors stop before anything was pushed; a new pair opens the same file.
+  // a's actors stop before anything was pushed; a new pair opens the same file once the old
+  // worker closed it (one Store per file: the old one must be gone).
+  caf::scoped_actor watcher{g.system};
+  watcher->monitor(a.worker);
   Graph::stop(a);
+  bool closed = false;
+  watcher->receive([&](caf::down_msg&) { closed = true; }, caf::after(std::chrono::seconds(30)) >> [] {});
+  REQUIRE(closed);
   g.retired.push_back(g.nodes.front());  // keeps its journal until the graph stops
   g.nodes.pop_front();
-  std::this_thread::sleep_for(100ms);  // let the old worker close the file
   g.add_node("a");
   const std::string rows = g.converge();
   CHECK(rows == "1 'written offline, then restarted' 0 \n");

@@ -29,197 +29,12 @@
 #include "runtime/sqlite/database.hpp"
 #include "runtime/sync/placement.hpp"
 
-extern char** environ;
+#include "tests/net/process_util.hpp"
 
 using namespace std::chrono_literals;
+using namespace tandem_process_test;
 
 namespace {
-
-const std::string kTandem = TANDEM_BINARY;
-const char* kSchema = "CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT, done INTEGER DEFAULT 0);\n";
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/tandem-proc-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  // TANDEM_KEEP_TEST_DIRS=1 keeps the logs and databases for a post-mortem.
-  ~TempDir() {
-    if (std::getenv("TANDEM_KEEP_TEST_DIRS") == nullptr) (void)std::system(("rm -rf " + path).c_str());
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
-
-// A child process with stdin and stdout as pipes and stderr to a file.
-class Process {
- public:
-  Process(const std::vector<std::string>& args, const std::string& stderr_file) {
-    int in[2], out[2];
-    REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
-    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_addopen(&fa, 2, stderr_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    REQUIRE(posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(in[0]);
-    ::close(out[1]);
-    stdin_ = in[1];
-    stdout_ = out[0];
-  }
-  ~Process() {
-    if (pid_ > 0 && !exited_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (stdin_ >= 0) ::close(stdin_);
-    if (stdout_ >= 0) ::close(stdout_);
-  }
-  void write(const std::string& s) {
-    size_t done = 0;
-    while (done < s.size()) {
-      ssize_t n = ::write(stdin_, s.data() + done, s.size() - done);
-      REQUIRE(n > 0);
-      done += static_cast<size_t>(n);
-    }
-  }
-  void close_stdin() {
-    ::close(stdin_);
-    stdin_ = -1;
-  }
-  // The next stdout line, or nullopt after `within` / at end of output.
-  std::optional<std::string> line(std::chrono::milliseconds within = 20s) {
-    const auto deadline = std::chrono::steady_clock::now() + within;
-    for (;;) {
-      auto nl = buffer_.find('\n');
-      if (nl != std::string::npos) {
-        std::string l = buffer_.substr(0, nl);
-        buffer_.erase(0, nl + 1);
-        return l;
-      }
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return std::nullopt;
-      pollfd p{stdout_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-      char buf[4096];
-      ssize_t n = ::read(stdout_, buf, sizeof buf);
-      if (n <= 0) return std::nullopt;
-      buffer_.append(buf, static_cast<size_t>(n));
-    }
-  }
-  void signal(int sig) { ::kill(pid_, sig); }
-  // Exit status (or 128+signal) once it ends; -1 if it did not end within `within`.
-  int wait(std::chrono::milliseconds within = 60s) {
-    const auto deadline = std::chrono::steady_clock::now() + within;
-    while (std::chrono::steady_clock::now() < deadline) {
-      int status = 0;
-      pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        exited_ = true;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    return -1;
-  }
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_ = -1;
-  int stdin_ = -1, stdout_ = -1;
-  bool exited_ = false;
-  std::string buffer_;
-};
-
-struct RunResult {
-  int code;
-  std::string out;
-};
-
-RunResult run(const std::vector<std::string>& args, const std::string& err_file) {
-  Process p(args, err_file);
-  p.close_stdin();
-  std::string out;
-  while (auto l = p.line(60s)) out += *l + "\n";
-  int code = p.wait();
-  return {code, out};
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// A world: a data directory, a secret, a schema, a server process and its URL.
-struct World {
-  TempDir dir;
-  std::string secret = dir / "secret";
-  std::string schema = dir / "schema.sql";
-  std::unique_ptr<Process> server;
-  std::string url;
-  uint16_t port = 0;
-  std::map<std::string, std::string> tokens;
-
-  World() {
-    std::ofstream(secret) << "process-test-secret-0123456789abcdef0123456789\n";
-    std::ofstream(schema) << kSchema;
-  }
-  ~World() {
-    if (server) {
-      server->signal(SIGTERM);
-      server->wait(10s);
-    }
-  }
-  void start_server(uint16_t fixed_port = 0, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args{kTandem, "server", "--listen", "127.0.0.1:" + std::to_string(fixed_port), "--data-dir",
-                                  dir / "server", "--secret-file", secret, "--log-level", "info"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    server = std::make_unique<Process>(args, dir / "server.log");
-    auto line = server->line();
-    REQUIRE(line);
-    const bool tls = !extra.empty();
-    REQUIRE(line->rfind(tls ? "listening on wss://127.0.0.1:" : "listening on ws://127.0.0.1:", 0) == 0);
-    url = line->substr(std::string("listening on ").size()) + "/sync";
-    port = static_cast<uint16_t>(std::stoi(line->substr(line->rfind(':') + 1)));
-  }
-  void kill_server() {
-    server->signal(SIGKILL);
-    REQUIRE(server->wait() == 128 + SIGKILL);
-    server.reset();
-  }
-  const std::string& token(const std::string& user) {
-    auto it = tokens.find(user);
-    if (it != tokens.end()) return it->second;
-    auto r = run({kTandem, "token", "--secret-file", secret, "--user", user}, dir / "token.log");
-    REQUIRE(r.code == 0);
-    std::string t = r.out.substr(0, r.out.find('\n'));
-    return tokens[user] = t;
-  }
-  std::vector<std::string> client(const std::string& db, const std::string& user = "alice") {
-    return {kTandem, "client", "--server", url, "--token", token(user), "--db", dir / db, "--schema", schema, "--name", db,
-            "--log-level", "info"};
-  }
-  RunResult cmd(const std::string& db, std::vector<std::string> rest, const std::string& user = "alice") {
-    auto args = client(db, user);
-    args.insert(args.end(), rest.begin(), rest.end());
-    return run(args, dir / (db + ".log"));
-  }
-  std::string rows(const std::string& db) {
-    auto r = run({kTandem, "client", "--db", dir / db, "--schema", schema, "query", "SELECT id, title, done FROM todo ORDER BY id"},
-                 dir / (db + ".log"));
-    REQUIRE(r.code == 0);
-    return r.out;
-  }
-};
 
 std::set<int64_t> ids_in_file(const std::string& path) {
   tandem::OpenOptions ro;
@@ -268,6 +83,9 @@ TEST_CASE("processes: a write on one client reaches the other's watched query", 
   CHECK(c["type"] == "added");
   CHECK(c["row"]["title"] == "milk");
 
+  // One process per database file: the watch ends (Ctrl-C) before b.db is synced and read.
+  watch.signal(SIGINT);
+  CHECK(watch.wait(5s) == 0);
   CHECK(w.cmd("b.db", {"sync"}).code == 0);
   CHECK(w.rows("b.db") == w.rows("a.db"));
   CHECK(w.rows("b.db") == "[{\"done\":0,\"id\":1,\"title\":\"milk\"}]\n");

@@ -215,3 +215,26 @@ TEST_CASE("a row written behind Tandem's back is detected, and recorded whole wh
   CHECK(row1 == 1);  // the tracked row: only the changed column
   CHECK(row2 == 2);  // the untracked row: every column, as a fresh write
 }
+
+TEST_CASE("a database file is open in one Store at a time, and free again once it closes", "[store][durability][lock]") {
+  TempDir dir;
+  auto file = dir.path / "one.db";
+  {
+    auto first = fresh_store(file);
+    auto second = Store::open(file.string());
+    REQUIRE_FALSE(second.ok());
+    CHECK(second.status().code() == StatusCode::unavailable);
+    CHECK(second.status().message().find("in use by this process") != std::string::npos);
+    CHECK(second.status().message().find("pid " + std::to_string(::getpid())) != std::string::npos);
+    exec(*first, "INSERT INTO t VALUES (1, 'still the only writer', 1)");  // the refusal changed nothing
+  }
+  auto again = Store::open(file.string());
+  INFO(again.status().to_string());
+  REQUIRE(again.ok());
+  CHECK((*again)->db_version() == 1);
+  // In-memory databases are private to their connection: never locked.
+  auto m1 = Store::open(":memory:");
+  auto m2 = Store::open(":memory:");
+  CHECK(m1.ok());
+  CHECK(m2.ok());
+}
