@@ -321,7 +321,8 @@ void on_frame(self_ptr self, const std::string& frame) {
       return;
     case sync::Envelope::kError: {
       const auto code = e.error().code();
-      spdlog::error("hop=client.server_error code={} message=\"{}\"", sync::Error::Code_Name(code), e.error().message());
+      spdlog::error("hop=client.server_error code={} message=\"{}\"", sync::Error::Code_Name(code),
+                    sync_frames::log_escape(e.error().message(), 1024));
       if (code == sync::Error::SITE_CONFLICT) {
         drop_link(self, "site conflict");
         return take_new_site(self);
