@@ -1,5 +1,7 @@
 #include "actors/peer_syncer.hpp"
 
+#include <random>
+
 #include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 #include <spdlog/spdlog.h>
@@ -398,6 +400,7 @@ void on_open(self_ptr self, uint64_t gen) {
   h->set_server_site_id(st.server_site);
   h->set_cursor(st.server_site.empty() ? 0 : st.cursor);
   h->set_acked_db_version(st.server_site.empty() ? 0 : st.client_acked);
+  h->set_instance_id(st.instance);
   h->set_client_name(st.config.client_name.substr(0, 64));
   for (const auto& s : st.config.schema) h->add_schema(s);
   spdlog::debug("hop=client.hello server={} cursor={}", short_site(st.server_site), h->cursor());
@@ -456,6 +459,13 @@ peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor work
   const uint64_t seed =
       config.seed != 0 ? config.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   st.backoff = std::make_unique<sync_backoff::Backoff>(config.backoff_base, config.backoff_cap, seed);
+  {
+    std::random_device random;
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t word = random();
+      st.instance.append(reinterpret_cast<const char*>(&word), sizeof word);
+    }
+  }
   st.config = std::move(config);
   self->set_default_handler(caf::drop);
   self->set_error_handler([self](caf::error& err) {

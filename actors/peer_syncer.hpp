@@ -98,6 +98,7 @@ struct peer_syncer_state {
   uint64_t generation = 0;
 
   std::string site;              // our 16-byte site id
+  std::string instance;          // 16 random bytes of this run (hello.instance_id)
   std::string server_site;       // learned from the welcome (or the peer table at start)
   int64_t cursor = 0;            // highest server db_version merged here
   int64_t server_known = 0;      // highest server db_version we know exists

@@ -96,7 +96,13 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   // already has, and be acked and dropped: it must take a new site id first.
   const bool knows_server = hello.server_site_id() == site_bytes(store_->site_id());
   const int64_t device_acked = knows_server ? hello.acked_db_version() : 0;
-  if (cursor.received > device_acked) {
+  // Except when the push that took the server past what the device knows came from this
+  // very process (hello.instance_id): pushes of a site form one contiguous chain, so every
+  // push after the device's last ack is then its own, and only the ack was lost.
+  auto pusher = last_pusher_.find(*site);
+  const bool own_lost_ack = hello.instance_id().size() == 16 && pusher != last_pusher_.end() &&
+                            pusher->second == hello.instance_id();
+  if (cursor.received > device_acked && !own_lost_ack) {
     Outbox refused;
     refused.push_back({session,
                        sync_frames::error_envelope(
@@ -111,6 +117,7 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
 
   Member m;
   m.site = *site;
+  m.instance = hello.instance_id();
   for (const auto& t : declared) m.tables.insert(lower(t));
   m.name = hello.client_name();
   int64_t from = cursor.acked;
@@ -266,6 +273,7 @@ Outbox ChannelCore::flush() {
     stats_.changes_merged += jobs[j].batch.changes_size();
     stats_.changes_applied += merged->changes_applied;
     merged_sites.push_back(members_.at(jobs[j].session).site);
+    last_pusher_[members_.at(jobs[j].session).site] = members_.at(jobs[j].session).instance;
     to_ack.emplace_back(jobs[j].session, jobs[j].last_seq);
   }
   if (!merged_sites.empty()) {

@@ -92,6 +92,7 @@ class ChannelCore {
  private:
   struct Member {
     SiteId site{};
+    std::string instance;          // hello.instance_id
     std::set<std::string> tables;  // declared in the hello (lower case); empty: every table
     std::string name;
     uint64_t last_push_seq = 0;
@@ -116,6 +117,9 @@ class ChannelCore {
   std::map<uint64_t, Member> members_;
   size_t pending_pushes_ = 0;
   bool durability_owed_ = false;  // merges were committed without the fsync their acks need
+  // Per site, the hello.instance_id of the connection whose push was merged last (kept only
+  // while the channel is open): an ack lost with its connection is no site conflict.
+  std::map<SiteId, std::string> last_pusher_;
   ChannelStats stats_;
 };
 

@@ -594,3 +594,36 @@ TEST_CASE("one site id on two devices: the second is refused and takes a new sit
   CHECK_THAT(rows(*d), Catch::Contains("1 'from a before the copy'") && Catch::Contains("2 'from a after the copy'") &&
                            Catch::Contains("3 'from b'"));
 }
+
+TEST_CASE("an ack lost with its connection is no site conflict for the same client run, and one for another run", "[channel]") {
+  TempDir dir;
+  auto channel = ChannelCore::open(dir.path + "/users/l.db");
+  REQUIRE(channel.ok());
+  auto& ch = **channel;
+  auto a = client_store(1);
+  const std::string run(16, 'r'), other_run(16, 'o');
+  sync::Hello first = hello(*a);
+  first.set_instance_id(run);
+  const auto welcome = (*ch.join(1, "l", first))[0].envelope.welcome();
+  write(*a, "INSERT INTO todo(id, title) VALUES (1, 'x')");
+  REQUIRE(ch.push(1, push_since(*a, 1, 0)).ok());
+  REQUIRE(for_session(ch.flush(), 1)[0].has_ack());  // merged and acked, but the ack is lost
+  ch.leave(1);
+
+  sync::Hello again = hello(*a, welcome.server_site_id(), 0);
+  again.set_acked_db_version(0);  // the device never saw the ack
+  SECTION("the same run reconnects") {
+    again.set_instance_id(run);
+    auto joined = ch.join(2, "l", again);
+    REQUIRE(joined.ok());
+    REQUIRE((*joined)[0].envelope.has_welcome());
+    CHECK((*joined)[0].envelope.welcome().client_acked_db_version() == a->db_version());
+  }
+  SECTION("another run (or a copy) cannot tell its changes apart") {
+    again.set_instance_id(other_run);
+    auto joined = ch.join(2, "l", again);
+    REQUIRE(joined.ok());
+    REQUIRE((*joined)[0].envelope.has_error());
+    CHECK((*joined)[0].envelope.error().code() == sync::Error::SITE_CONFLICT);
+  }
+}
