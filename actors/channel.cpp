@@ -97,16 +97,23 @@ channel_actor::behavior_type channel(channel_actor::stateful_pointer<channel_sta
         auto joined = self->state.core->join(join.session(), join.user(), join.hello());
         if (!joined.ok()) {
           spdlog::warn("hop=server.join user={} session={} refused=\"{}\"", self->state.user, join.session(),
-                       joined.status().to_string());
+                       sync_frames::log_escape(joined.status().to_string(), 1024));
           self->send(session, sync_frames::error_envelope(sync_frames::error_code_for(joined.status()),
                                                           "join refused: " + joined.status().message(), true));
+          return;
+        }
+        if (!joined->empty() && joined->front().close_after) {
+          // Refused after all (a site id another device uses): the session never joined.
+          spdlog::warn("hop=server.join user={} session={} {}", self->state.user, join.session(),
+                       sync_frames::describe(joined->front().envelope));
+          self->send(session, std::move(joined->front().envelope));
           return;
         }
         const bool first = self->state.sessions.empty();
         self->state.sessions[join.session()] = session;
         self->monitor(session);
         spdlog::debug("hop=server.join user={} session={} client={} sessions={}", self->state.user, join.session(),
-                      join.hello().client_name(), self->state.sessions.size());
+                      sync_frames::log_escape(join.hello().client_name(), 64), self->state.sessions.size());
         if (first) report_usage(self);
         deliver(self, std::move(*joined));
       },

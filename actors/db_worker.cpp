@@ -174,6 +174,14 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         return peer_status(*self->state.store, req.peer_site_id());
       },
       [self](const worker::PeerStatusRequest& req) -> worker::PeerStatus { return peer_status(*self->state.store, req.peer_site_id()); },
+      [self](const worker::NewSiteRequest& req) -> worker::NewSiteResponse {
+        auto fresh = self->state.store->take_new_site(req.keep_through());
+        if (!fresh.ok()) return error_response<worker::NewSiteResponse>(fresh.status());
+        spdlog::warn("hop=worker.new_site db={} site={} kept_through={}", self->state.name, site_hex(*fresh), req.keep_through());
+        worker::NewSiteResponse out;
+        out.set_site_id(site_bytes(*fresh));
+        return out;
+      },
       [self](const worker::StatusRequest&) -> worker::StatusResponse {
         worker::StatusResponse out;
         out.set_site_id(site_bytes(self->state.store->site_id()));
@@ -264,6 +272,8 @@ void add_db_worker_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<worker::PeerAckRequest>("tandem.worker.PeerAckRequest");
   cfg.add_message_type<worker::PeerStatusRequest>("tandem.worker.PeerStatusRequest");
   cfg.add_message_type<worker::PeerStatus>("tandem.worker.PeerStatus");
+  cfg.add_message_type<worker::NewSiteRequest>("tandem.worker.NewSiteRequest");
+  cfg.add_message_type<worker::NewSiteResponse>("tandem.worker.NewSiteResponse");
   cfg.add_message_type<worker::StatusRequest>("tandem.worker.StatusRequest");
   cfg.add_message_type<worker::StatusResponse>("tandem.worker.StatusResponse");
   cfg.add_message_type<worker::BindRequest>("tandem.worker.BindRequest");

@@ -42,6 +42,7 @@ using db_worker_actor = caf::typed_actor<
     caf::replies_to<worker::PeerStatusRequest>::with<worker::PeerStatus>,
     caf::replies_to<worker::StatusRequest>::with<worker::StatusResponse>,
     caf::replies_to<worker::BindRequest>::with<worker::BindResponse>,
+    caf::replies_to<worker::NewSiteRequest>::with<worker::NewSiteResponse>,
     // The sender (any actor that handles tandem.change.RowDeltaBatch) receives the deltas
     // of every transaction committed after the response's db_version.
     caf::replies_to<worker::SubscribeRequest>::with<worker::SubscribeResponse>,

@@ -1,5 +1,7 @@
 #include "actors/peer_syncer.hpp"
 
+#include <random>
+
 #include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 #include <spdlog/spdlog.h>
@@ -29,6 +31,7 @@ void send_envelope(self_ptr self, const sync::Envelope& e) {
 bool caught_up(self_ptr self) {
   auto& st = self->state;
   return st.phase == Phase::live && st.in_flight.empty() && !st.reading && st.merges_in_flight == 0 &&
+         st.recorded_acked >= st.client_acked &&
          st.pushed_through >= st.local_version && st.resume.empty() && st.cursor >= st.server_known;
 }
 
@@ -36,7 +39,7 @@ void settle_waiters(self_ptr self) {
   auto& st = self->state;
   auto& acks = st.ack_waiters;
   for (auto it = acks.begin(); it != acks.end();) {
-    if (st.client_acked >= it->first) {
+    if (st.client_acked >= it->first && st.recorded_acked >= it->first) {
       it->second.deliver(st.client_acked);
       it = acks.erase(it);
     } else if (!st.fatal_error.empty()) {
@@ -72,6 +75,7 @@ void attempt_failed(self_ptr self, const std::string& why) {
 }
 
 void connect(self_ptr self);
+void record_ack(self_ptr self);
 
 void schedule_reconnect(self_ptr self) {
   auto& st = self->state;
@@ -128,6 +132,16 @@ void try_push(self_ptr self) {
             change::ChangeBatch mine = sync_channel::only_from_site(all, *site);
             mine.set_sender_site_id(ls.site);
             if (mine.changes_size() > 0) {
+              // Pushes are contiguous (each starts where the previous one ended) and end at
+              // a change they carry (docs/protocol.md): versions in between hold only
+              // merged changes, which the server has.
+              int64_t last_change = 0;
+              for (const auto& c : mine.changes()) last_change = std::max(last_change, c.db_version());
+              const bool continues = last_change > all.to_db_version();  // own rows of the split version to + 1
+              mine.set_from_db_version(ls.push_from);
+              mine.set_to_db_version(continues ? all.to_db_version() : last_change);
+              if (!continues) mine.clear_resume_after();
+              ls.push_from = mine.to_db_version();
               sync::Envelope e;
               auto* p = e.mutable_push();
               p->set_seq(++ls.push_seq);
@@ -190,6 +204,7 @@ void on_welcome(self_ptr self, const sync::Welcome& w) {
   st.server_known = std::max(st.cursor, w.server_db_version());
   st.client_acked = w.client_acked_db_version();
   st.pushed_through = st.client_acked;
+  st.push_from = st.client_acked;
   st.resume.clear();
   st.push_seq = 0;
   st.in_flight.clear();
@@ -199,12 +214,34 @@ void on_welcome(self_ptr self, const sync::Welcome& w) {
   spdlog::info("hop=client.welcome user={} server={} server_v={} client_acked={} forward_from={} local_v={}", w.user(),
                short_site(w.server_site_id()), w.server_db_version(), w.client_acked_db_version(), w.forward_from(),
                st.local_version);
+  record_ack(self);
+  try_push(self);
+  settle_waiters(self);
+}
+
+// Records in the peer table what the server holds of ours; waiters for acks are released
+// only once that is recorded, so that a process that exits right after (`tandem client
+// exec`) tells the server the same in its next hello (a device that knows of less than the
+// server holds of its site is refused as a copy, docs/protocol.md).
+void record_ack(self_ptr self) {
+  auto& st = self->state;
   worker::PeerAckRequest rec;
   rec.set_peer_site_id(st.server_site);
   rec.set_acked_db_version(st.client_acked);
-  self->request(st.worker, st.config.request_timeout, std::move(rec)).then([](worker::PeerStatus&) {}, [](caf::error&) {});
-  try_push(self);
-  settle_waiters(self);
+  const int64_t value = st.client_acked;
+  const std::string site = st.site;
+  self->request(st.worker, st.config.request_timeout, std::move(rec))
+      .then(
+          [self, value, site](worker::PeerStatus& status) {
+            auto& ls = self->state;
+            if (status.error().code() != change::Error::OK) {
+              spdlog::warn("hop=client.record_ack error=\"{}\"", status.error().message());
+            } else if (site == ls.site) {
+              ls.recorded_acked = std::max(ls.recorded_acked, value);
+            }
+            settle_waiters(self);
+          },
+          [self](caf::error& err) { spdlog::warn("hop=client.record_ack error=\"{}\"", self->system().render(err)); });
 }
 
 void on_ack(self_ptr self, const sync::Ack& ack) {
@@ -214,11 +251,7 @@ void on_ack(self_ptr self, const sync::Ack& ack) {
   st.server_known = std::max(st.server_known, ack.server_db_version());
   spdlog::debug("hop=client.acked seq={} client_v={} server_v={}", ack.seq(), ack.client_acked_db_version(),
                 ack.server_db_version());
-  worker::PeerAckRequest rec;
-  rec.set_peer_site_id(st.server_site);
-  rec.set_acked_db_version(st.client_acked);
-  self->request(st.worker, st.config.request_timeout, std::move(rec))
-      .then([](worker::PeerStatus&) {}, [](caf::error& err) { spdlog::warn("hop=client.record_ack error"); (void)err; });
+  record_ack(self);
   try_push(self);
   settle_waiters(self);
 }
@@ -272,6 +305,43 @@ void on_forward(self_ptr self, sync::Forward& fwd) {
           });
 }
 
+// The server says another device uses our site id (a copy of this database file): take a
+// new one, keeping what the server acknowledged under the old id, and connect again at once;
+// every later change of ours is then pushed under the new id.
+void take_new_site(self_ptr self) {
+  auto& st = self->state;
+  st.resiting = true;
+  const int64_t keep = st.client_acked;
+  worker::NewSiteRequest req;
+  req.set_keep_through(keep);
+  self->request(st.worker, st.config.request_timeout, std::move(req))
+      .then(
+          [self, keep](worker::NewSiteResponse& resp) {
+            auto& ls = self->state;
+            ls.resiting = false;
+            if (resp.error().code() != change::Error::OK) {
+              ls.fatal_error = "cannot take a new site id: " + resp.error().message();
+              spdlog::error("hop=client.new_site error=\"{}\"", resp.error().message());
+              settle_waiters(self);
+              return;
+            }
+            spdlog::warn("hop=client.new_site old={} new={} kept_through={}", short_site(ls.site), short_site(resp.site_id()), keep);
+            ls.site = resp.site_id();
+            ls.client_acked = 0;
+            ls.recorded_acked = 0;
+            ls.pushed_through = 0;
+            ls.push_from = 0;
+            ls.resume.clear();
+            if (ls.online && !ls.connection) connect(self);
+          },
+          [self](caf::error& err) {
+            auto& ls = self->state;
+            ls.resiting = false;
+            ls.fatal_error = "cannot take a new site id: " + self->system().render(err);
+            settle_waiters(self);
+          });
+}
+
 void on_frame(self_ptr self, const std::string& frame) {
   auto& st = self->state;
   auto decoded = sync_frames::decode(frame);
@@ -302,7 +372,12 @@ void on_frame(self_ptr self, const std::string& frame) {
       return;
     case sync::Envelope::kError: {
       const auto code = e.error().code();
-      spdlog::error("hop=client.server_error code={} message=\"{}\"", sync::Error::Code_Name(code), e.error().message());
+      spdlog::error("hop=client.server_error code={} message=\"{}\"", sync::Error::Code_Name(code),
+                    sync_frames::log_escape(e.error().message(), 1024));
+      if (code == sync::Error::SITE_CONFLICT) {
+        drop_link(self, "site conflict");
+        return take_new_site(self);
+      }
       const bool retryable = code == sync::Error::UNAVAILABLE || code == sync::Error::TIMEOUT || code == sync::Error::INTERNAL;
       const std::string why = "server refused: " + sync::Error::Code_Name(code) + ": " + e.error().message();
       if (!retryable) st.fatal_error = why;
@@ -376,6 +451,8 @@ void on_open(self_ptr self, uint64_t gen) {
   h->set_site_id(st.site);
   h->set_server_site_id(st.server_site);
   h->set_cursor(st.server_site.empty() ? 0 : st.cursor);
+  h->set_acked_db_version(st.server_site.empty() ? 0 : st.client_acked);
+  h->set_instance_id(st.instance);
   h->set_client_name(st.config.client_name.substr(0, 64));
   for (const auto& s : st.config.schema) h->add_schema(s);
   spdlog::debug("hop=client.hello server={} cursor={}", short_site(st.server_site), h->cursor());
@@ -432,7 +509,7 @@ void start(self_ptr self) {
             self->request(ls.worker, ls.config.request_timeout, worker::SubscribeRequest{})
                 .then([](worker::SubscribeResponse&) {}, [](caf::error&) {});
             worker::QueryRequest q;
-            q.set_sql("SELECT site_id, received FROM tandem_peers ORDER BY received DESC LIMIT 1");
+            q.set_sql("SELECT site_id, received, acked FROM tandem_peers ORDER BY received DESC LIMIT 1");
             self->request(ls.worker, ls.config.request_timeout, std::move(q))
                 .then(
                     [self](worker::QueryResponse& rows) {
@@ -440,9 +517,12 @@ void start(self_ptr self) {
                       if (rows.error().code() == change::Error::OK && rows.rows_size() == 1) {
                         auto site = from_proto(rows.rows(0).values(0));
                         auto received = from_proto(rows.rows(0).values(1));
+                        auto acked = from_proto(rows.rows(0).values(2));
                         if (site.is_blob() && site.bytes().size() == 16 && received.is_integer()) {
                           ns.server_site = site.bytes();
                           ns.cursor = received.integer();
+                          // Told in the hello: what of ours this device knows the server holds.
+                          if (acked.is_integer()) ns.client_acked = ns.recorded_acked = acked.integer();
                         }
                       }
                       check_binding_then_connect(self);
@@ -464,6 +544,13 @@ peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor work
   const uint64_t seed =
       config.seed != 0 ? config.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   st.backoff = std::make_unique<sync_backoff::Backoff>(config.backoff_base, config.backoff_cap, seed);
+  {
+    std::random_device random;
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t word = random();
+      st.instance.append(reinterpret_cast<const char*>(&word), sizeof word);
+    }
+  }
   st.config = std::move(config);
   if (auto subject = auth::unverified_subject(st.config.token); subject.ok()) st.token_user = *subject;
   self->set_default_handler(caf::drop);
@@ -494,7 +581,7 @@ peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor work
       },
       [self](reconnect_atom, uint64_t gen) {
         auto& ls = self->state;
-        if (gen != ls.generation || !ls.online || ls.connection) return;
+        if (gen != ls.generation || !ls.online || ls.connection || ls.resiting) return;
         connect(self);
       },
       [self](change::RowDeltaBatch& batch) {
@@ -507,7 +594,7 @@ peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor work
       },
       [self](wait_acked_atom, int64_t version) -> caf::result<int64_t> {
         auto& ls = self->state;
-        if (ls.client_acked >= version) return ls.client_acked;
+        if (ls.client_acked >= version && ls.recorded_acked >= version) return ls.client_acked;
         if (!ls.fatal_error.empty()) return caf::make_error(caf::sec::runtime_error, ls.fatal_error);
         if (!ls.ever_live && !ls.last_error.empty()) return caf::make_error(caf::sec::runtime_error, ls.last_error);
         ls.local_version = std::max(ls.local_version, version);
@@ -533,7 +620,7 @@ peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor work
         spdlog::info("hop=client.{}", online ? "online" : "offline");
         if (!online) {
           drop_link(self, "going offline");
-        } else if (ls.phase != Phase::starting && !ls.binding_refused) {
+        } else if (ls.phase != Phase::starting && !ls.binding_refused && !ls.resiting) {
           ls.backoff->reset();
           connect(self);
         }

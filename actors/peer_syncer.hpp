@@ -112,12 +112,16 @@ struct peer_syncer_state {
   uint64_t generation = 0;
 
   std::string site;              // our 16-byte site id
+  std::string instance;          // 16 random bytes of this run (hello.instance_id)
   std::string server_site;       // learned from the welcome (or the peer table at start)
   int64_t cursor = 0;            // highest server db_version merged here
   int64_t server_known = 0;      // highest server db_version we know exists
   int64_t local_version = 0;     // highest local db_version known (own writes)
   int64_t client_acked = 0;      // highest own db_version the server holds
+  int64_t recorded_acked = 0;    // of which recorded in the peer table (told in the next hello)
   int64_t pushed_through = 0;    // own versions pushed (or found empty) on this connection
+  int64_t push_from = 0;         // from_db_version of the next push (the previous push's to)
+  bool resiting = false;         // taking a new site id (no connection meanwhile)
   std::string resume;            // set while version pushed_through + 1 is pushed in parts
   uint64_t push_seq = 0;
   uint32_t push_window = 16;

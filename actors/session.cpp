@@ -1,5 +1,8 @@
 #include "actors/session.hpp"
 
+#include <algorithm>
+
+#include <caf/actor_cast.hpp>
 #include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 #include <spdlog/spdlog.h>
@@ -19,10 +22,24 @@ void send_frame(self_ptr self, const sync::Envelope& e) {
 void fail(self_ptr self, sync::Error::Code code, const std::string& message) {
   if (self->state.phase == session_state::Phase::closed) return;
   spdlog::info("hop=server.session_refused client={} user={} code={} reason=\"{}\"", self->state.client,
-               self->state.user, sync::Error::Code_Name(code), message);
+               self->state.user, sync::Error::Code_Name(code), sync_frames::log_escape(message, 1024));
   send_frame(self, sync_frames::error_envelope(code, message, true));
   self->state.phase = session_state::Phase::closed;
   if (self->state.connection) self->state.connection->close(net::kClosePolicyViolation, sync::Error::Code_Name(code));
+}
+
+// Sends `atom` to the session after `delay`, through a timer of its connection. Not
+// delayed_send: CAF's clock holds a strong reference to the receiver until the message is
+// due, so every session would outlive its connection by the hello timeout, and an
+// authenticated one by its token's whole lifetime (days): memory that grows with every
+// connection. The connection's timer ends with the connection and holds only a weak handle.
+template <class Atom>
+void after(self_ptr self, std::chrono::milliseconds delay, Atom atom) {
+  if (!self->state.connection) return;
+  auto weak = caf::actor_cast<caf::actor_addr>(self);
+  self->state.connection->set_timer(std::max(delay, std::chrono::milliseconds(0)), [weak, atom] {
+    if (auto me = caf::actor_cast<session_actor>(weak)) caf::anon_send(me, atom);
+  });
 }
 
 // The session's name within its channel, unique across the cluster's hosts (connection ids
@@ -71,12 +88,13 @@ void on_hello(self_ptr self, const sync::Hello& hello) {
   {
     const auto now = std::chrono::system_clock::now();
     const auto expiry = std::chrono::system_clock::time_point(std::chrono::seconds(claims->expires_at + verify.leeway_seconds));
-    self->delayed_send(self, std::chrono::duration_cast<std::chrono::milliseconds>(expiry - now), token_expired_atom::value);
+    after(self, std::chrono::duration_cast<std::chrono::milliseconds>(expiry - now), token_expired_atom::value);
   }
   self->state.user = claims->user;
   self->state.hello = hello;
   self->state.hello.clear_token();
-  self->state.client = hello.client_name() + "@" + self->state.connection->peer();
+  // The name is the client's free text: escaped, so that it cannot forge log records.
+  self->state.client = sync_frames::log_escape(hello.client_name(), 64) + "@" + self->state.connection->peer();
   self->state.phase = session_state::Phase::joining;
   spdlog::debug("hop=server.hello user={} client={} cursor={}", self->state.user, self->state.client, hello.cursor());
   join(self);
@@ -151,7 +169,7 @@ session_actor::behavior_type session(self_ptr self, std::shared_ptr<net::Connect
     }
     fail(self, sync::Error::UNAVAILABLE, "the user's channel closed; reconnect");
   });
-  self->delayed_send(self, self->state.config->hello_timeout, hello_timeout_atom::value);
+  after(self, self->state.config->hello_timeout, hello_timeout_atom::value);
   return {
       [self](frame_atom, std::string& frame) { on_frame(self, frame); },
       [self](closed_atom, std::string& why) {

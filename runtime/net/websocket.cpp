@@ -13,6 +13,7 @@
 // over (idle timeout with keep-alive pings, and the closing handshake's timeout).
 #include "runtime/net/websocket.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <future>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
@@ -193,6 +195,19 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
       beast::error_code ignored;
       beast::get_lowest_layer(self->ws_).socket().shutdown(tcp::socket::shutdown_both, ignored);
       beast::get_lowest_layer(self->ws_).socket().close(ignored);
+    });
+  }
+
+  void set_timer(std::chrono::milliseconds after, std::function<void()> fn) override {
+    asio::post(ws_.get_executor(), [self = this->shared_from_this(), after, fn = std::move(fn)]() mutable {
+      if (self->finished_) return;
+      auto timer = std::make_shared<asio::steady_timer>(self->ws_.get_executor(), after);
+      self->timers_.push_back(timer);
+      timer->async_wait([self, timer, fn = std::move(fn)](beast::error_code ec) {
+        auto& timers = self->timers_;
+        timers.erase(std::remove(timers.begin(), timers.end(), timer), timers.end());
+        if (!ec && !self->finished_) fn();
+      });
     });
   }
 
@@ -406,6 +421,7 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
     beast::error_code ignored;
     beast::get_lowest_layer(ws_).socket().close(ignored);
     if (registry_) registry_->remove(id_);
+    for (auto& timer : timers_) timer->cancel();  // their handlers run (aborted) and let go of fn
     auto handler = std::move(handler_);
     handler_ = {};
     if (handler.on_close) handler.on_close(why);
@@ -426,6 +442,7 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
   std::optional<http::request_parser<http::empty_body>> parser_;
   beast::flat_buffer read_buffer_;
   std::deque<std::string> queue_;
+  std::vector<std::shared_ptr<asio::steady_timer>> timers_;  // pending set_timer()s
   std::string current_;  // the frame being written (not in queue_)
   std::atomic<size_t> queued_bytes_{0};
   std::atomic<bool> open_{true};

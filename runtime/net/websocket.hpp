@@ -59,6 +59,10 @@ class Connection {
   virtual void close(uint16_t code, const std::string& reason) = 0;
   // Drops the TCP connection at once, without a close frame (tests, shutdown).
   virtual void abort() = 0;
+  // Runs `fn` on a loop thread after `after`, unless the connection is down by then: its
+  // timers are cancelled when it goes down, and `fn` is destroyed without running. (A
+  // timer that ends with its connection holds nothing of a closed connection's owner.)
+  virtual void set_timer(std::chrono::milliseconds after, std::function<void()> fn) = 0;
   virtual bool is_open() const = 0;
   virtual size_t queued_bytes() const = 0;
   virtual const std::string& peer() const = 0;  // "127.0.0.1:40512"

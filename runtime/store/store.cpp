@@ -1015,6 +1015,70 @@ Status Store::record_peer_ack(const SiteId& peer, int64_t acked) {
   return st->run();
 }
 
+Result<SiteId> Store::take_new_site(int64_t keep_through) {
+  Impl& s = *impl_;
+  const SiteId old_site = s.site;
+  SiteId fresh = random_site();
+  while (s.site_ordinals.count(site_bytes(fresh))) fresh = random_site();
+  const auto old_ordinal = static_cast<int64_t>(s.sites.size());
+  Transaction txn(*s.db);
+  TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
+  {
+    // Ordinal 0 (this replica) gets the new id; the old id becomes an ordinary site.
+    TANDEM_ASSIGN_OR_RETURN(auto own, s.db->prepare("UPDATE tandem_sites SET site_id = ?1 WHERE ordinal = 0"));
+    TANDEM_RETURN_IF_ERROR(own->bind(1, Value::Blob(site_bytes(fresh))));
+    TANDEM_RETURN_IF_ERROR(own->run());
+    TANDEM_ASSIGN_OR_RETURN(auto old, s.db->prepare("INSERT INTO tandem_sites(ordinal, site_id) VALUES (?1, ?2)"));
+    TANDEM_RETURN_IF_ERROR(old->bind_int64(1, old_ordinal));
+    TANDEM_RETURN_IF_ERROR(old->bind(2, Value::Blob(site_bytes(old_site))));
+    TANDEM_RETURN_IF_ERROR(old->run());
+    TANDEM_ASSIGN_OR_RETURN(auto meta, s.db->prepare("UPDATE tandem_meta SET value = ?1 WHERE key = 'site_id'"));
+    TANDEM_RETURN_IF_ERROR(meta->bind(1, Value::Blob(site_bytes(fresh))));
+    TANDEM_RETURN_IF_ERROR(meta->run());
+    // No peer holds a change of the new site yet.
+    TANDEM_RETURN_IF_ERROR(s.db->exec("UPDATE tandem_peers SET acked = 0"));
+  }
+  // Clocks of our changes up to keep_through move to the old id's ordinal.
+  for (const auto& t : s.tables) {
+    TANDEM_ASSIGN_OR_RETURN(auto read, s.db->prepare("SELECT pk, cl, clock FROM " + t->clock_table()));
+    TANDEM_ASSIGN_OR_RETURN(auto write, s.db->prepare("UPDATE " + t->clock_table() + " SET clock = ?1 WHERE pk = ?2"));
+    std::vector<std::pair<Value, std::string>> updates;
+    for (;;) {
+      TANDEM_ASSIGN_OR_RETURN(bool row, read->step());
+      if (!row) break;
+      RowClock clock;
+      clock.exists = true;
+      clock.cl = read->column_int64(1);
+      const Value bytes = read->column(2);
+      TANDEM_RETURN_IF_ERROR(decode_clock(bytes.bytes(), t->value_columns.size(), &clock).with_context("clock of a row of " + t->name));
+      bool moved = false;
+      auto move = [&](CellClock& c) {
+        if (c.present() && c.site == 0 && c.db_version <= keep_through) {
+          c.site = old_ordinal;
+          moved = true;
+        }
+      };
+      for (auto& c : clock.cells) move(c);
+      move(clock.sentinel);
+      if (moved) updates.emplace_back(read->column(0), encode_clock(clock));
+    }
+    for (const auto& [key, record] : updates) {
+      write->reset();
+      TANDEM_RETURN_IF_ERROR(write->bind(1, Value::Blob(record)));
+      TANDEM_RETURN_IF_ERROR(write->bind(2, key));
+      TANDEM_RETURN_IF_ERROR(write->run());
+    }
+  }
+  TANDEM_RETURN_IF_ERROR(txn.commit());
+  s.site = fresh;
+  s.sites[0] = fresh;
+  s.sites.push_back(old_site);
+  s.site_ordinals.erase(site_bytes(old_site));
+  s.site_ordinals[site_bytes(fresh)] = 0;
+  s.site_ordinals[site_bytes(old_site)] = old_ordinal;
+  return fresh;
+}
+
 const SiteId& Store::site_id() const { return impl_->site; }
 int64_t Store::db_version() const { return impl_->db_version; }
 Database& Store::database() { return *impl_->db; }

@@ -131,6 +131,12 @@ class Store {
   // Records that `peer` holds every change of ours up to `acked` (monotonic).
   Status record_peer_ack(const SiteId& peer, int64_t acked);
 
+  // Gives this replica a new random site id, because another device uses the current one
+  // (a copied file). Our changes with db_version <= keep_through stay attributed to the old
+  // id (a server acknowledged them under it); later ones become the new site's. Every peer's
+  // `acked` is reset: no peer holds a change of the new site. Returns the new id.
+  Result<SiteId> take_new_site(int64_t keep_through);
+
   // Checks the invariants of store_format.hpp (every row has a live clock record and every
   // live record a row; records decode; counters agree) and SQLite's quick_check. O(rows).
   Status verify();

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -80,16 +81,50 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   if (!site) return Status::InvalidArgument("hello.site_id must be 16 bytes");
   if (*site == store_->site_id()) return Status::InvalidArgument("client site id equals the server's");
   TANDEM_ASSIGN_OR_RETURN(auto declared, sync_schema::adopt_tables(*store_, {hello.schema().begin(), hello.schema().end()}));
+  if (durability_owed_) {
+    // A failed group commit left merges on disk that were never fsync'd, and the welcome
+    // below tells the client the server holds them: sync first, or refuse.
+    Status synced = durable_commit({*site});
+    if (!synced.ok()) return Status::Unavailable("server could not commit durably: " + synced.message());
+    durability_owed_ = false;
+  }
   TANDEM_ASSIGN_OR_RETURN(PeerCursor cursor, store_->peer(*site));
+  // One site id, one device: a device knows of every change of its site the server holds
+  // (it records each ack), so holding more than the device knows of means another device
+  // pushed under this id (a copied file), or an ack was lost on the way. Either way the
+  // device's later changes would share (site id, db_version) with changes the server
+  // already has, and be acked and dropped: it must take a new site id first.
+  const bool knows_server = hello.server_site_id() == site_bytes(store_->site_id());
+  const int64_t device_acked = knows_server ? hello.acked_db_version() : 0;
+  // Except when the push that took the server past what the device knows came from this
+  // very process (hello.instance_id): pushes of a site form one contiguous chain, so every
+  // push after the device's last ack is then its own, and only the ack was lost.
+  auto pusher = last_pusher_.find(*site);
+  const bool own_lost_ack = hello.instance_id().size() == 16 && pusher != last_pusher_.end() &&
+                            pusher->second == hello.instance_id();
+  if (cursor.received > device_acked && !own_lost_ack) {
+    Outbox refused;
+    refused.push_back({session,
+                       sync_frames::error_envelope(
+                           sync::Error::SITE_CONFLICT,
+                           "site " + site_hex(*site) + " is also used by another device: the server holds its changes up to " +
+                               std::to_string(cursor.received) + ", this device knows of " + std::to_string(device_acked) +
+                               "; take a new site id",
+                           true),
+                       true});
+    return refused;
+  }
 
   Member m;
   m.site = *site;
+  m.instance = hello.instance_id();
   for (const auto& t : declared) m.tables.insert(lower(t));
   m.name = hello.client_name();
   int64_t from = cursor.acked;
   if (hello.server_site_id() == site_bytes(store_->site_id())) from = hello.cursor();
   from = std::min(from, store_->db_version());
   m.sent = m.acked = from;
+  m.next_push_from = cursor.received;
 
   Outbox out;
   Outgoing welcome;
@@ -130,8 +165,36 @@ Status ChannelCore::push(uint64_t session, const sync::Push& push) {
     return Status::InvalidArgument("more than " + std::to_string(options_.push_window) + " unacknowledged pushes");
   if (push.batch().sender_site_id() != site_bytes(m.site))
     return Status::InvalidArgument("push batch sender is not the hello's site id");
-  if (push.batch().from_db_version() < 0 || push.batch().to_db_version() < push.batch().from_db_version())
+  const auto& batch = push.batch();
+  if (batch.from_db_version() < 0 || batch.to_db_version() < batch.from_db_version())
     return Status::InvalidArgument("push batch has a bad version range");
+  // Pushes are contiguous from what the welcome said the server holds: a push that starts
+  // elsewhere would skip versions the server then claims to hold.
+  if (batch.from_db_version() != m.next_push_from)
+    return Status::InvalidArgument("push " + std::to_string(push.seq()) + " starts after version " +
+                                   std::to_string(batch.from_db_version()) + ", the previous one ended at " +
+                                   std::to_string(m.next_push_from));
+  if (batch.changes_size() == 0) return Status::InvalidArgument("push " + std::to_string(push.seq()) + " carries no change");
+  // Every change must lie in the range the batch claims (a part may also hold the first
+  // rows of version to + 1, see ChangeBatch.resume_after): a change outside it would move
+  // the server's clock to wherever the client likes and never be accounted for.
+  const int64_t highest = batch.to_db_version() + (batch.resume_after().empty() ? 0 : 1);
+  int64_t last_change = 0;
+  for (int i = 0; i < batch.changes_size(); ++i) {
+    const int64_t v = batch.changes(i).db_version();
+    if (v <= batch.from_db_version() || v > highest)
+      return Status::InvalidArgument("push change " + std::to_string(i) + " has db_version " + std::to_string(v) +
+                                     " outside its batch's range (" + std::to_string(batch.from_db_version()) + ", " +
+                                     std::to_string(batch.to_db_version()) + "]");
+    last_change = std::max(last_change, v);
+  }
+  // The range ends at a change the push carries: the server never claims to hold versions
+  // of the device that nobody showed it.
+  if (batch.to_db_version() > last_change)
+    return Status::InvalidArgument("push " + std::to_string(push.seq()) + " claims versions up to " +
+                                   std::to_string(batch.to_db_version()) + " but its last change is at " +
+                                   std::to_string(last_change));
+  m.next_push_from = batch.to_db_version();
   m.last_push_seq = push.seq();
   m.pending.push_back(push);
   ++pending_pushes_;
@@ -150,6 +213,8 @@ Outbox ChannelCore::flush() {
   std::vector<Job> jobs;
   for (auto& [session, m] : members_) {
     if (m.pending.empty()) continue;
+    // (Checked against the store at merge time below: another session of the same site
+    // may have pushed since this one joined.)
     Job job{session, m.pending.back().seq(), m.pending.front().batch()};
     for (size_t i = 1; i < m.pending.size(); ++i) {
       const auto& b = m.pending[i].batch();
@@ -171,9 +236,29 @@ Outbox ChannelCore::flush() {
   bool synced = false;
   for (size_t j = 0; j < jobs.size(); ++j) {
     const bool last = j + 1 == jobs.size();
-    if (last) (void)db.exec("PRAGMA synchronous=FULL");
+    {
+      const SiteId& site = members_.at(jobs[j].session).site;
+      auto held = store_->peer(site);
+      if (held.ok() && held->received != jobs[j].batch.from_db_version()) {
+        // Another connection pushed under this site id since this one joined: two devices
+        // share it. Nothing of this batch is merged; the device takes a new site id.
+        out.push_back({jobs[j].session,
+                       sync_frames::error_envelope(sync::Error::SITE_CONFLICT,
+                                                   "site " + site_hex(site) + " is also used by another device: the server " +
+                                                       "holds its changes up to " + std::to_string(held->received) +
+                                                       ", this push continues from " +
+                                                       std::to_string(jobs[j].batch.from_db_version()) + "; take a new site id",
+                                                   true),
+                       true});
+        continue;
+      }
+    }
+    // If FULL cannot be set, this merge commits without an fsync, so it does not make the
+    // group durable: durable_commit() must do it (and fails the same way, so nothing is acked).
+    const bool full = last && db.exec("PRAGMA synchronous=FULL").ok();
     auto merged = store_->merge(jobs[j].batch);
-    if (last) (void)db.exec("PRAGMA synchronous=NORMAL");
+    // A failed switch back to NORMAL only leaves the next merges syncing more than needed.
+    if (full && !db.exec("PRAGMA synchronous=NORMAL").ok()) ++stats_.sync_mode_failures;
     ++stats_.merges;
     if (!merged.ok()) {
       out.push_back({jobs[j].session,
@@ -184,16 +269,18 @@ Outbox ChannelCore::flush() {
                      true});
       continue;
     }
-    synced = last;
+    synced = full;
     stats_.changes_merged += jobs[j].batch.changes_size();
     stats_.changes_applied += merged->changes_applied;
     merged_sites.push_back(members_.at(jobs[j].session).site);
+    last_pusher_[members_.at(jobs[j].session).site] = members_.at(jobs[j].session).instance;
     to_ack.emplace_back(jobs[j].session, jobs[j].last_seq);
   }
   if (!merged_sites.empty()) {
     Status durable = synced ? Status::Ok() : durable_commit(merged_sites);
     if (!durable.ok()) {
       // Nothing may be acknowledged that is not known durable; the clients push again.
+      durability_owed_ = true;
       for (auto& [session, seq] : to_ack)
         out.push_back({session, sync_frames::error_envelope(sync::Error::UNAVAILABLE,
                                                              "server could not commit durably: " + durable.message(), true),
@@ -201,6 +288,7 @@ Outbox ChannelCore::flush() {
       return out;
     }
     ++stats_.group_commits;
+    durability_owed_ = false;
     for (auto& [session, seq] : to_ack) {
       Member& m = members_.at(session);
       m.acked_push_seq = seq;
@@ -269,6 +357,7 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
     // client's cursor then keeps up with the server, so it can tell when it is caught up.
     change::ChangeBatch mine = for_client(all, m.site, m.tables);
     const int64_t to = std::max(all.to_db_version(), m.sent);
+    mine.set_to_db_version(to);  // what the client's ClientAck must name (client_ack())
     Outgoing fwd;
     fwd.session = session;
     fwd.envelope.mutable_forward()->set_seq(m.next_forward_seq);
@@ -288,6 +377,16 @@ Result<Outbox> ChannelCore::client_ack(uint64_t session, const sync::ClientAck& 
   Member& m = it->second;
   if (ack.seq() == 0 || ack.seq() >= m.next_forward_seq)
     return Status::InvalidArgument("client ack for forward " + std::to_string(ack.seq()) + " that was never sent");
+  // The version acknowledged must be the one that forward carried: it becomes the cursor
+  // this client is caught up from, so a made-up one would skip changes or go backwards.
+  auto acked = std::find_if(m.in_flight.begin(), m.in_flight.end(),
+                            [&](const std::pair<uint64_t, int64_t>& f) { return f.first == ack.seq(); });
+  if (acked == m.in_flight.end())
+    return Status::InvalidArgument("client ack for forward " + std::to_string(ack.seq()) + " that was already acknowledged");
+  if (ack.server_db_version() != acked->second)
+    return Status::InvalidArgument("client ack for forward " + std::to_string(ack.seq()) + " says server_db_version " +
+                                   std::to_string(ack.server_db_version()) + ", the forward carried " +
+                                   std::to_string(acked->second));
   while (!m.in_flight.empty() && m.in_flight.front().first <= ack.seq()) {
     m.acked = std::max(m.acked, m.in_flight.front().second);
     m.in_flight.pop_front();

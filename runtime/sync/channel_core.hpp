@@ -55,6 +55,7 @@ struct ChannelStats {
   int64_t changes_applied = 0; // of which won
   int64_t forwards = 0;
   int64_t change_reads = 0;    // changes_since calls (shared across sessions at one cursor)
+  int64_t sync_mode_failures = 0; // synchronous=NORMAL could not be restored after a group commit
 };
 
 class ChannelCore {
@@ -91,9 +92,11 @@ class ChannelCore {
  private:
   struct Member {
     SiteId site{};
+    std::string instance;          // hello.instance_id
     std::set<std::string> tables;  // declared in the hello (lower case); empty: every table
     std::string name;
     uint64_t last_push_seq = 0;
+    int64_t next_push_from = 0;  // the from_db_version the next push must have
     uint64_t acked_push_seq = 0;
     uint64_t next_forward_seq = 1;
     int64_t sent = 0;   // server db_version forwarded through
@@ -113,6 +116,10 @@ class ChannelCore {
   ChannelOptions options_;
   std::map<uint64_t, Member> members_;
   size_t pending_pushes_ = 0;
+  bool durability_owed_ = false;  // merges were committed without the fsync their acks need
+  // Per site, the hello.instance_id of the connection whose push was merged last (kept only
+  // while the channel is open): an ack lost with its connection is no site conflict.
+  std::map<SiteId, std::string> last_pusher_;
   ChannelStats stats_;
 };
 

@@ -11,6 +11,9 @@
 namespace tandem::sync_frames {
 
 inline constexpr uint32_t kProtocolVersion = 1;
+// Bounds on a hello's schema, checked before anything of it runs or is kept.
+inline constexpr size_t kMaxSchemaStatementBytes = 64 * 1024;
+inline constexpr size_t kMaxSchemaBytes = 1024 * 1024;
 
 // Parses one binary frame. MALFORMED for bytes that are not an Envelope; UNKNOWN_MESSAGE
 // for an Envelope with no kind this version knows. The error is ready to send.
@@ -33,8 +36,15 @@ sync::Error::Code error_code_for(const Status& status);
 // to send when refused.
 bool check_hello(const sync::Hello& hello, sync::Error* refusal);
 
-// Short text for logs: "push seq=3 changes=120 v(10,14]".
+// Short text for logs: "push seq=3 changes=120 v(10,14]". Text that came from the peer
+// is escaped (log_escape).
 std::string describe(const sync::Envelope& envelope);
+
+// Peer-supplied text made safe for a one-line log record: printable ASCII is kept, a quote
+// and a backslash are escaped, every other byte (a newline, a control character, a byte of
+// a non-ASCII character) is written as \n, \t, \r or \xNN. At most `max` bytes of input
+// are shown (then "...").
+std::string log_escape(const std::string& text, size_t max = 256);
 
 // The cells a batch carries, for following one change through the logs:
 // "todo[1].title todo[1].done" (at most `max` cells, then "+N more"; "-" when empty).

@@ -5,6 +5,7 @@
 #include <cctype>
 
 #include "runtime/store/schema.hpp"
+#include "runtime/sync/frames.hpp"
 
 namespace tandem::sync_schema {
 namespace {
@@ -39,6 +40,11 @@ int authorize_create_table_only(void*, int action, const char* a, const char*, c
     return a != nullptr && (std::string(a) == "sqlite_master" || std::string(a) == "sqlite_schema");
   };
   switch (action) {
+    case SQLITE_CREATE_INDEX:
+      // A key that is not the rowid (a TEXT key, PRIMARY KEY(a, b)) makes SQLite create the
+      // table's automatic index while it runs the CREATE TABLE; a client cannot name an index
+      // of its own "sqlite_..." (reserved), and its CREATE INDEX statements are never run here.
+      return a != nullptr && std::string(a).rfind("sqlite_autoindex_", 0) == 0 ? SQLITE_OK : SQLITE_DENY;
     case SQLITE_CREATE_TABLE:
     case SQLITE_SELECT:
     case SQLITE_FUNCTION:
@@ -51,6 +57,63 @@ int authorize_create_table_only(void*, int action, const char* a, const char*, c
     default:
       return SQLITE_DENY;
   }
+}
+
+// Bounds on what a client's schema may fix in the user's file for good (the first hello of
+// a user decides the channel's tables).
+constexpr size_t kMaxIdentifierBytes = 128;
+constexpr size_t kMaxDefaultBytes = 1024;       // the DEFAULT expression's text
+constexpr int kMaxDefaultValueBytes = 64 * 1024;  // the value it evaluates to
+
+// A table, column or type name: 1..kMaxIdentifierBytes bytes without control characters
+// (a tab or a newline in a name breaks every tool that lists it, and logs).
+Status check_identifier(const std::string& what, const std::string& name, bool may_be_empty = false) {
+  if (name.empty() && !may_be_empty) return Status::InvalidArgument(what + " is empty");
+  if (name.size() > kMaxIdentifierBytes)
+    return Status::InvalidArgument(what + " is longer than " + std::to_string(kMaxIdentifierBytes) + " bytes (" +
+                                   std::to_string(name.size()) + ")");
+  for (char ch : name) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f)
+      return Status::InvalidArgument(what + " '" + sync_frames::log_escape(name) + "' contains a control character");
+  }
+  return Status::Ok();
+}
+
+// Every name and DEFAULT of a table created in the scratch database is checked; a DEFAULT
+// is evaluated there under a small length limit (a merge evaluates it for every row that
+// arrives without that column, so `zeroblob(500000000)` would cost that much each time).
+Status check_table_bounds(Database& scratch, const std::string& table) {
+  TANDEM_RETURN_IF_ERROR(check_identifier("table name", table));
+  TANDEM_ASSIGN_OR_RETURN(auto info, scratch.prepare("SELECT name, type, dflt_value FROM pragma_table_info(?1)"));
+  TANDEM_RETURN_IF_ERROR(info->bind(1, Value::Text(table)));
+  for (;;) {
+    TANDEM_ASSIGN_OR_RETURN(bool row, info->step());
+    if (!row) break;
+    const std::string column = info->column(0).bytes();
+    TANDEM_RETURN_IF_ERROR(check_identifier("column name of table " + table, column));
+    TANDEM_RETURN_IF_ERROR(check_identifier("declared type of " + table + "." + column, info->column(1).bytes(), true));
+    const Value dflt = info->column(2);
+    if (dflt.is_null()) continue;
+    const std::string expr = dflt.bytes();
+    if (expr.size() > kMaxDefaultBytes)
+      return Status::InvalidArgument("DEFAULT of " + table + "." + column + " is longer than " +
+                                     std::to_string(kMaxDefaultBytes) + " bytes");
+    const int old_limit = sqlite3_limit(scratch.raw(), SQLITE_LIMIT_LENGTH, kMaxDefaultValueBytes);
+    sqlite3_set_authorizer(scratch.raw(), authorize_create_table_only, nullptr);  // the text is the client's
+    Status evaluated = [&]() -> Status {
+      TANDEM_ASSIGN_OR_RETURN(auto st, scratch.prepare("SELECT " + expr));
+      TANDEM_ASSIGN_OR_RETURN(bool got, st->step());
+      if (!got) return Status::InvalidArgument("no value");
+      return Status::Ok();
+    }();
+    sqlite3_set_authorizer(scratch.raw(), nullptr, nullptr);
+    sqlite3_limit(scratch.raw(), SQLITE_LIMIT_LENGTH, old_limit);
+    if (!evaluated.ok())
+      return Status::InvalidArgument("DEFAULT of " + table + "." + column + " must be a constant of at most " +
+                                     std::to_string(kMaxDefaultValueBytes) + " bytes: " + evaluated.message());
+  }
+  return Status::Ok();
 }
 
 bool same_shape(const TableInfo& a, const TableInfo& b) {
@@ -140,6 +203,7 @@ Result<std::vector<std::string>> adopt_tables(Store& store, const std::vector<st
   std::vector<std::pair<std::string, std::string>> missing;
   for (size_t i = 0; i < tables.size(); i += 2) {
     const std::string& name = tables[i];
+    TANDEM_RETURN_IF_ERROR(check_table_bounds(*scratch, name).with_context("schema refused"));
     auto declared = inspect_table(*scratch, name);
     if (!declared.ok()) return declared.status().with_context("table " + name + " cannot replicate");
     const TableInfo* existing = store.table(name);

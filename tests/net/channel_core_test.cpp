@@ -2,6 +2,8 @@
 // acks, forwards and client acks between real Stores, and every refusal.
 #include <catch2/catch.hpp>
 
+#include <sqlite3.h>
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -159,6 +161,7 @@ TEST_CASE("a reconnecting client gets exactly what it missed, by its cursor or t
     REQUIRE(b->merge(to_b[0].forward().batch()).ok());
     sync::ClientAck ack;
     ack.set_seq(1);
+    ack.set_server_db_version(to_b[0].forward().batch().to_db_version());
     REQUIRE((*ch)->client_ack(2, ack).ok());
     (*ch)->leave(2);  // b goes offline; its ack is recorded
     server_site = site_bytes((*ch)->site_id());
@@ -188,7 +191,9 @@ TEST_CASE("a reconnecting client gets exactly what it missed, by its cursor or t
     CHECK(rows(*b) == rows(*a));
   }
   SECTION("a pusher learns what the server holds of it") {
-    auto joined = (*ch)->join(8, "bob", hello(*a));
+    sync::Hello h = hello(*a, server_site, 0);
+    h.set_acked_db_version(a->db_version());
+    auto joined = (*ch)->join(8, "bob", h);
     REQUIRE(joined.ok());
     CHECK((*joined)[0].envelope.welcome().client_acked_db_version() == a->db_version());
   }
@@ -214,15 +219,18 @@ TEST_CASE("the forward window holds back forwards until the client acks", "[chan
   }
   REQUIRE(to_b.size() == 2);
   uint64_t acked = 0;
+  int64_t merged_to = 0;
   while (!to_b.empty()) {
     for (const auto& e : to_b) {
       REQUIRE(e.has_forward());
       CHECK(e.forward().seq() == acked + 1);
       REQUIRE(b->merge(e.forward().batch()).ok());
+      merged_to = e.forward().batch().to_db_version();
       ++acked;
     }
     sync::ClientAck ack;
     ack.set_seq(acked);
+    ack.set_server_db_version(merged_to);
     auto more = (*ch)->client_ack(2, ack);
     REQUIRE(more.ok());
     to_b = for_session(*more, 2);
@@ -242,8 +250,6 @@ TEST_CASE("bad pushes are refused and change nothing", "[channel][bad-input]") {
   REQUIRE((*ch)->join(1, "c", hello(*a)).ok());
   REQUIRE((*ch)->join(2, "c", hello(*b)).ok());
   write(*a, "INSERT INTO todo(id, title) VALUES (1, 'x')");
-  const int64_t before = (*ch)->db_version();
-
   CHECK_FALSE((*ch)->push(1, push_since(*a, 2, 0)).ok());  // seq must start at 1
   CHECK_FALSE((*ch)->push(2, push_since(*a, 1, 0)).ok());  // a's batch on b's session
   CHECK_FALSE((*ch)->push(9, push_since(*a, 1, 0)).ok());  // not joined
@@ -251,19 +257,17 @@ TEST_CASE("bad pushes are refused and change nothing", "[channel][bad-input]") {
     // More unacknowledged pushes than the window allows (a third session).
     auto c = client_store(3);
     REQUIRE((*ch)->join(3, "c", hello(*c)).ok());
-    sync::Push empty;
-    empty.mutable_batch()->set_sender_site_id(site_bytes(c->site_id()));
-    for (uint64_t seq = 1; seq <= 16; ++seq) {
-      empty.set_seq(seq);
-      REQUIRE((*ch)->push(3, empty).ok());
+    for (uint64_t seq = 1; seq <= 17; ++seq) {
+      write(*c, "INSERT INTO todo(id, title) VALUES (" + std::to_string(100 + seq) + ", 'c')");
+      if (seq <= 16) REQUIRE((*ch)->push(3, push_since(*c, seq, static_cast<int64_t>(seq) - 1)).ok());
     }
-    empty.set_seq(17);
-    CHECK_FALSE((*ch)->push(3, empty).ok());
+    CHECK_FALSE((*ch)->push(3, push_since(*c, 17, 16)).ok());
     (*ch)->flush();  // acks 1..16: the window opens again
-    REQUIRE((*ch)->push(3, empty).ok());
+    REQUIRE((*ch)->push(3, push_since(*c, 17, 16)).ok());
     (*ch)->flush();
   }
 
+  const int64_t before = (*ch)->db_version();
   sync::Push bad = push_since(*a, 1, 0);
   bad.mutable_batch()->mutable_changes(0)->set_table("no_such_table");
   REQUIRE((*ch)->push(1, bad).ok());  // queued; the merge refuses it
@@ -461,4 +465,199 @@ TEST_CASE("binding: the first sync binds a database to its user and server, othe
 
   CHECK(sync_binding::normalize_server_url("wss://h/sync") == "wss://h:443/sync");
   CHECK(sync_binding::normalize_server_url("ws://[::1]:80/x") == sync_binding::normalize_server_url("ws://[::1]/x"));
+
+namespace {
+
+// Refuses only `PRAGMA synchronous`, as a connection whose durability cannot be set would.
+int deny_synchronous(void*, int action, const char* a, const char*, const char*, const char*) {
+  return action == SQLITE_PRAGMA && a != nullptr && std::string(a) == "synchronous" ? SQLITE_DENY : SQLITE_OK;
+}
+
+}  // namespace
+
+TEST_CASE("no ack follows a group commit whose synchronous=FULL could not be set", "[channel][fault]") {
+  TempDir dir;
+  auto channel = ChannelCore::open(dir.path + "/users/alice.db");
+  REQUIRE(channel.ok());
+  auto& ch = **channel;
+  auto a = client_store(1);
+  REQUIRE(ch.join(1, "alice", hello(*a)).ok());
+  write(*a, "INSERT INTO todo(id, title) VALUES (1, 'milk')");
+
+  sqlite3_set_authorizer(ch.store().database().raw(), deny_synchronous, nullptr);
+  REQUIRE(ch.push(1, push_since(*a, 1, 0)).ok());
+  Outbox out = ch.flush();
+  auto to_a = for_session(out, 1);
+  REQUIRE(to_a.size() == 1);
+  INFO(sync_frames::describe(to_a[0]));
+  REQUIRE(to_a[0].has_error());  // not an Ack: the commit was not fsync'd
+  CHECK(to_a[0].error().code() == sync::Error::UNAVAILABLE);
+  CHECK(to_a[0].error().fatal());
+  CHECK(ch.stats().group_commits == 0);
+  // Its reconnection is refused while the server still cannot sync: the welcome would tell
+  // it the server holds the merged changes.
+  ch.leave(1);
+  auto refused = ch.join(3, "alice", hello(*a));
+  REQUIRE_FALSE(refused.ok());
+  CHECK(sync_frames::error_code_for(refused.status()) == sync::Error::UNAVAILABLE);
+  sqlite3_set_authorizer(ch.store().database().raw(), nullptr, nullptr);
+
+  // Once the server can sync again, a join pays the fsync it owed before any welcome.
+  auto c = client_store(3);
+  auto joined = ch.join(2, "alice", hello(*c));
+  REQUIRE(joined.ok());
+  REQUIRE((*joined)[0].envelope.has_welcome());
+  // The device was never acknowledged, while the server holds its change: the same as an
+  // ack lost on the way, so it is told to take a new site id (docs/protocol.md), and its
+  // change, pushed again under the new id, is acknowledged.
+  sync::Hello again = hello(*a, (*joined)[0].envelope.welcome().server_site_id(), 0);
+  auto conflict = ch.join(4, "alice", again);
+  REQUIRE(conflict.ok());
+  REQUIRE((*conflict)[0].envelope.has_error());
+  CHECK((*conflict)[0].envelope.error().code() == sync::Error::SITE_CONFLICT);
+  REQUIRE(a->take_new_site(0).ok());
+  REQUIRE(ch.join(5, "alice", hello(*a)).ok());
+  REQUIRE(ch.push(5, push_since(*a, 1, 0)).ok());
+  auto acked = for_session(ch.flush(), 5);
+  REQUIRE_FALSE(acked.empty());
+  REQUIRE(acked[0].has_ack());
+  CHECK(acked[0].ack().client_acked_db_version() == a->db_version());
+  CHECK(ch.stats().group_commits == 1);
+}
+
+TEST_CASE("pushes must be contiguous, carry changes and end at one of them", "[channel][bad-input]") {
+  TempDir dir;
+  auto channel = ChannelCore::open(dir.path + "/users/k.db");
+  REQUIRE(channel.ok());
+  auto& ch = **channel;
+  auto a = client_store(1);
+  REQUIRE(ch.join(1, "k", hello(*a)).ok());
+  write(*a, "INSERT INTO todo(id, title) VALUES (1, 'x')");
+  sync::Push p = push_since(*a, 1, 0);
+  SECTION("a push that starts after what the server holds") {
+    p.mutable_batch()->set_from_db_version(1);
+    p.mutable_batch()->set_to_db_version(2);
+    p.mutable_batch()->mutable_changes(0)->set_db_version(2);
+  }
+  SECTION("an empty push claiming a range") {
+    p.mutable_batch()->clear_changes();
+    p.mutable_batch()->set_to_db_version(1000000);
+  }
+  SECTION("a range beyond its last change") { p.mutable_batch()->set_to_db_version(1000000); }
+  CHECK_FALSE(ch.push(1, p).ok());
+  CHECK_FALSE(ch.has_pending());
+  CHECK(ch.db_version() == 0);
+  CHECK(ch.store().peer(a->site_id())->received == 0);
+}
+
+TEST_CASE("one site id on two devices: the second is refused and takes a new site id, nothing is lost", "[channel]") {
+  TempDir dir;
+  auto channel = ChannelCore::open(dir.path + "/users/t.db");
+  REQUIRE(channel.ok());
+  auto& ch = **channel;
+  auto a = client_store(1);
+  const auto welcome = (*ch.join(1, "t", hello(*a)))[0].envelope.welcome();
+  write(*a, "INSERT INTO todo(id, title) VALUES (1, 'from a before the copy')");
+  REQUIRE(ch.push(1, push_since(*a, 1, 0)).ok());
+  REQUIRE(for_session(ch.flush(), 1)[0].has_ack());
+  const int64_t acked_at_copy = a->db_version();
+
+  // b is a copy of a's file: the same site id and history, the same acknowledgement recorded.
+  auto b = client_store(1);
+  REQUIRE(b->merge(*a->changes_since(0)).ok());
+  write(*a, "INSERT INTO todo(id, title) VALUES (2, 'from a after the copy')");
+  REQUIRE(ch.push(1, push_since(*a, 2, acked_at_copy)).ok());
+  REQUIRE(for_session(ch.flush(), 1)[0].has_ack());
+  write(*b, "INSERT INTO todo(id, title) VALUES (3, 'from b')");  // the same (site, db_version) as a's id 2
+
+  SECTION("the copy connects after the original pushed") {
+    sync::Hello hb = hello(*b, welcome.server_site_id(), 0);
+    hb.set_acked_db_version(acked_at_copy);
+    auto refused = ch.join(2, "t", hb);
+    REQUIRE(refused.ok());
+    REQUIRE(refused->size() == 1);
+    REQUIRE((*refused)[0].envelope.has_error());
+    CHECK((*refused)[0].envelope.error().code() == sync::Error::SITE_CONFLICT);
+    CHECK((*refused)[0].close_after);
+    CHECK(ch.session_count() == 1);
+  }
+  SECTION("a copy connected at the same time pushes after the original") {
+    auto c = client_store(1);
+    for (int i = 0; i < 5; ++i) write(*c, "INSERT INTO todo(id, title) VALUES (" + std::to_string(10 + i) + ", 'from c')");
+    const int64_t held = ch.store().peer(a->site_id())->received;
+    sync::Hello hc = hello(*c, welcome.server_site_id(), 0);
+    hc.set_acked_db_version(held);
+    REQUIRE(ch.join(2, "t", hc).ok());  // nothing tells the copies apart yet
+    const int64_t before = a->db_version();
+    write(*a, "INSERT INTO todo(id, title) VALUES (4, 'from a')");
+    REQUIRE(ch.push(1, push_since(*a, 3, before)).ok());
+    REQUIRE(ch.push(2, push_since(*c, 1, held)).ok());
+    auto out = ch.flush();
+    REQUIRE(for_session(out, 1)[0].has_ack());
+    auto to_c = for_session(out, 2);
+    REQUIRE_FALSE(to_c.empty());
+    REQUIRE(to_c[0].has_error());
+    CHECK(to_c[0].error().code() == sync::Error::SITE_CONFLICT);
+    CHECK_THAT(rows(ch.store()), !Catch::Contains("from c"));
+  }
+
+  // The copy takes a new site id; what the server acknowledged stays under the old one.
+  auto fresh = b->take_new_site(acked_at_copy);
+  REQUIRE(fresh.ok());
+  CHECK(*fresh != a->site_id());
+  CHECK(b->site_id() == *fresh);
+  auto all = b->changes_since(0);
+  REQUIRE(all.ok());
+  for (const auto& c : all->changes())
+    CHECK((c.db_version() <= acked_at_copy) == (c.site_id() == site_bytes(a->site_id())));
+  auto joined = ch.join(3, "t", hello(*b, welcome.server_site_id(), 0));
+  REQUIRE(joined.ok());
+  REQUIRE((*joined)[0].envelope.has_welcome());
+  CHECK((*joined)[0].envelope.welcome().client_acked_db_version() == 0);
+  REQUIRE(ch.push(3, push_since(*b, 1, 0)).ok());
+  auto to_b = for_session(ch.flush(), 3);
+  REQUIRE_FALSE(to_b.empty());
+  REQUIRE(to_b[0].has_ack());
+  CHECK(to_b[0].ack().client_acked_db_version() == b->db_version());
+  // A new device receives every write: a's and b's.
+  auto d = client_store(4);
+  auto joined_d = ch.join(4, "t", hello(*d));
+  REQUIRE(joined_d.ok());
+  for (const auto& o : *joined_d)
+    if (o.envelope.has_forward()) REQUIRE(d->merge(o.envelope.forward().batch()).ok());
+  CHECK_THAT(rows(*d), Catch::Contains("1 'from a before the copy'") && Catch::Contains("2 'from a after the copy'") &&
+                           Catch::Contains("3 'from b'"));
+}
+
+TEST_CASE("an ack lost with its connection is no site conflict for the same client run, and one for another run", "[channel]") {
+  TempDir dir;
+  auto channel = ChannelCore::open(dir.path + "/users/l.db");
+  REQUIRE(channel.ok());
+  auto& ch = **channel;
+  auto a = client_store(1);
+  const std::string run(16, 'r'), other_run(16, 'o');
+  sync::Hello first = hello(*a);
+  first.set_instance_id(run);
+  const auto welcome = (*ch.join(1, "l", first))[0].envelope.welcome();
+  write(*a, "INSERT INTO todo(id, title) VALUES (1, 'x')");
+  REQUIRE(ch.push(1, push_since(*a, 1, 0)).ok());
+  REQUIRE(for_session(ch.flush(), 1)[0].has_ack());  // merged and acked, but the ack is lost
+  ch.leave(1);
+
+  sync::Hello again = hello(*a, welcome.server_site_id(), 0);
+  again.set_acked_db_version(0);  // the device never saw the ack
+  SECTION("the same run reconnects") {
+    again.set_instance_id(run);
+    auto joined = ch.join(2, "l", again);
+    REQUIRE(joined.ok());
+    REQUIRE((*joined)[0].envelope.has_welcome());
+    CHECK((*joined)[0].envelope.welcome().client_acked_db_version() == a->db_version());
+  }
+  SECTION("another run (or a copy) cannot tell its changes apart") {
+    again.set_instance_id(other_run);
+    auto joined = ch.join(2, "l", again);
+    REQUIRE(joined.ok());
+    REQUIRE((*joined)[0].envelope.has_error());
+    CHECK((*joined)[0].envelope.error().code() == sync::Error::SITE_CONFLICT);
+  }
 }

@@ -128,6 +128,7 @@ struct Graph {
   std::unique_ptr<net::Server> server;
   std::deque<Node> nodes;  // stable references
   std::vector<Node> retired;
+  std::vector<std::string> schema{kSchema};  // every node's; must declare todo (the watched table)
 
   Graph() {
     actors::DirectoryConfig dc;
@@ -158,7 +159,7 @@ struct Graph {
                  size_t push_batch_changes = 2000) {
     DbWorkerConfig wc;
     wc.path = dir.path + "/" + name + ".db";
-    wc.schema = {kSchema};
+    wc.schema = schema;
     wc.name = name;
     wc.journal = std::make_shared<ivm::DeltaJournal>();
     auto worker = spawn_db_worker(system, wc);
@@ -170,7 +171,7 @@ struct Graph {
     REQUIRE(token.ok());
     pc.token = *token;
     pc.loop = client_loop;
-    pc.schema = {kSchema};
+    pc.schema = schema;
     pc.client_name = name;
     pc.backoff_base = 20ms;
     pc.backoff_cap = 200ms;
@@ -193,10 +194,13 @@ struct Graph {
     return nodes.back();
   }
 
-  int64_t write(Node& n, const std::string& sql) {
+  int64_t write(Node& n, const std::string& sql) { return write_all(n, {sql}); }
+
+  // One transaction of several statements.
+  int64_t write_all(Node& n, const std::vector<std::string>& statements) {
     caf::scoped_actor self{system};
     worker::WriteRequest req;
-    req.add_statements()->set_sql(sql);
+    for (const auto& sql : statements) req.add_statements()->set_sql(sql);
     int64_t version = -1;
     self->request(n.worker, 10s, req)
         .receive(
@@ -209,10 +213,12 @@ struct Graph {
     return version;
   }
 
-  std::string rows(Node& n) {
+  std::string rows(Node& n) { return query(n, "SELECT id, title, done FROM todo ORDER BY id"); }
+
+  std::string query(Node& n, const std::string& sql) {
     caf::scoped_actor self{system};
     worker::QueryRequest q;
-    q.set_sql("SELECT id, title, done FROM todo ORDER BY id");
+    q.set_sql(sql);
     std::string out;
     self->request(n.worker, 10s, q)
         .receive(
@@ -350,4 +356,64 @@ TEST_CASE("a transaction larger than a push is pushed in parts and converges", "
   const std::string rows = g.converge();
   CHECK(std::count(rows.begin(), rows.end(), '\n') == 1500);
   (void)b;
+}
+
+TEST_CASE("every key kind the store accepts syncs both ways between two devices through the server", "[graph][keys]") {
+  Graph g;
+  g.schema = {
+      kSchema,
+      "CREATE TABLE IF NOT EXISTS note(id TEXT PRIMARY KEY NOT NULL, body TEXT)",
+      "CREATE TABLE IF NOT EXISTS cell(a TEXT NOT NULL, b INTEGER NOT NULL, v TEXT, PRIMARY KEY(a, b))",
+      "CREATE TABLE IF NOT EXISTS tag(name TEXT NOT NULL, item INTEGER NOT NULL, PRIMARY KEY(name, item))",
+      "CREATE TABLE IF NOT EXISTS label(name TEXT PRIMARY KEY NOT NULL)",
+      "CREATE TABLE IF NOT EXISTS num(k INT PRIMARY KEY NOT NULL, v TEXT)",
+      "CREATE TABLE IF NOT EXISTS measure(x REAL NOT NULL PRIMARY KEY, v TEXT)",
+  };
+  auto& a = g.add_node("a");
+  auto& b = g.add_node("b");
+  const int64_t va = g.write_all(a,
+                             {"INSERT INTO todo(id, title) VALUES (1, 'int key from a')", "INSERT INTO note VALUES ('n-a', 'text key from a')", "INSERT INTO cell VALUES ('x', 1, 'composite from a')", "INSERT INTO tag VALUES ('red', 1)", "INSERT INTO label VALUES ('only-key-a')", "INSERT INTO num VALUES (10, 'int non-rowid from a')", "INSERT INTO measure VALUES (1.5, 'real key from a')"});
+  REQUIRE(g.wait_acked(a, va));
+  const int64_t vb = g.write_all(b,
+                             {"INSERT INTO todo(id, title) VALUES (2, 'int key from b')", "INSERT INTO note VALUES ('n-b', 'text key from b')", "INSERT INTO cell VALUES ('x', 2, 'composite from b')", "INSERT INTO tag VALUES ('red', 2)", "INSERT INTO label VALUES ('only-key-b')", "INSERT INTO num VALUES (20, 'int non-rowid from b')", "INSERT INTO measure VALUES (2.5, 'real key from b')"});
+  REQUIRE(g.wait_acked(b, vb));
+  auto dump = [&](Node& n) {
+    return g.query(n, "SELECT id, title FROM todo ORDER BY id") + "|" + g.query(n, "SELECT * FROM note ORDER BY id") + "|" +
+           g.query(n, "SELECT * FROM cell ORDER BY a, b") + "|" + g.query(n, "SELECT * FROM tag ORDER BY name, item") + "|" +
+           g.query(n, "SELECT * FROM label ORDER BY name") + "|" + g.query(n, "SELECT * FROM num ORDER BY k") + "|" +
+           g.query(n, "SELECT * FROM measure ORDER BY x");
+  };
+  auto converged = [&] {
+    for (int round = 0; round < 200; ++round) {
+      REQUIRE(g.caught_up(a));
+      REQUIRE(g.caught_up(b));
+      if (dump(a) == dump(b)) return dump(a);
+      std::this_thread::sleep_for(25ms);
+    }
+    FAIL("a: " << dump(a) << " b: " << dump(b));
+    return std::string();
+  };
+  CHECK(converged() ==
+        "1 'int key from a' \n2 'int key from b' \n|"
+        "'n-a' 'text key from a' \n'n-b' 'text key from b' \n|"
+        "'x' 1 'composite from a' \n'x' 2 'composite from b' \n|"
+        "'red' 1 \n'red' 2 \n|"
+        "'only-key-a' \n'only-key-b' \n|"
+        "10 'int non-rowid from a' \n20 'int non-rowid from b' \n|"
+        "1.5 'real key from a' \n2.5 'real key from b' \n");
+
+  // Updates and deletes of rows the other device created travel back, on every key kind.
+  const int64_t vb2 = g.write_all(b,
+                              {"UPDATE note SET body = 'edited by b' WHERE id = 'n-a'", "UPDATE cell SET v = 'edited by b' WHERE a = 'x' AND b = 1", "DELETE FROM tag WHERE name = 'red' AND item = 1", "DELETE FROM label WHERE name = 'only-key-a'", "UPDATE num SET v = 'edited by b' WHERE k = 10", "DELETE FROM measure WHERE x = 1.5"});
+  REQUIRE(g.wait_acked(b, vb2));
+  const int64_t va2 = g.write_all(a, {"UPDATE note SET body = 'edited by a' WHERE id = 'n-b'", "DELETE FROM cell WHERE a = 'x' AND b = 2"});
+  REQUIRE(g.wait_acked(a, va2));
+  CHECK(converged() ==
+        "1 'int key from a' \n2 'int key from b' \n|"
+        "'n-a' 'edited by b' \n'n-b' 'edited by a' \n|"
+        "'x' 1 'edited by b' \n|"
+        "'red' 2 \n|"
+        "'only-key-b' \n|"
+        "10 'edited by b' \n20 'int non-rowid from b' \n|"
+        "2.5 'real key from b' \n");
 }

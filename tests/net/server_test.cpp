@@ -17,12 +17,15 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
+#include <spdlog/spdlog.h>
+#include <spdlog/sinks/ostream_sink.h>
 
 #include "tests/net/net_test_util.hpp"
 #include "runtime/auth/token.hpp"
@@ -341,6 +344,7 @@ TEST_CASE("bad frames get an error frame and a close, other clients go on", "[se
     auto* ch = b->add_changes();
     ch->set_table("nope");
     ch->set_cid("x");
+    ch->set_db_version(1);
     c.send(push);
     c.expect_fatal(sync::Error::REJECTED);
   }
@@ -472,4 +476,207 @@ TEST_CASE("a connection ends when its token expires", "[server][auth]") {
   RawClient other(srv.url());  // a fresh token still gets in
   other.send(hello(token_for("alice"), 2));
   expect_welcome(other);
+}
+
+namespace {
+
+// Captures the default logger's records (one per line, message only) while alive.
+struct LogCapture {
+  std::shared_ptr<std::ostringstream> out = std::make_shared<std::ostringstream>();
+  std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
+  spdlog::level::level_enum previous_level = spdlog::get_level();
+  LogCapture() {
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(*out);
+    auto logger = std::make_shared<spdlog::logger>("capture", sink);
+    logger->set_pattern("%v");
+    logger->set_level(spdlog::level::debug);
+    spdlog::set_default_logger(logger);
+    spdlog::set_level(spdlog::level::debug);
+  }
+  ~LogCapture() {
+    spdlog::set_default_logger(previous);
+    spdlog::set_level(previous_level);
+  }
+  std::string text() {
+    spdlog::default_logger()->flush();
+    return out->str();
+  }
+};
+
+// A push of `a`'s changes since `since`, ready to send.
+sync::Envelope push_of(Store& a, uint64_t seq, int64_t since) {
+  sync::Envelope push;
+  push.mutable_push()->set_seq(seq);
+  *push.mutable_push()->mutable_batch() = sync_channel::only_from_site(*a.changes_since(since), a.site_id());
+  return push;
+}
+
+}  // namespace
+
+TEST_CASE("a client's name and error text are logged escaped and cannot forge a log record", "[server][bad-input]") {
+  LogCapture logs;
+  {
+    TestServer srv;
+    RawClient c(srv.url());
+    auto h = hello(token_for("alice"), 1);
+    h.mutable_hello()->set_client_name("evil\nhop=server.forged user=bob");
+    c.send(h);
+    expect_welcome(c);
+    sync::Envelope err = sync_frames::error_envelope(sync::Error::INTERNAL, "bye\nhop=server.forged2", true);
+    c.send(err);
+    CHECK(c.wait_closed());
+  }
+  const std::string text = logs.text();
+  INFO(text);
+  CHECK(text.find("evil\\nhop=server.forged user=bob") != std::string::npos);
+  CHECK(text.find("bye\\nhop=server.forged2") != std::string::npos);
+  CHECK(text.find("\nhop=server.forged") == std::string::npos);
+}
+
+TEST_CASE("a client ack must name the version its forward carried", "[server][bad-input]") {
+  TestServer srv;
+  auto a = client_store(1);
+  RawClient ca(srv.url()), cb(srv.url());
+  ca.send(hello(token_for("alice"), 1));
+  expect_welcome(ca);
+  cb.send(hello(token_for("alice"), 2));
+  expect_welcome(cb);
+  REQUIRE(a->write({SqlStatement{"INSERT INTO todo VALUES (1, 'milk')", {}}}).ok());
+  ca.send(push_of(*a, 1, 0));
+  REQUIRE(ca.next()->has_ack());
+  auto fwd = cb.next();
+  REQUIRE(fwd);
+  REQUIRE(fwd->has_forward());
+  const int64_t carried = fwd->forward().batch().to_db_version();
+  sync::Envelope cack;
+  cack.mutable_client_ack()->set_seq(fwd->forward().seq());
+  SECTION("a negative version") { cack.mutable_client_ack()->set_server_db_version(-99); }
+  SECTION("the largest version") { cack.mutable_client_ack()->set_server_db_version(INT64_MAX); }
+  SECTION("one past the forward") { cack.mutable_client_ack()->set_server_db_version(carried + 1); }
+  cb.send(cack);
+  cb.expect_fatal(sync::Error::PROTOCOL);
+  auto own = ca.next();  // the pusher's forward (none of its own changes), then it is still served
+  REQUIRE(own);
+  REQUIRE(own->has_forward());
+  require_ping_pong(ca, 1);
+}
+
+TEST_CASE("a push holding a change outside its batch's range is refused and moves no clock", "[server][bad-input]") {
+  TestServer srv;
+  auto a = client_store(1);
+  RawClient ca(srv.url());
+  ca.send(hello(token_for("alice"), 1));
+  expect_welcome(ca);
+  REQUIRE(a->write({SqlStatement{"INSERT INTO todo VALUES (1, 'milk')", {}}}).ok());
+  auto push = push_of(*a, 1, 0);
+  auto* batch = push.mutable_push()->mutable_batch();
+  batch->set_to_db_version(5);
+  for (auto& c : *batch->mutable_changes()) c.set_db_version(50);
+  ca.send(push);
+  ca.expect_fatal(sync::Error::PROTOCOL);
+  RawClient other(srv.url());
+  other.send(hello(token_for("alice"), 2));
+  CHECK(expect_welcome(other).server_db_version() == 0);  // nothing merged, the clock did not jump
+}
+
+TEST_CASE("a malformed first hello is refused before it fixes the user's tables", "[server][bad-input]") {
+  TestServer srv;
+  auto bad_hello = [&](const std::string& statement, sync::Error::Code code, const std::string& why) {
+    RawClient c(srv.url());
+    auto h = hello(token_for("alice"), 9);
+    h.mutable_hello()->clear_schema();
+    h.mutable_hello()->add_schema(statement);
+    c.send(h);
+    auto e = c.next();
+    REQUIRE(e);
+    INFO(sync_frames::describe(*e));
+    REQUIRE(e->has_error());
+    CHECK(e->error().code() == code);
+    CHECK(e->error().fatal());
+    CHECK_THAT(e->error().message(), Catch::Contains(why));
+    CHECK(c.wait_closed());
+  };
+  bad_hello("CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, \"do\te\" TEXT);", sync::Error::REJECTED,
+            "contains a control character");
+  bad_hello("CREATE TABLE " + std::string(100000, 't') + "(id INTEGER PRIMARY KEY NOT NULL);", sync::Error::MALFORMED,
+            "longer than");
+  bad_hello("CREATE TABLE " + std::string(1000, 't') + "(id INTEGER PRIMARY KEY NOT NULL);", sync::Error::REJECTED,
+            "table name is longer than 128 bytes");
+  bad_hello("CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT, big BLOB DEFAULT (zeroblob(500000000)));",
+            sync::Error::REJECTED, "DEFAULT of todo.big");
+  // The real client still gets in with its schema, and syncs.
+  auto a = client_store(1);
+  RawClient ca(srv.url());
+  ca.send(hello(token_for("alice"), 1));
+  expect_welcome(ca);
+  REQUIRE(a->write({SqlStatement{"INSERT INTO todo VALUES (1, 'milk')", {}}}).ok());
+  ca.send(push_of(*a, 1, 0));
+  auto ack = ca.next();
+  REQUIRE(ack);
+  INFO(sync_frames::describe(*ack));
+  CHECK(ack->has_ack());
+}
+
+TEST_CASE("a connection claiming another device's site id is refused and the device's writes are kept", "[server][bad-input]") {
+  TestServer srv;
+  auto a = client_store(1);
+  RawClient real(srv.url());
+  real.send(hello(token_for("alice"), 1));
+  const auto welcome = expect_welcome(real);
+  REQUIRE(a->write({SqlStatement{"INSERT INTO todo VALUES (1, 'milk')", {}}}).ok());
+  real.send(push_of(*a, 1, 0));
+  auto ack = real.next();
+  REQUIRE(ack);
+  REQUIRE(ack->has_ack());
+  const int64_t acked = ack->ack().client_acked_db_version();
+
+  {
+    // The same user's second connection says it is the device (its site id), knowing nothing.
+    RawClient hostile(srv.url());
+    hostile.send(hello(token_for("alice"), 1));
+    hostile.expect_fatal(sync::Error::SITE_CONFLICT);
+  }
+  {
+    // It knows what the device knows, and pushes nothing while claiming version 1,000,000.
+    RawClient hostile(srv.url());
+    auto h = hello(token_for("alice"), 1);
+    h.mutable_hello()->set_server_site_id(welcome.server_site_id());
+    h.mutable_hello()->set_acked_db_version(acked);
+    hostile.send(h);
+    expect_welcome(hostile);
+    sync::Envelope claim;
+    claim.mutable_push()->set_seq(1);
+    auto* b = claim.mutable_push()->mutable_batch();
+    b->set_sender_site_id(site_bytes(site(1)));
+    b->set_from_db_version(acked);
+    b->set_to_db_version(1000000);
+    hostile.send(claim);
+    auto e = hostile.next();
+    while (e && e->has_forward()) e = hostile.next();  // its catch-up comes first
+    REQUIRE(e);
+    INFO(sync_frames::describe(*e));
+    REQUIRE(e->has_error());
+    CHECK(e->error().code() == sync::Error::PROTOCOL);
+    CHECK(hostile.wait_closed());
+  }
+  // The device's next writes are acknowledged and stored.
+  REQUIRE(a->write({SqlStatement{"INSERT INTO todo VALUES (2, 'eggs')", {}}}).ok());
+  real.send(push_of(*a, 2, acked));
+  ack = real.next();
+  while (ack && ack->has_forward()) ack = real.next();  // forwards of its first push's version
+  REQUIRE(ack);
+  INFO(sync_frames::describe(*ack));
+  REQUIRE(ack->has_ack());
+  CHECK(ack->ack().client_acked_db_version() == a->db_version());
+  auto c = client_store(3);
+  RawClient reader(srv.url());
+  reader.send(hello(token_for("alice"), 3));
+  expect_welcome(reader);
+  while (rows(*c) != rows(*a)) {
+    auto fwd = reader.next(5s);
+    REQUIRE(fwd);
+    REQUIRE(fwd->has_forward());
+    REQUIRE(c->merge(fwd->forward().batch()).ok());
+  }
+  CHECK(rows(*c) == "1='milk' 2='eggs' ");
 }
