@@ -93,9 +93,11 @@ class Generator:
         r = self.rng
         if table == "t":
             return [("int", r.randrange(1, 7))]
-        if table == "s":
-            return [("text", r.choice(["a", "b", "c", "d", "\u00e9"]))]
-        return [("text", r.choice(["p", "q"])), ("int", r.randrange(1, 3))]
+        if table == "s":  # TEXT affinity: a blob key stays a blob, the integer 5 becomes '5'
+            return [r.choice([("text", r.choice(["a", "b", "c", "\u00e9", "5"])), ("blob", "61"), ("int", 5)])]
+        x = ("text", r.choice(["p", "q"])) if r.random() < 0.85 else ("blob", "70")
+        y = ("int", r.randrange(1, 3)) if r.random() < 0.85 else ("real", 1.5)  # INTEGER affinity keeps 1.5
+        return [x, y]
 
     def where(self, table, key):
         cols = TABLES[table][0]
@@ -141,9 +143,10 @@ class Generator:
         # UPDATE of value columns (never the key)
         chosen = [c for c in values if r.random() < 0.5] or [r.choice(values)]
         sets = ", ".join(f"{c} = {sql_literal(self.value(c))}" for c in chosen)
+        verb = r.choice(["UPDATE", "UPDATE", "UPDATE", "UPDATE OR REPLACE", "UPDATE OR IGNORE"])
         if r.random() < 0.2:
-            return f"UPDATE {table} SET {sets}", None
-        return f"UPDATE {table} SET {sets} WHERE {self.where(table, key)}", None
+            return f"{verb} {table} SET {sets}", None
+        return f"{verb} {table} SET {sets} WHERE {self.where(table, key)}", None
 
     def scenario(self):
         r = self.rng
@@ -152,7 +155,7 @@ class Generator:
         steps = []
         # A partition: groups of replicas that only sync inside their group for a while.
         groups = [names]
-        length = r.randrange(10, 60)
+        length = r.randrange(10, 90)
         for _ in range(length):
             if r.random() < 0.1:
                 shuffled = names[:]
