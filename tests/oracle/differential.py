@@ -171,6 +171,21 @@ def reduce(binary, tool, oracle_dir, scenario, path):
                 i += chunk
         if not removed:
             chunk //= 2
+    # Then statements inside the transactions that are left (the first keeps any params).
+    for i in range(len(best["steps"])):
+        step = best["steps"][i]
+        if not isinstance(step.get("sql"), list):
+            continue
+        k = 1 if "params" in step else 0
+        while k < len(best["steps"][i]["sql"]) and len(best["steps"][i]["sql"]) > 1 and budget > 0:
+            current = best["steps"][i]
+            candidate_step = dict(current, sql=current["sql"][:k] + current["sql"][k + 1:])
+            candidate = dict(best, steps=best["steps"][:i] + [candidate_step] + best["steps"][i + 1:])
+            budget -= 1
+            if differs(candidate):
+                best = candidate
+            else:
+                k += 1
     with open(path, "w") as f:
         json.dump(best, f, indent=1)
     return path
