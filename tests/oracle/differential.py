@@ -235,8 +235,14 @@ def main():
         changes = list(pool.map(lambda c: run_changes(args.changes_tool, c[3]), cases))
     oracle = run_oracle(oracle_dir, [c[3] for c in cases])
 
-    failures = 0
+    failures = reference_failures = 0
     for (label, seed, doc, path), (t, err), (c, err2) in zip(cases, tandem, changes):
+        if seed is not None and not err and t["converged"] and not oracle[path]["converged"]:
+            # cr-sqlite 0.16 can lose a write to its own sync cursor (docs/testing.md): its
+            # replicas then differ from each other, and only Tandem's convergence is checked.
+            reference_failures += 1
+            print(f"REFERENCE FAILURE {label}: cr-sqlite's replicas did not converge, Tandem's did: {path}")
+            continue
         diffs = [e for e in (err, err2) if e] or discrepancies(t, oracle[path], c, seed is not None)
         if not diffs:
             continue
@@ -252,7 +258,8 @@ def main():
             print(f"  rerun: {args.tandem} scenario {reduced}; node {oracle_dir}/oracle.mjs --pretty {reduced}")
     seeds = [c[1] for c in cases if c[1] is not None]
     what = f"seeds {seeds[0]}..{seeds[-1]}" if seeds else f"{len(cases)} scenario files"
-    print(f"differential: {len(cases)} workloads ({what}), {failures} differ from cr-sqlite 0.16")
+    print(f"differential: {len(cases)} workloads ({what}), {failures} differ from cr-sqlite 0.16"
+          f" ({reference_failures} where cr-sqlite itself did not converge: convergence compared only)")
     sys.exit(1 if failures else 0)
 
 
