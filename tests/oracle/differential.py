@@ -144,7 +144,7 @@ def discrepancies(tandem, oracle, changes=None, must_converge=True):
     return diffs
 
 
-def reduce(binary, tool, oracle_dir, scenario, path, must_converge):
+def reduce(binary, tool, oracle_dir, scenario, path):
     """Removes steps (and statements of a step) while Tandem and the reference still differ."""
     def differs(candidate):
         with open(path, "w") as f:
@@ -154,7 +154,8 @@ def reduce(binary, tool, oracle_dir, scenario, path, must_converge):
         if err or err2:
             return True
         o = run_oracle(oracle_dir, [path])[path]
-        return bool(discrepancies(t, o, c, must_converge))
+        # Removing steps can remove the final sync: convergence must then only agree.
+        return bool(discrepancies(t, o, c, must_converge=False))
 
     best = json.loads(json.dumps(scenario))
     budget = 300
@@ -170,6 +171,21 @@ def reduce(binary, tool, oracle_dir, scenario, path, must_converge):
                 i += chunk
         if not removed:
             chunk //= 2
+    # Then statements inside the transactions that are left (the first keeps any params).
+    for i in range(len(best["steps"])):
+        step = best["steps"][i]
+        if not isinstance(step.get("sql"), list):
+            continue
+        k = 1 if "params" in step else 0
+        while k < len(best["steps"][i]["sql"]) and len(best["steps"][i]["sql"]) > 1 and budget > 0:
+            current = best["steps"][i]
+            candidate_step = dict(current, sql=current["sql"][:k] + current["sql"][k + 1:])
+            candidate = dict(best, steps=best["steps"][:i] + [candidate_step] + best["steps"][i + 1:])
+            budget -= 1
+            if differs(candidate):
+                best = candidate
+            else:
+                k += 1
     with open(path, "w") as f:
         json.dump(best, f, indent=1)
     return path
@@ -219,8 +235,14 @@ def main():
         changes = list(pool.map(lambda c: run_changes(args.changes_tool, c[3]), cases))
     oracle = run_oracle(oracle_dir, [c[3] for c in cases])
 
-    failures = 0
+    failures = reference_failures = 0
     for (label, seed, doc, path), (t, err), (c, err2) in zip(cases, tandem, changes):
+        if seed is not None and not err and t["converged"] and not oracle[path]["converged"]:
+            # cr-sqlite 0.16 can lose a write to its own sync cursor (docs/testing.md): its
+            # replicas then differ from each other, and only Tandem's convergence is checked.
+            reference_failures += 1
+            print(f"REFERENCE FAILURE {label}: cr-sqlite's replicas did not converge, Tandem's did: {path}")
+            continue
         diffs = [e for e in (err, err2) if e] or discrepancies(t, oracle[path], c, seed is not None)
         if not diffs:
             continue
@@ -231,13 +253,13 @@ def main():
         if not args.no_reduce and not err and not err2 and failures <= 3:
             os.makedirs(os.path.join(args.work, "failures"), exist_ok=True)
             name = f"seed-{seed}.min.json" if seed is not None else os.path.basename(path)[:-5] + ".min.json"
-            reduced = reduce(args.tandem, args.changes_tool, oracle_dir, doc, os.path.join(args.work, "failures", name),
-                             seed is not None)
+            reduced = reduce(args.tandem, args.changes_tool, oracle_dir, doc, os.path.join(args.work, "failures", name))
             print(f"  reduced reproduction: {reduced}")
             print(f"  rerun: {args.tandem} scenario {reduced}; node {oracle_dir}/oracle.mjs --pretty {reduced}")
     seeds = [c[1] for c in cases if c[1] is not None]
     what = f"seeds {seeds[0]}..{seeds[-1]}" if seeds else f"{len(cases)} scenario files"
-    print(f"differential: {len(cases)} workloads ({what}), {failures} differ from cr-sqlite 0.16")
+    print(f"differential: {len(cases)} workloads ({what}), {failures} differ from cr-sqlite 0.16"
+          f" ({reference_failures} where cr-sqlite itself did not converge: convergence compared only)")
     sys.exit(1 if failures else 0)
 
 

@@ -20,7 +20,7 @@ import random
 
 SCHEMA = [
     "CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, a, b, f REAL)",
-    "CREATE TABLE s(name TEXT PRIMARY KEY NOT NULL, v, n INTEGER)",
+    "CREATE TABLE s(name TEXT PRIMARY KEY NOT NULL, v DEFAULT 'dflt', n INTEGER DEFAULT 7)",
     "CREATE TABLE c(x TEXT NOT NULL, y INTEGER NOT NULL, v, PRIMARY KEY (x, y))",
     "CREATE TABLE k(x TEXT NOT NULL, y INTEGER NOT NULL, PRIMARY KEY (x, y))",
 ]
@@ -72,9 +72,9 @@ class Generator:
 
     def value(self, column):
         r = self.rng
-        if column == "n":  # INTEGER affinity: integers, texts that are not numbers, NULL, blobs
-            return r.choice([("int", r.choice(INTEGERS)), ("text", r.choice(["a", "", "b"])), ("null", None),
-                             ("blob", r.choice(BLOBS))])
+        if column == "n":  # INTEGER affinity: it stores 4.0 and '7' as integers, 0.5 as a real
+            return r.choice([("int", r.choice(INTEGERS)), ("text", r.choice(["a", "", "b", "7"])), ("null", None),
+                             ("blob", r.choice(BLOBS)), ("real", r.choice([4.0, 0.5]))])
         if column == "f":  # REAL affinity: reals (and integers it stores as reals), texts, NULL
             return r.choice([("real", r.choice(REALS)), ("int", r.choice([3, 7, -1])), ("text", "a"), ("null", None),
                              ("blob", "00")])
@@ -93,9 +93,11 @@ class Generator:
         r = self.rng
         if table == "t":
             return [("int", r.randrange(1, 7))]
-        if table == "s":
-            return [("text", r.choice(["a", "b", "c", "d", "\u00e9"]))]
-        return [("text", r.choice(["p", "q"])), ("int", r.randrange(1, 3))]
+        if table == "s":  # TEXT affinity: a blob key stays a blob, the integer 5 becomes '5'
+            return [r.choice([("text", r.choice(["a", "b", "c", "\u00e9", "5"])), ("blob", "61"), ("int", 5)])]
+        x = ("text", r.choice(["p", "q"])) if r.random() < 0.85 else ("blob", "70")
+        y = ("int", r.randrange(1, 3)) if r.random() < 0.85 else ("real", 1.5)  # INTEGER affinity keeps 1.5
+        return [x, y]
 
     def where(self, table, key):
         cols = TABLES[table][0]
@@ -107,8 +109,11 @@ class Generator:
         table = r.choice(["t", "t", "s", "c", "k"])
         keys, values = TABLES[table]
         key = self.key(table)
-        vals = [self.value(c) for c in values]
-        cols = keys + values
+        op = r.randrange(10 if values else 7)
+        # Some inserts name only part of the value columns (the others take their DEFAULT).
+        given = values if op == 3 or r.random() < 0.75 else [c for c in values if r.random() < 0.5]
+        vals = [self.value(c) for c in given]
+        cols = keys + given
         row = key + vals
         use_params = not inline and r.random() < 0.25
         if use_params:
@@ -117,8 +122,9 @@ class Generator:
         else:
             lits = ", ".join(sql_literal(v) for v in row)
             params = None
+            if op in (1, 2, 5) and r.random() < 0.2:  # a second row in the same statement
+                lits += "), (" + ", ".join(sql_literal(v) for v in self.key(table) + [self.value(c) for c in given])
         collist = ", ".join(cols)
-        op = r.randrange(10 if values else 7)
         if op in (0, 1):
             return f"INSERT INTO {table}({collist}) VALUES ({lits})", params
         if op == 2:
@@ -134,16 +140,25 @@ class Generator:
                 return f"DELETE FROM {table} WHERE {keys[-1]} = {sql_literal(key[-1])}", None
             return f"DELETE FROM {table} WHERE {self.where(table, key)}", None
         if op == 7:  # UPSERT that updates a subset of the columns
-            chosen = [c for c in values if r.random() < 0.6] or [values[0]]
-            sets = ", ".join(f"{c} = excluded.{c}" for c in chosen)
+            chosen = [c for c in given if r.random() < 0.6] or [c for c in given[:1]]
+            if not chosen:
+                return f"INSERT INTO {table}({collist}) VALUES ({lits}) ON CONFLICT DO NOTHING", params
+            form = r.randrange(3)
+            if form == 0:
+                sets = ", ".join(f"{c} = excluded.{c}" for c in chosen)
+            elif form == 1:
+                sets = ", ".join(f"{c} = coalesce(excluded.{c}, {c})" for c in chosen)
+            else:
+                sets = ", ".join(f"{c} = excluded.{c}" for c in chosen) + f" WHERE excluded.{chosen[0]} IS NOT NULL"
             conflict = ", ".join(keys)
             return f"INSERT INTO {table}({collist}) VALUES ({lits}) ON CONFLICT({conflict}) DO UPDATE SET {sets}", params
         # UPDATE of value columns (never the key)
         chosen = [c for c in values if r.random() < 0.5] or [r.choice(values)]
         sets = ", ".join(f"{c} = {sql_literal(self.value(c))}" for c in chosen)
+        verb = r.choice(["UPDATE", "UPDATE", "UPDATE", "UPDATE OR REPLACE", "UPDATE OR IGNORE"])
         if r.random() < 0.2:
-            return f"UPDATE {table} SET {sets}", None
-        return f"UPDATE {table} SET {sets} WHERE {self.where(table, key)}", None
+            return f"{verb} {table} SET {sets}", None
+        return f"{verb} {table} SET {sets} WHERE {self.where(table, key)}", None
 
     def scenario(self):
         r = self.rng
@@ -152,7 +167,7 @@ class Generator:
         steps = []
         # A partition: groups of replicas that only sync inside their group for a while.
         groups = [names]
-        length = r.randrange(10, 60)
+        length = r.randrange(10, 90)
         for _ in range(length):
             if r.random() < 0.1:
                 shuffled = names[:]
