@@ -465,6 +465,7 @@ TEST_CASE("binding: the first sync binds a database to its user and server, othe
 
   CHECK(sync_binding::normalize_server_url("wss://h/sync") == "wss://h:443/sync");
   CHECK(sync_binding::normalize_server_url("ws://[::1]:80/x") == sync_binding::normalize_server_url("ws://[::1]/x"));
+}
 
 namespace {
 
