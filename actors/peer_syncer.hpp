@@ -38,6 +38,7 @@ TANDEM_PROTO_CAF_GLUE(tandem::sync)
 #include "actors/db_worker.hpp"
 #include "runtime/net/websocket.hpp"
 #include "runtime/sync/backoff.hpp"
+#include "runtime/sync/frames.hpp"
 
 namespace tandem::actors {
 
@@ -71,6 +72,8 @@ struct PeerSyncerConfig {
   std::vector<std::string> schema;       // CREATE TABLE statements, sent in the hello
   std::string client_name;
   size_t push_batch_changes = 2000;      // changes per push (cut at a db_version boundary)
+  // Bytes of changes per push: rows up to this, or one larger row alone (in Fragments).
+  size_t push_batch_bytes = size_t{4} << 20;
   std::chrono::milliseconds backoff_base{250};
   std::chrono::milliseconds backoff_cap{30000};
   std::chrono::milliseconds request_timeout{60000};  // db_worker requests
@@ -107,7 +110,15 @@ struct peer_syncer_state {
   std::string resume;            // set while version pushed_through + 1 is pushed in parts
   uint64_t push_seq = 0;
   uint32_t push_window = 16;
-  std::deque<std::pair<uint64_t, int64_t>> in_flight;  // push seq -> to_db_version
+  uint64_t push_window_bytes = 0;  // from the welcome; 0: no byte window
+  struct InFlight {
+    uint64_t seq;
+    int64_t to;     // the push's to_db_version (of the read it came from)
+    uint64_t bytes; // its serialized Push message
+  };
+  std::deque<InFlight> in_flight;
+  uint64_t in_flight_bytes = 0;
+  sync_frames::Reassembler fragments;  // a fragmented Forward under way
   bool reading = false;          // a ChangesSince request is out
   int merges_in_flight = 0;
   std::string fatal_error;       // the server refused us for good (token, version, data)

@@ -22,6 +22,7 @@
 
 #include "runtime/auth/token.hpp"
 #include "runtime/net/websocket.hpp"
+#include "runtime/sync/frames.hpp"
 
 namespace tandem::actors {
 
@@ -60,6 +61,7 @@ struct session_state {
   std::string user;
   std::string client;        // the client's name and address, for logs
   sync::Hello hello;         // kept (without token) for a re-join after a channel restart
+  sync_frames::Reassembler fragments;  // a fragmented Push under way
   int join_attempts = 0;
   static inline const char* name = "session";
 };
