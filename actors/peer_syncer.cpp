@@ -118,7 +118,10 @@ void try_push(self_ptr self) {
               return;
             }
             auto site = site_from_bytes(ls.site);
-            change::ChangeBatch mine = sync_channel::only_from_site(all, *site);
+            const int64_t read_to = all.to_db_version();
+            std::string resume_after = all.resume_after();
+            // Moved out of the response: a batch may hold a value of hundreds of MiB.
+            change::ChangeBatch mine = sync_channel::only_from_site(std::move(*resp.mutable_batch()), *site);
             mine.set_sender_site_id(ls.site);
             if (mine.changes_size() > 0) {
               sync::Envelope e;
@@ -129,12 +132,12 @@ void try_push(self_ptr self) {
                             p->batch().from_db_version(), p->batch().to_db_version(), p->batch().changes_size(),
                             sync_frames::cells(p->batch()));
               const uint64_t bytes = p->ByteSizeLong();
-              ls.in_flight.push_back({p->seq(), all.to_db_version(), bytes});
+              ls.in_flight.push_back({p->seq(), read_to, bytes});
               ls.in_flight_bytes += bytes;
               send_message(self, std::move(e));
             }
-            ls.pushed_through = std::max(ls.pushed_through, all.to_db_version());
-            ls.resume = all.resume_after();
+            ls.pushed_through = std::max(ls.pushed_through, read_to);
+            ls.resume = std::move(resume_after);
             ls.local_version = std::max(ls.local_version, ls.pushed_through);
             try_push(self);
             settle_waiters(self);

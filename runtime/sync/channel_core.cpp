@@ -51,6 +51,9 @@ change::ChangeBatch filter_site(change::ChangeBatch batch, const SiteId& site, b
 change::ChangeBatch only_from_site(const change::ChangeBatch& batch, const SiteId& site) {
   return filter_site(batch, site, true);
 }
+change::ChangeBatch only_from_site(change::ChangeBatch&& batch, const SiteId& site) {
+  return filter_site(std::move(batch), site, true);
+}
 change::ChangeBatch without_site(const change::ChangeBatch& batch, const SiteId& site) {
   return filter_site(batch, site, false);
 }
