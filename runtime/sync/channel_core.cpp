@@ -205,6 +205,8 @@ Outbox ChannelCore::flush() {
     }
     synced = last;
     stats_.changes_merged += jobs[j].batch.changes_size();
+    // Released now: the forwards read below may hold the same large values again.
+    change::ChangeBatch().Swap(&jobs[j].batch);
     stats_.changes_applied += merged->changes_applied;
     merged_sites.push_back(members_.at(jobs[j].session).site);
     to_ack.emplace_back(jobs[j].session, jobs[j].last_seq);

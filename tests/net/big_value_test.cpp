@@ -304,7 +304,7 @@ TEST_CASE("big values: a receiving client killed in the middle of a value keeps 
           "[process][big-value][fault]") {
   World w;
   write_value(w, "a.db", 1, 1000);
-  write_value(w, "a.db", 2, 96u << 20);
+  write_value(w, "a.db", 2, 64u << 20);
   Process b(w.client("b.db", {"sync"}, "debug"), w.dir / "b.db.log");
   const auto deadline = std::chrono::steady_clock::now() + 60s;
   while (slurp(w.dir / "b.db.log").find("hop=client.fragments") == std::string::npos) {
