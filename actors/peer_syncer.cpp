@@ -28,7 +28,8 @@ void send_envelope(self_ptr self, const sync::Envelope& e) {
 void send_message(self_ptr self, sync::Envelope&& e) {
   if (!self->state.connection) return;
   auto& connection = *self->state.connection;
-  sync_frames::send_frames(std::move(e), [&connection](std::string frame) { connection.send(std::move(frame)); });
+  sync_frames::send_frames(std::move(e), [&connection](std::string frame) { connection.send(std::move(frame)); },
+                           self->state.fragment_bytes);
 }
 
 bool caught_up(self_ptr self) {
@@ -163,6 +164,7 @@ void on_welcome(self_ptr self, const sync::Welcome& w) {
   st.in_flight_bytes = 0;
   st.push_window = std::max<uint32_t>(1, w.push_window());
   st.push_window_bytes = w.push_window_bytes();
+  st.fragment_bytes = sync_frames::fragment_bytes_for(w.max_frame_bytes());
   st.fatal_error.clear();
   st.backoff->reset();
   spdlog::info("hop=client.welcome user={} server={} server_v={} client_acked={} forward_from={} local_v={}", w.user(),

@@ -12,6 +12,11 @@
 // `push_window` pushes unacknowledged) and otherwise keeps them for the next connection.
 // Lost connections are retried with exponential backoff and full jitter.
 //
+// Large values (docs/protocol.md, "Large values"): pushes are bounded by bytes as well as
+// changes, a push larger than a fragment goes out as Fragment frames, at most
+// push_window_bytes of pushes are unacknowledged (one larger push alone), and a forward in
+// fragments is merged only once whole (a lost connection drops the part received).
+//
 // The WebSocket connection is a runtime/net Connection; its callbacks post to this actor
 // with caf::anon_send, tagged with the attempt's generation so that late events of an old
 // connection are ignored.
@@ -111,6 +116,7 @@ struct peer_syncer_state {
   uint64_t push_seq = 0;
   uint32_t push_window = 16;
   uint64_t push_window_bytes = 0;  // from the welcome; 0: no byte window
+  size_t fragment_bytes = sync_frames::kFragmentBytes;  // fits the server's max_frame_bytes
   struct InFlight {
     uint64_t seq;
     int64_t to;     // the push's to_db_version (of the read it came from)

@@ -5,6 +5,8 @@
 // and the channel's envelopes (welcome, acks, forwards, errors) to the client. Anything
 // else — a malformed or unknown frame, a push before the welcome, a second hello — gets
 // a fatal Error frame and the connection is closed; other sessions are never affected.
+// A push larger than a frame arrives as Fragments and is relayed only once whole; a
+// forward larger than a fragment leaves as Fragments (docs/protocol.md, "Large values").
 //
 // The connection is a runtime/net Connection: its handler posts frames here with
 // caf::anon_send (make_session_acceptor does the wiring), and the session sends through

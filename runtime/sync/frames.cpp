@@ -24,23 +24,29 @@ Decoded decode(const std::string& frame) {
 
 std::string encode(const sync::Envelope& envelope) { return envelope.SerializeAsString(); }
 
-void send_frames(sync::Envelope&& envelope, const std::function<void(std::string frame)>& send) {
+size_t fragment_bytes_for(uint64_t max_frame_bytes) {
+  if (max_frame_bytes == 0) return kFragmentBytes;
+  return static_cast<size_t>(std::clamp<uint64_t>(max_frame_bytes > 64 ? max_frame_bytes - 64 : 1, 1, kFragmentBytes));
+}
+
+void send_frames(sync::Envelope&& envelope, const std::function<void(std::string frame)>& send, size_t fragment_bytes) {
+  fragment_bytes = std::clamp<size_t>(fragment_bytes, 1, kFragmentBytes);
   std::string whole = envelope.SerializeAsString();
   envelope.Clear();
   {
     sync::Envelope released;  // Clear() keeps sub-messages' memory; swapping frees it
     envelope.Swap(&released);
   }
-  if (whole.size() <= kFragmentBytes) {
+  if (whole.size() <= fragment_bytes) {
     send(std::move(whole));
     return;
   }
-  for (size_t offset = 0; offset < whole.size(); offset += kFragmentBytes) {
+  for (size_t offset = 0; offset < whole.size(); offset += fragment_bytes) {
     sync::Envelope piece;
     auto* f = piece.mutable_fragment();
     f->set_total_bytes(whole.size());
     f->set_offset(offset);
-    f->set_data(whole.data() + offset, std::min(kFragmentBytes, whole.size() - offset));
+    f->set_data(whole.data() + offset, std::min(fragment_bytes, whole.size() - offset));
     send(piece.SerializeAsString());
   }
 }

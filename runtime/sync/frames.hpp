@@ -36,7 +36,12 @@ inline constexpr uint64_t kMaxMessageBytes = uint64_t{320} << 20;
 // Serializes `envelope` (consumed: its memory is released before the frames are built, so a
 // large value is held once as a message and once as frames, not more) and hands each frame
 // to `send`, in order: one frame, or the Fragment frames of it.
-void send_frames(sync::Envelope&& envelope, const std::function<void(std::string frame)>& send);
+// `fragment_bytes` (at most kFragmentBytes) is smaller when the peer's frame limit is.
+void send_frames(sync::Envelope&& envelope, const std::function<void(std::string frame)>& send,
+                 size_t fragment_bytes = kFragmentBytes);
+// The fragment size for a peer whose frames may hold `max_frame_bytes` (0: unknown): room
+// is left for the Fragment's own fields.
+size_t fragment_bytes_for(uint64_t max_frame_bytes);
 
 // Rebuilds fragmented messages of one connection and direction. A message is acted on only
 // when its last fragment arrived, so a connection lost in the middle leaves nothing behind

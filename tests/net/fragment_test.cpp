@@ -340,3 +340,20 @@ TEST_CASE("store: a value over 256 MiB is refused at write with an error naming 
   write(*a, "INSERT INTO doc(id, body) VALUES (2, x'02')");
   CHECK(a->db_version() == version + 1);
 }
+
+TEST_CASE("fragments: a peer with a small frame limit gets fragments that fit it", "[fragment]") {
+  const size_t limit = 200'000;
+  const size_t piece = sync_frames::fragment_bytes_for(limit);
+  CHECK(piece < limit);
+  CHECK(sync_frames::fragment_bytes_for(0) == sync_frames::kFragmentBytes);
+  CHECK(sync_frames::fragment_bytes_for(64u << 20) == sync_frames::kFragmentBytes);
+  sync::Envelope e = forward_with_value(1'500'000);
+  const std::string whole = sync_frames::encode(e);
+  std::vector<std::string> frames;
+  sync_frames::send_frames(std::move(e), [&](std::string f) { frames.push_back(std::move(f)); }, piece);
+  CHECK(frames.size() == (whole.size() + piece - 1) / piece);
+  for (const auto& f : frames) CHECK(f.size() <= limit);
+  auto got = receive(frames);
+  REQUIRE(got.size() == 1);
+  CHECK(sync_frames::encode(got[0]) == whole);
+}
