@@ -487,7 +487,9 @@ TEST_CASE("a push in fragments is acked once whole and forwarded in fragments, a
   push.mutable_push()->set_seq(1);
   *push.mutable_push()->mutable_batch() = *a->changes_since(0);
   std::vector<std::string> frames;
-  sync_frames::send_frames(std::move(push), [&](std::string f) { frames.push_back(std::move(f)); });
+  // This server's transport takes frames of 1 MiB (its welcome tells the channel's default).
+  sync_frames::send_frames(std::move(push), [&](std::string f) { frames.push_back(std::move(f)); },
+                           sync_frames::fragment_bytes_for(1 << 20));
   REQUIRE(frames.size() == 3);
   ca.send_raw(frames[0]);
   ca.send_raw(frames[1]);
