@@ -124,7 +124,7 @@ channel_actor::behavior_type channel(channel_actor::stateful_pointer<channel_sta
                         self->state.user, push.session(), push.push().seq(), push.push().batch().from_db_version(),
                         push.push().batch().to_db_version(), push.push().batch().changes_size(),
                         sync_frames::cells(push.push().batch()));
-        auto st = self->state.core->push(push.session(), push.push());
+        auto st = self->state.core->push(push.session(), std::move(*push.mutable_push()));
         if (!st.ok()) {
           sync_channel::Outbox out;
           out.push_back({push.session(), sync_frames::error_envelope(sync::Error::PROTOCOL, st.message(), true), true});

@@ -129,7 +129,7 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
           exclude = site_from_bytes(req.exclude_site_id());
           if (!exclude) return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("exclude_site_id must be 16 bytes"));
         }
-        if (req.since_db_version() < 0 || req.limit() < 0)
+        if (req.since_db_version() < 0 || req.limit() < 0 || req.max_bytes() < 0)
           return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("negative version or limit"));
         Store::ChangesRequest request;
         request.since = req.since_db_version();
@@ -137,6 +137,7 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         request.limit = static_cast<size_t>(req.limit());
         request.split_versions = req.split_versions();
         request.resume_after = req.resume_after();
+        request.max_bytes = static_cast<size_t>(req.max_bytes());
         auto batch = self->state.store->changes(request);
         if (!batch.ok()) return error_response<worker::ChangesSinceResponse>(batch.status());
         worker::ChangesSinceResponse out;

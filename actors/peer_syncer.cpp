@@ -28,6 +28,14 @@ void send_envelope(self_ptr self, const sync::Envelope& e) {
   if (self->state.connection) self->state.connection->send(sync_frames::encode(e));
 }
 
+// A push holding a large value goes out in Fragments (docs/protocol.md).
+void send_message(self_ptr self, sync::Envelope&& e) {
+  if (!self->state.connection) return;
+  auto& connection = *self->state.connection;
+  sync_frames::send_frames(std::move(e), [&connection](std::string frame) { connection.send(std::move(frame)); },
+                           self->state.fragment_bytes);
+}
+
 bool caught_up(self_ptr self) {
   auto& st = self->state;
   return st.phase == Phase::live && st.in_flight.empty() && !st.reading && st.merges_in_flight == 0 &&
@@ -95,6 +103,8 @@ void drop_link(self_ptr self, const std::string& why) {
   }
   ++st.generation;  // late events of the old connection are ignored from now on
   st.in_flight.clear();
+  st.in_flight_bytes = 0;
+  st.fragments.reset();  // a partial forward is dropped, never merged; the cursor resends it
   st.reading = false;
   st.phase = st.online ? Phase::connecting : Phase::offline;
 }
@@ -102,6 +112,7 @@ void drop_link(self_ptr self, const std::string& why) {
 void try_push(self_ptr self) {
   auto& st = self->state;
   if (st.phase != Phase::live || st.reading || st.in_flight.size() >= st.push_window) return;
+  if (!st.in_flight.empty() && st.push_window_bytes > 0 && st.in_flight_bytes >= st.push_window_bytes) return;
   if (st.local_version <= st.pushed_through && st.resume.empty()) return;
   st.reading = true;
   const uint64_t gen = st.generation;
@@ -111,6 +122,7 @@ void try_push(self_ptr self) {
   // A transaction larger than a push is sent in parts (cut at row boundaries).
   req.set_split_versions(true);
   req.set_resume_after(st.resume);
+  req.set_max_bytes(static_cast<int64_t>(st.config.push_batch_bytes));
   self->request(st.worker, st.config.request_timeout, std::move(req))
       .then(
           [self, gen](worker::ChangesSinceResponse& resp) {
@@ -129,7 +141,10 @@ void try_push(self_ptr self) {
               return;
             }
             auto site = site_from_bytes(ls.site);
-            change::ChangeBatch mine = sync_channel::only_from_site(all, *site);
+            const int64_t read_to = all.to_db_version();
+            std::string resume_after = all.resume_after();
+            // Moved out of the response: a batch may hold a value of hundreds of MiB.
+            change::ChangeBatch mine = sync_channel::only_from_site(std::move(*resp.mutable_batch()), *site);
             mine.set_sender_site_id(ls.site);
             if (mine.changes_size() > 0) {
               // Pushes are contiguous (each starts where the previous one ended) and end at
@@ -149,11 +164,13 @@ void try_push(self_ptr self) {
               spdlog::debug("hop=client.push seq={} client_v=({},{}] changes={} cells=\"{}\"", p->seq(),
                             p->batch().from_db_version(), p->batch().to_db_version(), p->batch().changes_size(),
                             sync_frames::cells(p->batch()));
-              ls.in_flight.emplace_back(p->seq(), all.to_db_version());
-              send_envelope(self, e);
+              const uint64_t bytes = p->ByteSizeLong();
+              ls.in_flight.push_back({p->seq(), read_to, bytes});
+              ls.in_flight_bytes += bytes;
+              send_message(self, std::move(e));
             }
-            ls.pushed_through = std::max(ls.pushed_through, all.to_db_version());
-            ls.resume = all.resume_after();
+            ls.pushed_through = std::max(ls.pushed_through, read_to);
+            ls.resume = std::move(resume_after);
             ls.local_version = std::max(ls.local_version, ls.pushed_through);
             try_push(self);
             settle_waiters(self);
@@ -208,7 +225,10 @@ void on_welcome(self_ptr self, const sync::Welcome& w) {
   st.resume.clear();
   st.push_seq = 0;
   st.in_flight.clear();
+  st.in_flight_bytes = 0;
   st.push_window = std::max<uint32_t>(1, w.push_window());
+  st.push_window_bytes = w.push_window_bytes();
+  st.fragment_bytes = sync_frames::fragment_bytes_for(w.max_frame_bytes());
   st.fatal_error.clear();
   st.backoff->reset();
   spdlog::info("hop=client.welcome user={} server={} server_v={} client_acked={} forward_from={} local_v={}", w.user(),
@@ -246,7 +266,10 @@ void record_ack(self_ptr self) {
 
 void on_ack(self_ptr self, const sync::Ack& ack) {
   auto& st = self->state;
-  while (!st.in_flight.empty() && st.in_flight.front().first <= ack.seq()) st.in_flight.pop_front();
+  while (!st.in_flight.empty() && st.in_flight.front().seq <= ack.seq()) {
+    st.in_flight_bytes -= st.in_flight.front().bytes;
+    st.in_flight.pop_front();
+  }
   st.client_acked = std::max(st.client_acked, ack.client_acked_db_version());
   st.server_known = std::max(st.server_known, ack.server_db_version());
   spdlog::debug("hop=client.acked seq={} client_v={} server_v={}", ack.seq(), ack.client_acked_db_version(),
@@ -342,8 +365,9 @@ void take_new_site(self_ptr self) {
           });
 }
 
+void on_envelope(self_ptr self, sync::Envelope& e);
+
 void on_frame(self_ptr self, const std::string& frame) {
-  auto& st = self->state;
   auto decoded = sync_frames::decode(frame);
   if (!decoded.ok) {
     spdlog::error("hop=client.bad_frame {}", decoded.error.message());
@@ -352,8 +376,31 @@ void on_frame(self_ptr self, const std::string& frame) {
     schedule_reconnect(self);
     return;
   }
-  auto& e = decoded.envelope;
-  switch (e.kind_case()) {
+  on_envelope(self, decoded.envelope);
+}
+
+void on_envelope(self_ptr self, sync::Envelope& e) {
+  auto& st = self->state;
+  const bool in_the_middle = st.fragments.active() && !e.has_fragment() && !e.has_ping() && !e.has_pong() && !e.has_error();
+  switch (in_the_middle ? sync::Envelope::KIND_NOT_SET : e.kind_case()) {
+    case sync::Envelope::kFragment: {
+      if (st.phase != Phase::live) break;
+      if (!st.fragments.active())
+        spdlog::debug("hop=client.fragments total={} (a forward in fragments)", e.fragment().total_bytes());
+      std::optional<sync::Envelope> whole;
+      sync::Error refusal;
+      if (!st.fragments.add(std::move(*e.mutable_fragment()), &whole, &refusal)) {
+        spdlog::error("hop=client.bad_fragment {}", refusal.message());
+        send_envelope(self, sync_frames::error_envelope(refusal.code(), refusal.message(), true));
+        drop_link(self, "bad fragment from server");
+        schedule_reconnect(self);
+        return;
+      }
+      if (!whole) return;
+      if (whole->has_forward()) return on_forward(self, *whole->mutable_forward());
+      e = std::move(*whole);  // refused below as unexpected
+      break;
+    }
     case sync::Envelope::kWelcome:
       if (st.phase != Phase::awaiting_welcome) break;
       return on_welcome(self, e.welcome());
@@ -584,7 +631,7 @@ peer_syncer_actor::behavior_type peer_syncer(self_ptr self, db_worker_actor work
         if (gen != ls.generation || !ls.online || ls.connection || ls.resiting) return;
         connect(self);
       },
-      [self](change::RowDeltaBatch& batch) {
+      [self](const change::RowDeltaBatch& batch) {
         auto& ls = self->state;
         if (batch.origin() != change::RowDeltaBatch::LOCAL) return;
         ls.local_version = std::max(ls.local_version, batch.db_version());

@@ -23,6 +23,11 @@
 // and its URL with the binding, and never connects when they differ; the first welcome
 // records the binding. An exit message (stopping the node) answers every waiting caller.
 //
+// Large values (docs/protocol.md, "Large values"): pushes are bounded by bytes as well as
+// changes, a push larger than a fragment goes out as Fragment frames, at most
+// push_window_bytes of pushes are unacknowledged (one larger push alone), and a forward in
+// fragments is merged only once whole (a lost connection drops the part received).
+//
 // The WebSocket connection is a runtime/net Connection; its callbacks post to this actor
 // with caf::anon_send, tagged with the attempt's generation so that late events of an old
 // connection are ignored.
@@ -49,6 +54,7 @@ TANDEM_PROTO_CAF_GLUE(tandem::sync)
 #include "actors/db_worker.hpp"
 #include "runtime/net/websocket.hpp"
 #include "runtime/sync/backoff.hpp"
+#include "runtime/sync/frames.hpp"
 
 namespace tandem::actors {
 
@@ -85,6 +91,8 @@ struct PeerSyncerConfig {
   std::vector<std::string> schema;       // CREATE TABLE statements, sent in the hello
   std::string client_name;
   size_t push_batch_changes = 2000;      // changes per push (cut at a db_version boundary)
+  // Bytes of changes per push: rows up to this, or one larger row alone (in Fragments).
+  size_t push_batch_bytes = size_t{4} << 20;
   std::chrono::milliseconds backoff_base{250};
   std::chrono::milliseconds backoff_cap{30000};
   std::chrono::milliseconds request_timeout{60000};  // db_worker requests
@@ -125,7 +133,16 @@ struct peer_syncer_state {
   std::string resume;            // set while version pushed_through + 1 is pushed in parts
   uint64_t push_seq = 0;
   uint32_t push_window = 16;
-  std::deque<std::pair<uint64_t, int64_t>> in_flight;  // push seq -> to_db_version
+  uint64_t push_window_bytes = 0;  // from the welcome; 0: no byte window
+  size_t fragment_bytes = sync_frames::kFragmentBytes;  // fits the server's max_frame_bytes
+  struct InFlight {
+    uint64_t seq;
+    int64_t to;     // the push's to_db_version (of the read it came from)
+    uint64_t bytes; // its serialized Push message
+  };
+  std::deque<InFlight> in_flight;
+  uint64_t in_flight_bytes = 0;
+  sync_frames::Reassembler fragments;  // a fragmented Forward under way
   bool reading = false;          // a ChangesSince request is out
   int merges_in_flight = 0;
   std::string fatal_error;       // the server refused us for good (token, version, data)

@@ -7,6 +7,8 @@
 #include <caf/stateful_actor.hpp>
 #include <spdlog/spdlog.h>
 
+#include <optional>
+
 #include "runtime/sync/frames.hpp"
 
 namespace tandem::actors {
@@ -16,6 +18,13 @@ using self_ptr = session_actor::stateful_pointer<session_state>;
 
 void send_frame(self_ptr self, const sync::Envelope& e) {
   if (self->state.connection) self->state.connection->send(sync_frames::encode(e));
+}
+
+// A forward holding a large value goes out in Fragments (docs/protocol.md).
+void send_message(self_ptr self, sync::Envelope&& e) {
+  if (!self->state.connection) return;
+  auto& connection = *self->state.connection;
+  sync_frames::send_frames(std::move(e), [&connection](std::string frame) { connection.send(std::move(frame)); });
 }
 
 // Sends a fatal error and closes; the session stops when the connection reports it is down.
@@ -100,12 +109,30 @@ void on_hello(self_ptr self, const sync::Hello& hello) {
   join(self);
 }
 
+void on_envelope(self_ptr self, sync::Envelope& e);
+
 void on_frame(self_ptr self, const std::string& frame) {
   if (self->state.phase == session_state::Phase::closed) return;
   auto decoded = sync_frames::decode(frame);
   if (!decoded.ok) return fail(self, decoded.error.code(), decoded.error.message());
-  sync::Envelope& e = decoded.envelope;
+  on_envelope(self, decoded.envelope);
+}
+
+void on_envelope(self_ptr self, sync::Envelope& e) {
+  if (self->state.fragments.active() && !e.has_fragment() && !e.has_ping() && !e.has_pong() && !e.has_error())
+    return fail(self, sync::Error::PROTOCOL, "a " + sync_frames::describe(e) + " in the middle of a fragmented message");
   switch (e.kind_case()) {
+    case sync::Envelope::kFragment: {
+      if (self->state.phase != session_state::Phase::joined)
+        return fail(self, sync::Error::PROTOCOL, "a fragment before the welcome");
+      std::optional<sync::Envelope> whole;
+      sync::Error refusal;
+      if (!self->state.fragments.add(std::move(*e.mutable_fragment()), &whole, &refusal))
+        return fail(self, refusal.code(), refusal.message());
+      if (!whole) return;
+      if (!whole->has_push()) return fail(self, sync::Error::PROTOCOL, "clients do not send " + sync_frames::describe(*whole));
+      return on_envelope(self, *whole);
+    }
     case sync::Envelope::kHello:
       if (self->state.phase != session_state::Phase::awaiting_hello)
         return fail(self, sync::Error::PROTOCOL, "a second hello on one connection");
@@ -194,7 +221,7 @@ session_actor::behavior_type session(self_ptr self, std::shared_ptr<net::Connect
           self->state.connection->close(net::kClosePolicyViolation, sync::Error::Code_Name(e.error().code()));
           return;
         }
-        send_frame(self, e);
+        send_message(self, std::move(e));
       },
       [self](token_expired_atom) {
         if (self->state.phase != session_state::Phase::closed)

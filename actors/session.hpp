@@ -5,6 +5,8 @@
 // and the channel's envelopes (welcome, acks, forwards, errors) to the client. Anything
 // else — a malformed or unknown frame, a push before the welcome, a second hello — gets
 // a fatal Error frame and the connection is closed; other sessions are never affected.
+// A push larger than a frame arrives as Fragments and is relayed only once whole; a
+// forward larger than a fragment leaves as Fragments (docs/protocol.md, "Large values").
 //
 // The connection is a runtime/net Connection: its handler posts frames here with
 // caf::anon_send (make_session_acceptor does the wiring), and the session sends through
@@ -22,6 +24,7 @@
 
 #include "runtime/auth/token.hpp"
 #include "runtime/net/websocket.hpp"
+#include "runtime/sync/frames.hpp"
 
 namespace tandem::actors {
 
@@ -60,6 +63,7 @@ struct session_state {
   std::string user;
   std::string client;        // the client's name and address, for logs
   sync::Hello hello;         // kept (without token) for a re-join after a channel restart
+  sync_frames::Reassembler fragments;  // a fragmented Push under way
   int join_attempts = 0;
   static inline const char* name = "session";
 };

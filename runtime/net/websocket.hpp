@@ -33,7 +33,9 @@ struct TransportOptions {
   size_t max_frame_bytes = 16u << 20;
   std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds idle_timeout{30000};
-  size_t max_queued_bytes = 256u << 20;
+  // Above the largest message (sync_frames::kMaxMessageBytes, sent as fragments queued at
+  // once) plus the byte windows, so that one large value never closes a healthy connection.
+  size_t max_queued_bytes = size_t{512} << 20;
 };
 
 // WebSocket close codes used by Tandem (RFC 6455 7.4.1).

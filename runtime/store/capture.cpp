@@ -92,6 +92,7 @@ void Capture::detach() {
 
 void Capture::start(bool images) {
   events_.clear();
+  refusal_.clear();
   images_ = images;
   last_table_ = -1;
   active_ = true;
@@ -117,6 +118,23 @@ int Capture::find_table(const char* name) {
   return -1;
 }
 
+void Capture::check_value_sizes(sqlite3* db, const TableInfo& t) {
+  if (max_value_bytes_ == 0 || !refusal_.empty()) return;
+  for (size_t i = 0; i < t.columns.size(); ++i) {
+    sqlite3_value* v = nullptr;
+    if (sqlite3_preupdate_new(db, static_cast<int>(i), &v) != SQLITE_OK || !v) continue;
+    const int type = sqlite3_value_type(v);
+    if (type != SQLITE_TEXT && type != SQLITE_BLOB) continue;
+    const auto n = static_cast<size_t>(sqlite3_value_bytes(v));
+    if (n > max_value_bytes_) {
+      refusal_ = "a value of " + std::to_string(n) + " bytes in " + t.name + "." + t.columns[i].name +
+                 " is larger than the limit of " + std::to_string(max_value_bytes_ >> 20) + " MiB (" +
+                 std::to_string(max_value_bytes_) + " bytes); nothing of this write was stored";
+      return;
+    }
+  }
+}
+
 void Capture::on_preupdate(sqlite3* db, int op, const char* database, const char* table, int64_t old_rowid,
                            int64_t new_rowid) {
   if (!active_ || std::strcmp(database, "main") != 0) return;
@@ -130,6 +148,7 @@ void Capture::on_preupdate(sqlite3* db, int op, const char* database, const char
       ev.kind = CaptureEvent::Kind::insert;
       ev.rowid = new_rowid;
       ev.new_key = read_key(db, sqlite3_preupdate_new, t, new_rowid);
+      check_value_sizes(db, t);
       if (images_) ev.new_row = read_row(db, sqlite3_preupdate_new, t);
       break;
     case SQLITE_DELETE:
@@ -143,6 +162,7 @@ void Capture::on_preupdate(sqlite3* db, int op, const char* database, const char
       ev.rowid = new_rowid;
       ev.old_key = read_key(db, sqlite3_preupdate_old, t, old_rowid);
       ev.new_key = read_key(db, sqlite3_preupdate_new, t, new_rowid);
+      check_value_sizes(db, t);
       for (size_t i = 0; i < t.value_columns.size(); ++i) {
         sqlite3_value* a = nullptr;
         sqlite3_value* b = nullptr;

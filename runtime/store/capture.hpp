@@ -54,6 +54,10 @@ class Capture {
   // The events recorded since start(), in order; clears them.
   std::vector<CaptureEvent> take();
   void clear() { events_.clear(); }
+  // Set when a captured insert or update wrote a TEXT or BLOB value over `max_value_bytes`
+  // (the hook cannot fail the statement; the write is refused at its end). Cleared by start().
+  const std::string& refusal() const { return refusal_; }
+  void set_max_value_bytes(size_t n) { max_value_bytes_ = n; }
 
   // Hook entry points (public for the C callbacks only).
   void on_preupdate(sqlite3* db, int op, const char* database, const char* table, int64_t old_rowid, int64_t new_rowid);
@@ -61,12 +65,15 @@ class Capture {
 
  private:
   int find_table(const char* name);
+  void check_value_sizes(sqlite3* db, const TableInfo& t);
   sqlite3* db_ = nullptr;
   const std::vector<const TableInfo*>* tables_ = nullptr;
   bool active_ = false;
   bool images_ = false;
   int last_table_ = -1;
   std::vector<CaptureEvent> events_;
+  size_t max_value_bytes_ = 0;  // 0: no bound
+  std::string refusal_;
 };
 
 }  // namespace tandem

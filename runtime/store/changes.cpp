@@ -23,6 +23,9 @@
 namespace tandem {
 namespace {
 
+// What one change costs in a batch besides its table name, key and value: the clock
+// fields, site id and protobuf tags (an estimate; batches are bounded approximately).
+constexpr size_t kChangeOverheadBytes = 48;
 
 Status decode_record(const TableInfo& t, Statement& st, int cl_column, int clock_column, RowClock* clock) {
   clock->exists = true;
@@ -94,6 +97,10 @@ Result<change::ChangeBatch> Store::changes(const ChangesRequest& request) {
   batch.set_from_db_version(since);
   batch.set_complete(true);
   const auto count = [&] { return static_cast<size_t>(batch.changes_size()); };
+  size_t bytes = 0;  // estimated serialized size of the changes so far
+  const auto full = [&] {
+    return (request.limit > 0 && count() >= request.limit) || (request.max_bytes > 0 && bytes >= request.max_bytes);
+  };
 
   TANDEM_ASSIGN_OR_RETURN(auto entries, s.db->cached(
       "SELECT seq, db_version, table_id, keys FROM tandem_changelog WHERE db_version > ?1 ORDER BY db_version, seq"));
@@ -115,7 +122,7 @@ Result<change::ChangeBatch> Store::changes(const ChangesRequest& request) {
     const int64_t version = entries->column_int64(1);
     if (version != current) {
       if (current >= 0) last_complete = current;
-      if (request.limit > 0 && count() >= request.limit) {
+      if (full()) {
         cut = true;
         break;
       }
@@ -133,7 +140,7 @@ Result<change::ChangeBatch> Store::changes(const ChangesRequest& request) {
 
     size_t first_key = resume && version == resume->version && entry == resume->entry ? static_cast<size_t>(resume->key) : 0;
     for (size_t k = first_key; k < keys.size(); ++k) {
-      if (request.split_versions && request.limit > 0 && count() >= request.limit) {
+      if (request.split_versions && full()) {
         // Cut inside this version, at a row boundary.
         cut = true;
         batch.set_resume_after(encode_resume(ResumePoint{version, entry, k}));
@@ -163,6 +170,24 @@ Result<change::ChangeBatch> Store::changes(const ChangesRequest& request) {
         TANDEM_ASSIGN_OR_RETURN(row, s.load_row(t, pk));
         if (!row) return Status::Internal("a live clock of " + t.name + " has no row");
       }
+      // The row's size is known only once it is read: a row that would take a non-empty
+      // batch over max_bytes starts the next batch instead (read again there), so that a
+      // large value never rides along with others.
+      size_t row_bytes = 0;
+      for (const Emitted& e : cells) {
+        row_bytes += kChangeOverheadBytes + t.name.size() + encoded.size();
+        if (e.cell >= 0 && row) {
+          const Value& v = (*row)[static_cast<size_t>(t.value_columns[static_cast<size_t>(e.cell)])];
+          if (v.is_text() || v.is_blob()) row_bytes += v.bytes().size();
+        }
+      }
+      if (request.split_versions && request.max_bytes > 0 && count() > 0 && bytes + row_bytes > request.max_bytes) {
+        cut = true;
+        batch.set_resume_after(encode_resume(ResumePoint{version, entry, k}));
+        last_complete = version - 1;
+        break;
+      }
+      bytes += row_bytes;
       for (const Emitted& e : cells) {
         change::Change* ch = batch.add_changes();
         ch->set_table(t.name);

@@ -330,8 +330,13 @@ Result<CommitResult> Store::Impl::local_write(const std::function<Status()>& bod
   Status body_status = body();
   capture.stop();
   mode = Mode::internal;
+  if (body_status.ok() && !capture.refusal().empty()) body_status = Status::ResourceExhausted(capture.refusal());
   if (!body_status.ok()) {
     capture.clear();
+    if (body_status.code() == StatusCode::resource_exhausted && sqlite3_errcode(db->raw()) == SQLITE_TOOBIG)
+      return Status::ResourceExhausted("a value or row is larger than the limit of " + std::to_string(kMaxValueBytes >> 20) +
+                                       " MiB (" + std::to_string(kMaxValueBytes) + " bytes per value); nothing of this write was stored (" +
+                                       body_status.message() + ")");
     return body_status;
   }
   int64_t rows_changed = db->total_changes() - changes_before;
@@ -738,6 +743,8 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreO
   impl->register_key_function();
   for (const auto& t : impl->tables) TANDEM_RETURN_IF_ERROR(impl->install_key_allocation(*t));
   impl->capture.attach(db.raw(), &impl->table_list);
+  impl->capture.set_max_value_bytes(kMaxValueBytes);
+  sqlite3_limit(db.raw(), SQLITE_LIMIT_LENGTH, static_cast<int>(kMaxValueBytes + kMaxRowOverheadBytes));
   sqlite3_set_authorizer(db.raw(), authorize, impl.get());
   auto store = std::unique_ptr<Store>(new Store(std::move(impl)));
   store->lock_ = std::move(lock);

@@ -28,6 +28,14 @@
 namespace tandem {
 
 class ProcessLock;
+
+// The largest TEXT or BLOB value a local write may store (a larger one fails the write with
+// RESOURCE_EXHAUSTED, naming the limit, and stores nothing). Every value up to it syncs
+// (docs/protocol.md, "Fragments"). SQLite's own length limit on a store's connection is
+// this plus kMaxRowOverheadBytes, which bounds a whole row (and so a merged value) too.
+inline constexpr size_t kMaxValueBytes = size_t{256} << 20;
+inline constexpr size_t kMaxRowOverheadBytes = size_t{1} << 20;
+
 using SiteId = std::array<uint8_t, 16>;
 std::string site_hex(const SiteId& site);                  // 32 upper-case hex digits
 std::optional<SiteId> site_from_hex(const std::string& hex);
@@ -121,6 +129,10 @@ class Store {
     // carries resume_after, to pass back here with the same `since` (its to_db_version).
     bool split_versions = false;
     std::string resume_after;
+    // Also bound the batch by bytes (about the serialized size of its changes), cut like
+    // `limit`; a batch always holds at least one row, so one row larger than this is a
+    // batch of its own. 0: no byte bound.
+    size_t max_bytes = 0;
   };
   Result<change::ChangeBatch> changes(const ChangesRequest& request);
   // Merges a batch in one transaction and advances the sender's received cursor to the

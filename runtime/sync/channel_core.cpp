@@ -28,7 +28,9 @@ std::string lower(std::string s) {
   return s;
 }
 
-change::ChangeBatch filter_site(const change::ChangeBatch& batch, const SiteId& site, bool keep_site,
+// Takes the batch by value: a caller done with its batch moves it in, and large values are
+// then moved, not copied.
+change::ChangeBatch filter_site(change::ChangeBatch batch, const SiteId& site, bool keep_site,
                                 const std::set<std::string>* tables = nullptr) {
   change::ChangeBatch out;
   out.set_sender_site_id(batch.sender_site_id());
@@ -37,10 +39,10 @@ change::ChangeBatch filter_site(const change::ChangeBatch& batch, const SiteId& 
   out.set_complete(batch.complete());
   out.set_resume_after(batch.resume_after());
   const std::string bytes = site_bytes(site);
-  for (const auto& c : batch.changes()) {
+  for (auto& c : *batch.mutable_changes()) {
     if ((c.site_id() == bytes) != keep_site) continue;
     if (tables && !tables->empty() && !tables->count(lower(c.table()))) continue;
-    *out.add_changes() = c;
+    *out.add_changes() = std::move(c);
   }
   return out;
 }
@@ -50,11 +52,17 @@ change::ChangeBatch filter_site(const change::ChangeBatch& batch, const SiteId& 
 change::ChangeBatch only_from_site(const change::ChangeBatch& batch, const SiteId& site) {
   return filter_site(batch, site, true);
 }
+change::ChangeBatch only_from_site(change::ChangeBatch&& batch, const SiteId& site) {
+  return filter_site(std::move(batch), site, true);
+}
 change::ChangeBatch without_site(const change::ChangeBatch& batch, const SiteId& site) {
   return filter_site(batch, site, false);
 }
 change::ChangeBatch for_client(const change::ChangeBatch& batch, const SiteId& site, const std::set<std::string>& tables) {
   return filter_site(batch, site, false, &tables);
+}
+change::ChangeBatch for_client(change::ChangeBatch&& batch, const SiteId& site, const std::set<std::string>& tables) {
+  return filter_site(std::move(batch), site, false, &tables);
 }
 
 Result<std::unique_ptr<ChannelCore>> ChannelCore::open(const std::string& path, const ChannelOptions& options) {
@@ -138,6 +146,8 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   w->set_forward_from(from);
   w->set_push_window(options_.push_window);
   w->set_max_frame_bytes(options_.max_frame_bytes);
+  w->set_max_message_bytes(sync_frames::kMaxMessageBytes);
+  w->set_push_window_bytes(options_.push_window_bytes);
   out.push_back(std::move(welcome));
 
   auto& member = members_[session] = std::move(m);
@@ -154,7 +164,7 @@ void ChannelCore::leave(uint64_t session) {
   members_.erase(it);
 }
 
-Status ChannelCore::push(uint64_t session, const sync::Push& push) {
+Status ChannelCore::push(uint64_t session, sync::Push push) {
   auto it = members_.find(session);
   if (it == members_.end()) return Status::InvalidArgument("push from a session that has not joined");
   Member& m = it->second;
@@ -163,6 +173,12 @@ Status ChannelCore::push(uint64_t session, const sync::Push& push) {
                                    std::to_string(m.last_push_seq + 1) + ")");
   if (push.seq() - m.acked_push_seq > options_.push_window)
     return Status::InvalidArgument("more than " + std::to_string(options_.push_window) + " unacknowledged pushes");
+  // Pending pushes are a subset of those the client has not seen acknowledged, so a client
+  // that keeps the byte window never trips this.
+  if (options_.push_window_bytes > 0 && m.pending_bytes >= options_.push_window_bytes)
+    return Status::InvalidArgument("push " + std::to_string(push.seq()) + " sent while " + std::to_string(m.pending_bytes) +
+                                   " bytes of pushes were unacknowledged (window " +
+                                   std::to_string(options_.push_window_bytes) + " bytes)");
   if (push.batch().sender_site_id() != site_bytes(m.site))
     return Status::InvalidArgument("push batch sender is not the hello's site id");
   const auto& batch = push.batch();
@@ -196,7 +212,8 @@ Status ChannelCore::push(uint64_t session, const sync::Push& push) {
                                    std::to_string(last_change));
   m.next_push_from = batch.to_db_version();
   m.last_push_seq = push.seq();
-  m.pending.push_back(push);
+  m.pending_bytes += push.ByteSizeLong();
+  m.pending.push_back(std::move(push));
   ++pending_pushes_;
   return Status::Ok();
 }
@@ -214,15 +231,17 @@ Outbox ChannelCore::flush() {
   for (auto& [session, m] : members_) {
     if (m.pending.empty()) continue;
     // (Checked against the store at merge time below: another session of the same site
-    // may have pushed since this one joined.)
-    Job job{session, m.pending.back().seq(), m.pending.front().batch()};
+    // may have pushed since this one joined.) Moved, not copied: a push may hold a value of
+    // hundreds of MiB.
+    Job job{session, m.pending.back().seq(), std::move(*m.pending.front().mutable_batch())};
     for (size_t i = 1; i < m.pending.size(); ++i) {
-      const auto& b = m.pending[i].batch();
-      for (const auto& c : b.changes()) *job.batch.add_changes() = c;
-      job.batch.set_to_db_version(std::max(job.batch.to_db_version(), b.to_db_version()));
+      auto* b = m.pending[i].mutable_batch();
+      for (auto& c : *b->mutable_changes()) *job.batch.add_changes() = std::move(c);
+      job.batch.set_to_db_version(std::max(job.batch.to_db_version(), b->to_db_version()));
     }
     pending_pushes_ -= m.pending.size();
     m.pending.clear();
+    m.pending_bytes = 0;
     jobs.push_back(std::move(job));
   }
   if (jobs.empty()) return out;
@@ -271,6 +290,8 @@ Outbox ChannelCore::flush() {
     }
     synced = full;
     stats_.changes_merged += jobs[j].batch.changes_size();
+    // Released now: the forwards read below may hold the same large values again.
+    change::ChangeBatch().Swap(&jobs[j].batch);
     stats_.changes_applied += merged->changes_applied;
     merged_sites.push_back(members_.at(jobs[j].session).site);
     last_pusher_[members_.at(jobs[j].session).site] = members_.at(jobs[j].session).instance;
@@ -327,7 +348,8 @@ Status ChannelCore::durable_commit(const std::vector<SiteId>& merged_sites) {
 
 void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& out) {
   const int64_t head = store_->db_version();
-  while ((m.sent < head || !m.resume.empty()) && m.in_flight.size() < options_.forward_window) {
+  while ((m.sent < head || !m.resume.empty()) && m.in_flight.size() < options_.forward_window &&
+         (m.in_flight.empty() || m.in_flight_bytes < options_.forward_window_bytes)) {
     // Versions larger than a forward are cut at row boundaries and resumed (ChangeBatch.resume_after),
     // so that no frame outgrows the transport's limit.
     auto key = std::make_pair(m.sent, m.resume);
@@ -338,6 +360,7 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
       request.limit = options_.forward_batch_changes;
       request.split_versions = true;
       request.resume_after = m.resume;
+      request.max_bytes = options_.forward_batch_bytes;
       auto read = store_->changes(request);
       ++stats_.change_reads;
       if (!read.ok()) {
@@ -346,26 +369,38 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
                        true});
         return;
       }
-      cached = cache.emplace(key, std::move(*read)).first;
+      // The read is shared by the sessions at the same point; the last of them takes it.
+      int users = 0;
+      for (const auto& [id, other] : members_) users += other.sent == m.sent && other.resume == m.resume;
+      cached = cache.emplace(key, CachedRead{std::move(*read), users}).first;
     }
-    const change::ChangeBatch& all = cached->second;
+    const change::ChangeBatch& all = cached->second.batch;
     if (all.to_db_version() <= m.sent && all.resume_after().empty() && all.changes_size() == 0) {
       m.sent = std::max(m.sent, head);  // nothing left to read (cannot happen with a consistent log)
       break;
     }
     // A range whose changes all came from this client is still forwarded, empty: the
     // client's cursor then keeps up with the server, so it can tell when it is caught up.
-    change::ChangeBatch mine = for_client(all, m.site, m.tables);
     const int64_t to = std::max(all.to_db_version(), m.sent);
+    const std::string resume_after = all.resume_after();
+    change::ChangeBatch mine;
+    if (--cached->second.users <= 0) {
+      mine = for_client(std::move(cached->second.batch), m.site, m.tables);
+      cache.erase(cached);
+    } else {
+      mine = for_client(all, m.site, m.tables);
+    }
     mine.set_to_db_version(to);  // what the client's ClientAck must name (client_ack())
     Outgoing fwd;
     fwd.session = session;
     fwd.envelope.mutable_forward()->set_seq(m.next_forward_seq);
     *fwd.envelope.mutable_forward()->mutable_batch() = std::move(mine);
-    m.in_flight.emplace_back(m.next_forward_seq, to);
+    const size_t bytes = fwd.envelope.forward().ByteSizeLong();
+    m.in_flight.push_back({m.next_forward_seq, to, bytes});
+    m.in_flight_bytes += bytes;
     ++m.next_forward_seq;
     m.sent = to;
-    m.resume = all.resume_after();
+    m.resume = resume_after;
     ++stats_.forwards;
     out.push_back(std::move(fwd));
   }
@@ -380,15 +415,16 @@ Result<Outbox> ChannelCore::client_ack(uint64_t session, const sync::ClientAck& 
   // The version acknowledged must be the one that forward carried: it becomes the cursor
   // this client is caught up from, so a made-up one would skip changes or go backwards.
   auto acked = std::find_if(m.in_flight.begin(), m.in_flight.end(),
-                            [&](const std::pair<uint64_t, int64_t>& f) { return f.first == ack.seq(); });
+                            [&](const Member::InFlight& f) { return f.seq == ack.seq(); });
   if (acked == m.in_flight.end())
     return Status::InvalidArgument("client ack for forward " + std::to_string(ack.seq()) + " that was already acknowledged");
-  if (ack.server_db_version() != acked->second)
+  if (ack.server_db_version() != acked->to)
     return Status::InvalidArgument("client ack for forward " + std::to_string(ack.seq()) + " says server_db_version " +
                                    std::to_string(ack.server_db_version()) + ", the forward carried " +
-                                   std::to_string(acked->second));
-  while (!m.in_flight.empty() && m.in_flight.front().first <= ack.seq()) {
-    m.acked = std::max(m.acked, m.in_flight.front().second);
+                                   std::to_string(acked->to));
+  while (!m.in_flight.empty() && m.in_flight.front().seq <= ack.seq()) {
+    m.acked = std::max(m.acked, m.in_flight.front().to);
+    m.in_flight_bytes -= m.in_flight.front().bytes;
     m.in_flight.pop_front();
     m.ack_dirty = true;
   }

@@ -38,6 +38,13 @@ struct ChannelOptions {
   uint32_t push_window = 16;            // unacknowledged pushes a client may have (told in Welcome)
   uint32_t forward_window = 4;          // unacknowledged forwards per session
   size_t forward_batch_changes = 5000;  // changes per forward (cut at a db_version boundary)
+  // Bytes of changes per forward: a forward holds rows up to this, or one larger row alone
+  // (sent in Fragments, docs/protocol.md).
+  size_t forward_batch_bytes = size_t{4} << 20;
+  // No further forward while the unacknowledged ones hold this many bytes (one larger
+  // forward may be in flight alone): a session's send queue holds at most about one big value.
+  size_t forward_window_bytes = size_t{8} << 20;
+  uint64_t push_window_bytes = uint64_t{8} << 20;  // told in Welcome; enforced in push()
   uint32_t max_frame_bytes = 16u << 20; // told in Welcome
 };
 
@@ -69,9 +76,10 @@ class ChannelCore {
   Result<Outbox> join(uint64_t session, const std::string& user, const sync::Hello& hello);
   // Removes a session (its acknowledged cursor is recorded). Unknown sessions are ignored.
   void leave(uint64_t session);
-  // Queues a push of a joined session. A push out of sequence, over the window, from
+  // Queues a push of a joined session. A push out of sequence, over the window (count, or
+  // bytes: sent while the unacknowledged pushes already held push_window_bytes), from
   // another site or with a bad range is refused (the caller sends a fatal PROTOCOL error).
-  Status push(uint64_t session, const sync::Push& push);
+  Status push(uint64_t session, sync::Push push);
   bool has_pending() const { return pending_pushes_ > 0; }
   // Merges and durably commits every queued push; acks, errors for refused batches, and
   // the forwards the new changes cause.
@@ -103,10 +111,21 @@ class ChannelCore {
     std::string resume; // set while version sent + 1 is forwarded in parts
     int64_t acked = 0;  // server db_version the client acknowledged holding
     bool ack_dirty = false;
-    std::deque<std::pair<uint64_t, int64_t>> in_flight;  // forward seq -> to_db_version
+    struct InFlight {
+      uint64_t seq;
+      int64_t to;     // the forward's to_db_version
+      size_t bytes;   // its serialized Forward message
+    };
+    std::deque<InFlight> in_flight;
+    size_t in_flight_bytes = 0;
     std::vector<sync::Push> pending;
+    uint64_t pending_bytes = 0;  // serialized Push messages in `pending`
   };
-  using ReadCache = std::map<std::pair<int64_t, std::string>, change::ChangeBatch>;
+  struct CachedRead {
+    change::ChangeBatch batch;
+    int users = 0;  // sessions at this point when it was read that have not taken it yet
+  };
+  using ReadCache = std::map<std::pair<int64_t, std::string>, CachedRead>;
 
   ChannelCore(std::unique_ptr<Store> store, const ChannelOptions& options);
   Status durable_commit(const std::vector<SiteId>& merged_sites);
@@ -126,9 +145,11 @@ class ChannelCore {
 // Keeps only the changes that originated at `site` (a client pushes only its own changes:
 // everything else it holds came from the server, which has it). The range is kept.
 change::ChangeBatch only_from_site(const change::ChangeBatch& batch, const SiteId& site);
+change::ChangeBatch only_from_site(change::ChangeBatch&& batch, const SiteId& site);
 // The changes that did not originate at `site`; the range is kept.
 change::ChangeBatch without_site(const change::ChangeBatch& batch, const SiteId& site);
 // The same, also leaving out tables not in `tables` (lower-case names; empty: keep all).
 change::ChangeBatch for_client(const change::ChangeBatch& batch, const SiteId& site, const std::set<std::string>& tables);
+change::ChangeBatch for_client(change::ChangeBatch&& batch, const SiteId& site, const std::set<std::string>& tables);
 
 }  // namespace tandem::sync_channel

@@ -24,6 +24,81 @@ Decoded decode(const std::string& frame) {
 
 std::string encode(const sync::Envelope& envelope) { return envelope.SerializeAsString(); }
 
+size_t fragment_bytes_for(uint64_t max_frame_bytes) {
+  if (max_frame_bytes == 0) return kFragmentBytes;
+  return static_cast<size_t>(std::clamp<uint64_t>(max_frame_bytes > 64 ? max_frame_bytes - 64 : 1, 1, kFragmentBytes));
+}
+
+void send_frames(sync::Envelope&& envelope, const std::function<void(std::string frame)>& send, size_t fragment_bytes) {
+  fragment_bytes = std::clamp<size_t>(fragment_bytes, 1, kFragmentBytes);
+  std::string whole = envelope.SerializeAsString();
+  envelope.Clear();
+  {
+    sync::Envelope released;  // Clear() keeps sub-messages' memory; swapping frees it
+    envelope.Swap(&released);
+  }
+  if (whole.size() <= fragment_bytes) {
+    send(std::move(whole));
+    return;
+  }
+  for (size_t offset = 0; offset < whole.size(); offset += fragment_bytes) {
+    sync::Envelope piece;
+    auto* f = piece.mutable_fragment();
+    f->set_total_bytes(whole.size());
+    f->set_offset(offset);
+    f->set_data(whole.data() + offset, std::min(fragment_bytes, whole.size() - offset));
+    send(piece.SerializeAsString());
+  }
+}
+
+void Reassembler::reset() {
+  total_ = 0;
+  std::string().swap(buffer_);
+}
+
+bool Reassembler::add(sync::Fragment&& fragment, std::optional<sync::Envelope>* complete, sync::Error* error) {
+  complete->reset();
+  auto refuse = [&](const std::string& message) {
+    error->set_code(sync::Error::PROTOCOL);
+    error->set_message(message);
+    error->set_fatal(true);
+    reset();
+    return false;
+  };
+  const uint64_t total = fragment.total_bytes();
+  if (fragment.data().empty()) return refuse("a fragment without data");
+  if (total_ == 0) {
+    if (fragment.offset() != 0) return refuse("a fragment at offset " + std::to_string(fragment.offset()) + " starts no message");
+    if (total > max_)
+      return refuse("a fragmented message of " + std::to_string(total) + " bytes is larger than the limit of " +
+                    std::to_string(max_) + " bytes");
+    total_ = total;
+    buffer_.reserve(total);
+  } else if (total != total_ || fragment.offset() != buffer_.size()) {
+    return refuse("a fragment (offset " + std::to_string(fragment.offset()) + " of " + std::to_string(total) +
+                  ") does not continue the message under way (" + std::to_string(buffer_.size()) + " of " +
+                  std::to_string(total_) + " bytes received)");
+  }
+  if (fragment.data().size() > total_ - buffer_.size()) return refuse("a fragment goes past its message's end");
+  buffer_.append(fragment.data());
+  fragment.clear_data();
+  if (buffer_.size() < total_) return true;
+
+  sync::Envelope envelope;
+  const bool parsed = envelope.ParseFromString(buffer_);
+  reset();
+  if (!parsed) {
+    error->set_code(sync::Error::MALFORMED);
+    error->set_message("a reassembled message of " + std::to_string(total) + " bytes is not a tandem.sync.Envelope");
+    error->set_fatal(true);
+    return false;
+  }
+  if (!envelope.has_push() && !envelope.has_forward())
+    return refuse("only a Push or a Forward may be fragmented, not " + describe(envelope));
+  complete->emplace(std::move(envelope));
+  return true;
+}
+
 sync::Envelope error_envelope(sync::Error::Code code, const std::string& message, bool fatal) {
   sync::Envelope e;
   auto* err = e.mutable_error();
@@ -103,6 +178,9 @@ std::string describe(const sync::Envelope& e) {
              log_escape(e.error().message(), 1024);
     case sync::Envelope::kPing: return "ping " + std::to_string(e.ping().nonce());
     case sync::Envelope::kPong: return "pong " + std::to_string(e.pong().nonce());
+    case sync::Envelope::kFragment:
+      return "fragment offset=" + std::to_string(e.fragment().offset()) + " bytes=" + std::to_string(e.fragment().data().size()) +
+             " of " + std::to_string(e.fragment().total_bytes());
     default: return "unknown";
   }
 }

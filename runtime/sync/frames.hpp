@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 
 #include "proto/sync.pb.h"
@@ -25,6 +27,45 @@ struct Decoded {
 Decoded decode(const std::string& frame);
 
 std::string encode(const sync::Envelope& envelope);
+
+// Fragments (docs/protocol.md, "Fragments"): a Push or Forward whose serialized Envelope is
+// larger than kFragmentBytes travels as consecutive Fragment frames of kFragmentBytes of it
+// each (the last one shorter), so that no frame comes near the transport's limit.
+inline constexpr size_t kFragmentBytes = size_t{1} << 20;
+// The largest message a receiver reassembles: a row of the largest values a store accepts,
+// with room for its key, clocks and envelope.
+inline constexpr uint64_t kMaxMessageBytes = uint64_t{320} << 20;
+
+// Serializes `envelope` (consumed: its memory is released before the frames are built, so a
+// large value is held once as a message and once as frames, not more) and hands each frame
+// to `send`, in order: one frame, or the Fragment frames of it.
+// `fragment_bytes` (at most kFragmentBytes) is smaller when the peer's frame limit is.
+void send_frames(sync::Envelope&& envelope, const std::function<void(std::string frame)>& send,
+                 size_t fragment_bytes = kFragmentBytes);
+// The fragment size for a peer whose frames may hold `max_frame_bytes` (0: unknown): room
+// is left for the Fragment's own fields.
+size_t fragment_bytes_for(uint64_t max_frame_bytes);
+
+// Rebuilds fragmented messages of one connection and direction. A message is acted on only
+// when its last fragment arrived, so a connection lost in the middle leaves nothing behind
+// but this buffer (reset() drops it).
+class Reassembler {
+ public:
+  explicit Reassembler(uint64_t max_message_bytes = kMaxMessageBytes) : max_(max_message_bytes) {}
+  // Adds one fragment. An error (ready to send, fatal) for a fragment that does not
+  // continue the message under way or would make it larger than the bound. When the
+  // fragment completes a message, *complete holds its decoded Envelope, which must be a
+  // Push or a Forward (anything else, including a nested Fragment, is an error).
+  bool add(sync::Fragment&& fragment, std::optional<sync::Envelope>* complete, sync::Error* error);
+  void reset();
+  bool active() const { return total_ > 0; }
+  uint64_t received() const { return buffer_.size(); }
+
+ private:
+  uint64_t max_;
+  uint64_t total_ = 0;  // 0: no message under way
+  std::string buffer_;
+};
 sync::Envelope error_envelope(sync::Error::Code code, const std::string& message, bool fatal);
 std::string error_frame(sync::Error::Code code, const std::string& message, bool fatal);
 

@@ -679,4 +679,63 @@ TEST_CASE("a connection claiming another device's site id is refused and the dev
     REQUIRE(c->merge(fwd->forward().batch()).ok());
   }
   CHECK(rows(*c) == "1='milk' 2='eggs' ");
+
+TEST_CASE("a push in fragments is acked once whole and forwarded in fragments, and a frame inside one is refused",
+          "[server][bad-input]") {
+  TestServer srv;
+  auto a = client_store(1), b = client_store(2);
+  RawClient ca(srv.url()), cb(srv.url());
+  ca.send(hello(token_for("alice"), 1));
+  auto welcome = expect_welcome(ca);
+  CHECK(welcome.max_message_bytes() == sync_frames::kMaxMessageBytes);
+  cb.send(hello(token_for("alice"), 2));
+  expect_welcome(cb);
+
+  REQUIRE(a->write({SqlStatement{"INSERT INTO todo VALUES (1, CAST(randomblob(3000000) AS TEXT))", {}}}).ok());
+  sync::Envelope push;
+  push.mutable_push()->set_seq(1);
+  *push.mutable_push()->mutable_batch() = *a->changes_since(0);
+  std::vector<std::string> frames;
+  // This server's transport takes frames of 1 MiB (its welcome tells the channel's default).
+  sync_frames::send_frames(std::move(push), [&](std::string f) { frames.push_back(std::move(f)); },
+                           sync_frames::fragment_bytes_for(1 << 20));
+  REQUIRE(frames.size() == 3);
+  ca.send_raw(frames[0]);
+  ca.send_raw(frames[1]);
+  require_ping_pong(ca, 7);  // allowed between fragments; nothing is acked before the last one
+  ca.send_raw(frames[2]);
+  auto ack = ca.next();
+  REQUIRE(ack);
+  INFO(sync_frames::describe(*ack));
+  REQUIRE(ack->has_ack());
+  CHECK(ack->ack().seq() == 1);
+
+  // The other device receives the forward as fragments and rebuilds it.
+  sync_frames::Reassembler reassembler;
+  std::optional<sync::Envelope> whole;
+  for (int i = 0; i < 10 && !whole; ++i) {
+    auto e = cb.next();
+    REQUIRE(e);
+    REQUIRE(e->has_fragment());
+    sync::Error error;
+    REQUIRE(reassembler.add(std::move(*e->mutable_fragment()), &whole, &error));
+  }
+  REQUIRE(whole);
+  REQUIRE(whole->has_forward());
+  REQUIRE(b->merge(whole->forward().batch()).ok());
+  CHECK(rows(*b) == rows(*a));
+
+  // Bob starts a fragmented push and sends a client ack inside it: refused.
+  RawClient bob(srv.url());
+  bob.send(hello(token_for("bob"), 3));
+  expect_welcome(bob);
+  bob.send_raw(frames[0]);
+  sync::Envelope cack;
+  cack.mutable_client_ack()->set_seq(1);
+  bob.send(cack);
+  bob.expect_fatal(sync::Error::PROTOCOL);
+  // A fragment before the hello is refused too.
+  RawClient early(srv.url());
+  early.send_raw(frames[0]);
+  early.expect_fatal(sync::Error::PROTOCOL);
 }
