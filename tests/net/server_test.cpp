@@ -679,6 +679,7 @@ TEST_CASE("a connection claiming another device's site id is refused and the dev
     REQUIRE(c->merge(fwd->forward().batch()).ok());
   }
   CHECK(rows(*c) == "1='milk' 2='eggs' ");
+}
 
 TEST_CASE("a push in fragments is acked once whole and forwarded in fragments, and a frame inside one is refused",
           "[server][bad-input]") {
