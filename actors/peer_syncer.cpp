@@ -152,9 +152,10 @@ void try_push(self_ptr self) {
               // merged changes, which the server has.
               int64_t last_change = 0;
               for (const auto& c : mine.changes()) last_change = std::max(last_change, c.db_version());
-              const bool continues = last_change > all.to_db_version();  // own rows of the split version to + 1
+              // (`all` was moved from above: its saved read_to stands for it.)
+              const bool continues = last_change > read_to;  // own rows of the split version to + 1
               mine.set_from_db_version(ls.push_from);
-              mine.set_to_db_version(continues ? all.to_db_version() : last_change);
+              mine.set_to_db_version(continues ? read_to : last_change);
               if (!continues) mine.clear_resume_after();
               ls.push_from = mine.to_db_version();
               sync::Envelope e;
