@@ -1,6 +1,7 @@
 // Large values without a network: batches bounded by bytes (the store's extraction, the
 // channel's forwards and push window), Fragments (cutting and reassembly, every refusal),
 // and the store's write-size limit. The real processes are in big_value_test.cpp.
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
@@ -307,6 +308,12 @@ TEST_CASE("channel: a push sent while unacknowledged pushes fill the byte window
     sync::Push p;
     p.set_seq(seq);
     *p.mutable_batch() = only_from_site(*batch, a->site_id());
+    // Only the versions (from, to]: a push carries no change outside its range.
+    auto* changes = p.mutable_batch()->mutable_changes();
+    changes->erase(std::remove_if(changes->begin(), changes->end(),
+                                  [&](const change::Change& c) { return c.db_version() <= from || c.db_version() > to; }),
+                   changes->end());
+    p.mutable_batch()->set_from_db_version(from);
     p.mutable_batch()->set_to_db_version(to);
     return p;
   };
