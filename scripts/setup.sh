@@ -17,13 +17,19 @@ tandem_packages=(
   build-essential cmake ninja-build pkg-config
   libcaf-dev libprotobuf-dev protobuf-compiler libsqlite3-dev sqlite3 catch2
   libboost-dev libssl-dev libjwt-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
-  openssl python3 nodejs npm
+  openssl python3
 )
+# Needed as commands, whatever provides them: a machine may already carry another build of
+# Node.js (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).
+tandem_commands=(node:nodejs npm:npm)
 
 tandem_install_packages() {
   local missing=()
   for p in "${tandem_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  for c in "${tandem_commands[@]}"; do
+    command -v "${c%%:*}" >/dev/null 2>&1 || missing+=("${c#*:}")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "setup: installing missing Debian packages: ${missing[*]}" >&2
