@@ -58,7 +58,7 @@ TEST_CASE("allocated keys are reported, never reused after a delete, and leave e
   REQUIRE(a->verify().ok());
 }
 
-TEST_CASE("offline devices each write many rows; every row survives any sync order", "[store][keys]") {
+TEST_CASE("offline devices each write many rows, every row survives any sync order", "[store][keys]") {
   std::vector<std::unique_ptr<Store>> devices;
   for (uint8_t s = 1; s <= 4; ++s) devices.push_back(memory_store(s, kTodo, {"todo"}));
   for (int round = 0; round < 3; ++round) {
