@@ -2,7 +2,7 @@
 // values of tens and hundreds of MiB pushed and forwarded in fragments, a catch-up larger
 // than a frame, the write-size limit, and a receiving client killed in the middle of a value.
 // The 200 MiB case also reports the peak RSS (VmHWM) of each process and its duration.
-// The process helpers are those of process_test.cpp.
+// The process helpers are those of process_util.hpp.
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
@@ -25,6 +25,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/net/process_util.hpp"
+
 extern char** environ;
 
 using namespace std::chrono_literals;
@@ -34,110 +36,10 @@ namespace {
 const std::string kTandem = TANDEM_BINARY;
 const char* kSchema = "CREATE TABLE doc(id INTEGER PRIMARY KEY NOT NULL, body BLOB);\n";
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/tandem-big-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  // TANDEM_KEEP_TEST_DIRS=1 keeps the logs and databases for a post-mortem.
-  ~TempDir() {
-    if (std::getenv("TANDEM_KEEP_TEST_DIRS") == nullptr) (void)std::system(("rm -rf " + path).c_str());
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
-
-// A child process with stdin and stdout as pipes and stderr to a file.
-class Process {
- public:
-  Process(const std::vector<std::string>& args, const std::string& stderr_file) {
-    int in[2], out[2];
-    REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
-    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_addopen(&fa, 2, stderr_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    REQUIRE(posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(in[0]);
-    ::close(out[1]);
-    stdin_ = in[1];
-    stdout_ = out[0];
-  }
-  ~Process() {
-    if (pid_ > 0 && !exited_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (stdin_ >= 0) ::close(stdin_);
-    if (stdout_ >= 0) ::close(stdout_);
-  }
-  void write(const std::string& s) {
-    size_t done = 0;
-    while (done < s.size()) {
-      ssize_t n = ::write(stdin_, s.data() + done, s.size() - done);
-      REQUIRE(n > 0);
-      done += static_cast<size_t>(n);
-    }
-  }
-  void close_stdin() {
-    ::close(stdin_);
-    stdin_ = -1;
-  }
-  // The next stdout line, or nullopt after `within` / at end of output.
-  std::optional<std::string> line(std::chrono::milliseconds within = 20s) {
-    const auto deadline = std::chrono::steady_clock::now() + within;
-    for (;;) {
-      auto nl = buffer_.find('\n');
-      if (nl != std::string::npos) {
-        std::string l = buffer_.substr(0, nl);
-        buffer_.erase(0, nl + 1);
-        return l;
-      }
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return std::nullopt;
-      pollfd p{stdout_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-      char buf[4096];
-      ssize_t n = ::read(stdout_, buf, sizeof buf);
-      if (n <= 0) return std::nullopt;
-      buffer_.append(buf, static_cast<size_t>(n));
-    }
-  }
-  void signal(int sig) { ::kill(pid_, sig); }
-  // Exit status (or 128+signal) once it ends; -1 if it did not end within `within`.
-  int wait(std::chrono::milliseconds within = 60s) {
-    const auto deadline = std::chrono::steady_clock::now() + within;
-    while (std::chrono::steady_clock::now() < deadline) {
-      int status = 0;
-      pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        exited_ = true;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    return -1;
-  }
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_ = -1;
-  int stdin_ = -1, stdout_ = -1;
-  bool exited_ = false;
-  std::string buffer_;
-};
-
-struct RunResult {
-  int code;
-  std::string out;
-};
+using tandem_process_test::Process;
+using tandem_process_test::RunResult;
+using tandem_process_test::slurp;
+using tandem_process_test::TempDir;
 
 // Peak resident set sizes (VmHWM, kB) of processes while they run, sampled every 20 ms.
 class PeakWatch {
@@ -191,12 +93,6 @@ RunResult run(const std::vector<std::string>& args, const std::string& err_file,
   return {code, out};
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 struct World {
   TempDir dir;
