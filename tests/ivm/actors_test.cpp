@@ -123,6 +123,25 @@ worker::Mutation set_qty(int64_t id, int64_t qty) {
   return m;
 }
 
+// The node of these tests: a db_worker on a file of `dir` with the items/groups schema.
+DbWorkerConfig node_config(const TempDir& dir, std::shared_ptr<ivm::DeltaJournal> journal) {
+  DbWorkerConfig wc;
+  wc.path = dir.path() + "/node.db";
+  wc.store.open.synchronous_full = false;
+  wc.schema = {kSchema};
+  wc.replicate = {"items", "groups"};
+  wc.journal = std::move(journal);
+  return wc;
+}
+
+// Stops the actors even when an assertion fails (the actor system waits for them).
+struct StopAll {
+  std::vector<caf::actor> actors;
+  ~StopAll() {
+    for (auto& a : actors) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("ui_views and the tab_bus with the real db_worker: pending, confirmed, refused, remote", "[ivm][actors]") {
@@ -133,23 +152,11 @@ TEST_CASE("ui_views and the tab_bus with the real db_worker: pending, confirmed,
   caf::actor_system_config cfg;
   caf::actor_system system{configure(cfg)};
   auto journal = std::make_shared<ivm::DeltaJournal>();
-  DbWorkerConfig wc;
-  wc.path = dir.path() + "/node.db";
-  wc.store.open.synchronous_full = false;
-  wc.schema = {kSchema};
-  wc.replicate = {"items", "groups"};
-  wc.journal = journal;
+  DbWorkerConfig wc = node_config(dir, journal);
   auto worker = spawn_db_worker(system, wc);
   REQUIRE(worker.ok());
   auto bus = spawn_tab_bus(system, *worker);
-  std::vector<caf::actor> to_stop = {caf::actor_cast<caf::actor>(*worker), caf::actor_cast<caf::actor>(bus)};
-  // Stops the actors even when an assertion fails (the actor system waits for them).
-  struct Stop {
-    std::vector<caf::actor>& actors;
-    ~Stop() {
-      for (auto& a : actors) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-    }
-  } stop{to_stop};
+  StopAll stop{{caf::actor_cast<caf::actor>(*worker), caf::actor_cast<caf::actor>(bus)}};
   caf::scoped_actor self{system};
 
   auto sql_write = [&](const std::string& sql) {
@@ -174,8 +181,8 @@ TEST_CASE("ui_views and the tab_bus with the real db_worker: pending, confirmed,
   auto tab2 = spawn_ui_view(system, c2);
   REQUIRE(tab1.ok());
   REQUIRE(tab2.ok());
-  to_stop.push_back(caf::actor_cast<caf::actor>(*tab1));
-  to_stop.push_back(caf::actor_cast<caf::actor>(*tab2));
+  stop.actors.push_back(caf::actor_cast<caf::actor>(*tab1));
+  stop.actors.push_back(caf::actor_cast<caf::actor>(*tab2));
 
   // tab1's window, watched by this (scoped) actor through messages.
   Replica tab1_window;
@@ -293,26 +300,15 @@ TEST_CASE("a view that stops with a pending mutation leaves no phantom row in th
   caf::actor_system_config cfg;
   caf::actor_system system{configure(cfg)};
   auto journal = std::make_shared<ivm::DeltaJournal>();
-  DbWorkerConfig wc;
-  wc.path = dir.path() + "/node.db";
-  wc.store.open.synchronous_full = false;
-  wc.schema = {kSchema};
-  wc.replicate = {"items", "groups"};
-  wc.journal = journal;
+  DbWorkerConfig wc = node_config(dir, journal);
   auto worker = spawn_db_worker(system, wc);
   REQUIRE(worker.ok());
   auto bus = spawn_tab_bus(system, *worker);
-  std::vector<caf::actor> to_stop = {caf::actor_cast<caf::actor>(*worker), caf::actor_cast<caf::actor>(bus)};
-  struct Stop {
-    std::vector<caf::actor>& actors;
-    ~Stop() {
-      for (auto& a : actors) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-    }
-  } stop{to_stop};
+  StopAll stop{{caf::actor_cast<caf::actor>(*worker), caf::actor_cast<caf::actor>(bus)}};
   caf::scoped_actor self{system};
   auto tab2 = spawn_ui_view(system, UiViewConfig{"tab2", wc.path, journal, *worker, bus, nullptr});
   REQUIRE(tab2.ok());
-  to_stop.push_back(caf::actor_cast<caf::actor>(*tab2));
+  stop.actors.push_back(caf::actor_cast<caf::actor>(*tab2));
   const std::string kAll = "SELECT id, name, qty FROM items ORDER BY id";
   Replica seen;
   view::WatchRequest wreq;
