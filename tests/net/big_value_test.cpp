@@ -244,7 +244,9 @@ TEST_CASE("big values: a 200 MiB value syncs end to end with bounded memory", "[
   // Bounded: a fixed number of copies of the value per process (measured 4-9 on this
   // machine: the merge's from_proto and SQLITE_TRANSIENT binds and the row images still copy
   // it), not one per hop or fragment; a per-fragment copy of 200 fragments would be far over.
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's redzones and quarantine change what is measured
   CHECK(p["a.db"] < 2048 * 1024);
   CHECK(p["server"] < 2048 * 1024);
   CHECK(p["b.db"] < 2048 * 1024);
+#endif
 }
