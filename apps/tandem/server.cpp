@@ -172,7 +172,7 @@ void run_server(const ServerCommand& opts) {
   sigwait(&stop_signals, &sig);
   spdlog::info("hop=server.stop signal={}", sig);
   // Stopped within a second whatever hangs: every acknowledged write is already durable.
-  exit_after(std::chrono::milliseconds(900), 128 + sig);
+  exit_after(kStopGrace, 128 + sig);
   (*server)->stop();
   caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
   system.await_all_actors_done();

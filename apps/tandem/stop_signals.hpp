@@ -17,7 +17,16 @@
 
 namespace tandem::app {
 
-void install_stop_signals(std::chrono::milliseconds grace = std::chrono::milliseconds(900));
+// How long a clean stop may take before the process is ended. A sanitizer build stops several
+// times slower (its allocator and leak check at exit), so it gets more: the ASan pass checks
+// memory safety, not this promise.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr std::chrono::milliseconds kStopGrace{5000};
+#else
+inline constexpr std::chrono::milliseconds kStopGrace{900};
+#endif
+
+void install_stop_signals(std::chrono::milliseconds grace = kStopGrace);
 // 0 until SIGINT or SIGTERM arrived, then its number.
 int stop_signal();
 // Readable once a stop signal arrived (for poll()); -1 before install_stop_signals().

@@ -85,7 +85,7 @@ TEST_CASE("processes: a write on one client reaches the other's watched query", 
 
   // One process per database file: the watch ends (Ctrl-C) before b.db is synced and read.
   watch.signal(SIGINT);
-  CHECK(watch.wait(5s) == 0);
+  CHECK(watch.wait(kStopWithin + 5s) == 0);
   CHECK(w.cmd("b.db", {"sync"}).code == 0);
   CHECK(w.rows("b.db") == w.rows("a.db"));
   CHECK(w.rows("b.db") == "[{\"done\":0,\"id\":1,\"title\":\"milk\"}]\n");
@@ -447,7 +447,9 @@ TEST_CASE("processes: malformed unauthenticated connections do not grow the serv
   std::string trace;
   for (auto r : rss) trace += std::to_string(r) + " ";
   INFO("server RSS (KiB) after each round of " << per_round << " connections: " << trace);
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's quarantine holds freed memory; LeakSanitizer checks there
   CHECK(rss.back() - rss.front() < 1024);
+#endif
   CHECK_THAT(slurp(w.dir / "server.log"), Catch::Contains("MALFORMED"));
 }
 

@@ -31,6 +31,13 @@ namespace tandem_process_test {
 using namespace std::chrono_literals;
 
 inline const std::string kTandem = TANDEM_BINARY;
+// What "stops within a second" allows: more under ASan, whose binaries stop several times
+// slower (apps/tandem/stop_signals.hpp, kStopGrace).
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr std::chrono::milliseconds kStopWithin{6000};
+#else
+inline constexpr std::chrono::milliseconds kStopWithin{1000};
+#endif
 inline const char* kSchema = "CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT, done INTEGER DEFAULT 0);\n";
 
 struct TempDir {
