@@ -1,5 +1,7 @@
 #include "apps/tandem/stop_signals.hpp"
 
+#include <cerrno>
+
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -44,11 +46,20 @@ void signal_thread(sigset_t set, std::chrono::milliseconds grace) {
   }
   s.cv.notify_all();
   // A second signal, or the grace period, ends the process at once.
-  struct timespec wait{};
-  wait.tv_sec = static_cast<time_t>(grace.count() / 1000);
-  wait.tv_nsec = static_cast<long>((grace.count() % 1000) * 1000000);
-  siginfo_t info;
-  (void)sigtimedwait(&set, &info, &wait);
+  // sigtimedwait can return early without a signal (EINTR; under ASan's interceptor at
+  // once), so it waits again for what is left of the grace period.
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    struct timespec wait{};
+    wait.tv_sec = static_cast<time_t>(left.count() / 1000000000);
+    wait.tv_nsec = static_cast<long>(left.count() % 1000000000);
+    siginfo_t info;
+    if (sigtimedwait(&set, &info, &wait) > 0) break;  // a second signal
+    // Returned early without one: do not spin if it keeps doing so.
+    if (errno != EAGAIN) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   _exit(128 + sig);
 }
 
