@@ -49,7 +49,7 @@ Result<int64_t> Store::Impl::next_key(int64_t table_id) {
 }
 
 Status Store::Impl::install_key_allocation(const TableInfo& t) {
-  if (!t.integer_pk) return Status::Ok();
+  if (!t.integer_pk || !options.allocate_keys) return Status::Ok();
   const std::string key = quote_identifier(t.columns[static_cast<size_t>(t.pk_columns[0])].name);
   std::string columns = key, values = "tandem_next_key(" + std::to_string(t.id) + ")";
   for (int c : t.value_columns) {

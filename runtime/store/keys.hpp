@@ -26,7 +26,8 @@
 // documented in docs/crdt.md: an explicit key of -1 is treated as "no key"; the statement's
 // own sqlite3_changes() and last_insert_rowid() do not see the row (Tandem reports rows changed
 // from total_changes and the allocated key as CommitResult::last_key); RETURNING yields no row
-// for it.
+// for it. SQLite copies an inserted row's values once more for the trigger, merges included
+// (StoreOptions::allocate_keys turns it off for stores that never insert locally).
 #pragma once
 
 #include <cstdint>

@@ -46,6 +46,10 @@ struct StoreOptions {
   OpenOptions open;
   std::optional<SiteId> site_id;   // used only when the file is created; random otherwise
   bool capture_row_images = true;  // produce RowDelta old/new rows for local writes
+  // Allocate device-unique keys for rows inserted without one (keys.hpp). Its trigger makes
+  // SQLite copy every inserted row's values once more (a 200 MiB value costs 200 MiB more),
+  // merges included, so a store that never runs local inserts (a server channel) turns it off.
+  bool allocate_keys = true;
 };
 
 // One SQL statement with parameters bound in order.

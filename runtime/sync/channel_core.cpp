@@ -71,6 +71,7 @@ Result<std::unique_ptr<ChannelCore>> ChannelCore::open(const std::string& path, 
   // Merges commit with NORMAL; durable_commit() syncs once for a whole group (see header).
   store_options.open.synchronous_full = false;
   store_options.capture_row_images = false;
+  store_options.allocate_keys = false;  // the server only merges: every row comes with its key
   TANDEM_ASSIGN_OR_RETURN(auto store, Store::open(path, store_options));
   return std::unique_ptr<ChannelCore>(new ChannelCore(std::move(store), options));
 }
