@@ -105,12 +105,7 @@ void run_server(const ServerCommand& opts) {
   if (clustered && cluster_port == 0) die("--cluster-listen needs a fixed port: other hosts name this one by it");
 
   // Every thread (CAF's, the I/O loop's) inherits this mask; the main thread waits for them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t stop_signals = block_stop_signals();
 
   caf::actor_system_config cfg;
   configure_actor_system(cfg, opts.actor_threads);

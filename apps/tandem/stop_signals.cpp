@@ -65,16 +65,21 @@ void signal_thread(sigset_t set, std::chrono::milliseconds grace) {
 
 }  // namespace
 
-void install_stop_signals(std::chrono::milliseconds grace) {
-  auto& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
-  if (s.fd >= 0) return;
+sigset_t block_stop_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  return set;
+}
+
+void install_stop_signals(std::chrono::milliseconds grace) {
+  auto& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.fd >= 0) return;
+  const sigset_t set = block_stop_signals();
   s.fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   std::thread(signal_thread, set, grace).detach();
 }

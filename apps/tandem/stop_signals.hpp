@@ -12,6 +12,8 @@
 // durable commit), and the user asked for the process to end.
 #pragma once
 
+#include <signal.h>
+
 #include <chrono>
 #include <functional>
 
@@ -27,6 +29,9 @@ inline constexpr std::chrono::milliseconds kStopGrace{900};
 #endif
 
 void install_stop_signals(std::chrono::milliseconds grace = kStopGrace);
+// Blocks SIGINT and SIGTERM in the calling thread (threads started later inherit it) and
+// ignores SIGPIPE; returns the blocked set, for a command that sigwaits itself (the server).
+sigset_t block_stop_signals();
 // 0 until SIGINT or SIGTERM arrived, then its number.
 int stop_signal();
 // Readable once a stop signal arrived (for poll()); -1 before install_stop_signals().
