@@ -16,7 +16,6 @@ struct db_worker_state {
   std::shared_ptr<ivm::DeltaJournal> journal;
   std::vector<delta_subscriber_actor> subscribers;
   std::string name;
-  bool synchronous_full = true;  // how the store was opened (resendable merges relax it)
 };
 
 using worker_pointer = db_worker_actor::stateful_pointer<db_worker_state>;
@@ -69,11 +68,10 @@ worker::PeerStatus peer_status(Store& store, const std::string& peer_bytes) {
 }
 
 db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<std::unique_ptr<Store>> opened,
-                                         std::shared_ptr<ivm::DeltaJournal> journal, std::string name, bool synchronous_full) {
+                                         std::shared_ptr<ivm::DeltaJournal> journal, std::string name) {
   self->state.store = std::move(*opened);
   self->state.journal = std::move(journal);
   self->state.name = std::move(name);
-  self->state.synchronous_full = synchronous_full;
   self->set_down_handler([self](const caf::down_msg& down) {
     auto& subs = self->state.subscribers;
     subs.erase(std::remove_if(subs.begin(), subs.end(), [&](const delta_subscriber_actor& a) { return a.address() == down.source; }), subs.end());
@@ -147,13 +145,10 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
       [self](const worker::MergeRequest& req) -> worker::MergeResponse {
         Store& store = *self->state.store;
         int64_t before = store.db_version();
-        const bool relax = req.resendable() && self->state.synchronous_full &&
-                           store.database().exec("PRAGMA synchronous=NORMAL").ok();
-        auto result = store.merge(req.batch());
-        if (relax) {
-          Status back = store.database().exec("PRAGMA synchronous=FULL");
-          if (!back.ok()) spdlog::error("{}: cannot restore synchronous=FULL: {}", self->state.name, back.to_string());
-        }
+        // A batch the server forwards again after a crash need not be fsynced here.
+        MergeOptions options;
+        options.sync = req.resendable() ? CommitSync::kDeferred : CommitSync::kDefault;
+        auto result = store.merge(req.batch(), options);
         if (!result.ok()) {
           spdlog::warn("{}: merge of {} changes refused: {}", self->state.name, req.batch().changes_size(), result.status().to_string());
           return error_response<worker::MergeResponse>(result.status());
@@ -191,8 +186,8 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         return out;
       },
       [self](const worker::BindRequest& req) -> worker::BindResponse {
-        Database& db = self->state.store->database();
-        auto bound = req.record() ? sync_binding::record(db, {req.user(), req.server()}) : sync_binding::load(db);
+        Store& store = *self->state.store;
+        auto bound = req.record() ? sync_binding::record(store, {req.user(), req.server()}) : sync_binding::load(store);
         worker::BindResponse out;
         if (!bound.ok()) {
           to_proto(bound.status(), out.mutable_error());
@@ -224,16 +219,6 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
 
 }  // namespace
 
-void to_proto(const Status& status, change::Error* out) {
-  out->set_code(static_cast<change::Error::Code>(static_cast<int>(status.code())));
-  out->set_message(status.message());
-}
-
-Status from_proto(const change::Error& error) {
-  if (error.code() == change::Error::OK) return Status::Ok();
-  return Status(static_cast<StatusCode>(static_cast<int>(error.code())), error.message());
-}
-
 Result<db_worker_actor> spawn_db_worker(caf::actor_system& system, DbWorkerConfig config) {
   TANDEM_ASSIGN_OR_RETURN(auto store, Store::open(config.path, config.store));
   TANDEM_ASSIGN_OR_RETURN(auto before, store->application_tables());
@@ -249,7 +234,7 @@ Result<db_worker_actor> spawn_db_worker(caf::actor_system& system, DbWorkerConfi
   for (const auto& t : replicate) TANDEM_RETURN_IF_ERROR(store->register_table(t));
   if (config.journal) config.journal->note_version(store->db_version());
   auto holder = std::make_shared<std::unique_ptr<Store>>(std::move(store));
-  return system.spawn<caf::detached>(db_worker, holder, config.journal, config.name, config.store.open.synchronous_full);
+  return system.spawn<caf::detached>(db_worker, holder, config.journal, config.name);
 }
 
 void add_db_worker_message_types(caf::actor_system_config& cfg) {

@@ -23,6 +23,7 @@
 #include <caf/typed_actor.hpp>
 
 #include "runtime/common/status.hpp"
+#include "runtime/sqlite/proto_value.hpp"  // Status <-> change::Error of the answers
 #include "runtime/store/store.hpp"
 
 namespace tandem {
@@ -63,9 +64,5 @@ Result<db_worker_actor> spawn_db_worker(caf::actor_system& system, DbWorkerConfi
 
 // Registers the messages of the worker protocol (and the change protocol) on `cfg`.
 void add_db_worker_message_types(caf::actor_system_config& cfg);
-
-// Status <-> tandem.change.Error, for every actor that answers with an error field.
-void to_proto(const Status& status, change::Error* out);
-Status from_proto(const change::Error& error);
 
 }  // namespace tandem

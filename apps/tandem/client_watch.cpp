@@ -106,7 +106,7 @@ view_watcher_actor::behavior_type watcher(view_watcher_actor::stateful_pointer<w
       .then(
           [self, started](view::WatchResponse& r) {
             if (r.error().code() != change::Error::OK) {
-              started->set_value(Status(static_cast<StatusCode>(static_cast<int>(r.error().code())), r.error().message()));
+              started->set_value(from_proto(r.error()));
               self->quit();
               return;
             }

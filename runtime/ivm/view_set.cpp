@@ -6,15 +6,6 @@
 #include "runtime/sqlite/proto_value.hpp"
 
 namespace tandem::ivm {
-namespace {
-
-void to_proto_error(const Status& s, change::Error* out) {
-  out->set_code(static_cast<change::Error::Code>(static_cast<int>(s.code())));
-  out->set_message(s.message());
-}
-
-}  // namespace
-
 ViewSet::ViewSet(std::unique_ptr<Database> db, DeltaJournal* journal, std::string origin, ViewOptions options)
     : db_(std::move(db)), journal_(journal), origin_(std::move(origin)), options_(options) {}
 
@@ -42,7 +33,7 @@ Result<view::WatchResponse> ViewSet::watch(const view::WatchRequest& request) {
     to_proto(row, r->mutable_row());
   }
   out.set_db_version(live->applied_version());
-  if (auto err = live->error()) to_proto_error(*err, out.mutable_error());
+  if (auto err = live->error()) to_proto(*err, out.mutable_error());
   views_[id] = Entry{std::move(plan), std::move(live), false};
   return out;
 }
@@ -103,7 +94,7 @@ std::vector<view::ViewChange> ViewSet::take_changes() {
     view::ViewChange m;
     m.set_view_id(vid);
     m.set_db_version(e.view->applied_version());
-    if (err) to_proto_error(*err, m.mutable_error());
+    if (err) to_proto(*err, m.mutable_error());
     for (auto& c : changes) {
       auto* rc = m.add_changes();
       rc->set_kind(c.kind == RowChangeRecord::Kind::added     ? view::RowChange::ADDED

@@ -11,6 +11,7 @@ namespace {
 
 std::atomic<int64_t> g_remaining{-1};  // <0: disarmed
 std::atomic<int64_t> g_seen{0};
+std::atomic<int64_t> g_syncs{0};
 sqlite3_vfs* g_base = nullptr;
 
 // An open file: our io_methods first, then the base VFS's file right after it.
@@ -42,6 +43,7 @@ int x_truncate(sqlite3_file* f, sqlite3_int64 size) {
 }
 int x_sync(sqlite3_file* f, int flags) {
   if (should_fail()) return SQLITE_IOERR_FSYNC;
+  g_syncs.fetch_add(1);
   return ff(f)->real()->pMethods->xSync(ff(f)->real(), flags);
 }
 int x_file_size(sqlite3_file* f, sqlite3_int64* size) { return ff(f)->real()->pMethods->xFileSize(ff(f)->real(), size); }
@@ -120,14 +122,17 @@ bool register_fault_vfs() {
 
 void fail_after(int64_t operations) {
   g_seen.store(0);
+  g_syncs.store(0);
   g_remaining.store(operations);
 }
 
 void clear_faults() {
   g_remaining.store(-1);
   g_seen.store(0);
+  g_syncs.store(0);
 }
 
 int64_t fault_vfs_operations() { return g_seen.load(); }
+int64_t fault_vfs_syncs() { return g_syncs.load(); }
 
 }  // namespace tandem

@@ -20,5 +20,8 @@ void fail_after(int64_t operations);
 void clear_faults();
 // Writes and syncs seen since the last fail_after/clear_faults (for choosing fault points).
 int64_t fault_vfs_operations();
+// Successful syncs (fsync/fdatasync of any file) since the last fail_after/clear_faults: lets
+// tests check what a commit made durable.
+int64_t fault_vfs_syncs();
 
 }  // namespace tandem

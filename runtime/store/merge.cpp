@@ -120,7 +120,7 @@ Status verify_stored(const TableInfo& t, const Row& stored, const Row& wanted, c
 
 }  // namespace
 
-Result<MergeResult> Store::merge(const change::ChangeBatch& batch) {
+Result<MergeResult> Store::merge(const change::ChangeBatch& batch, const MergeOptions& options) {
   Impl& s = *impl_;
   std::vector<Incoming> incoming;
   int64_t max_version = 0;
@@ -142,6 +142,8 @@ Result<MergeResult> Store::merge(const change::ChangeBatch& batch) {
   MergeResult result;
   result.deltas.origin = DeltaOrigin::merge;
 
+  // Declared before the transaction, so the store's own mode is back only after it ended.
+  SyncScope sync_mode(s, options.sync);
   MirrorGuard mirror(s);
   Transaction txn(*s.db);
   TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
@@ -328,6 +330,7 @@ Result<MergeResult> Store::merge(const change::ChangeBatch& batch) {
   }
   TANDEM_RETURN_IF_ERROR(txn.commit());
   mirror.commit();
+  result.synced = sync_mode.full();
   result.db_version = s.db_version;
   result.deltas.db_version = s.db_version;
   if (!s.options.capture_row_images) result.deltas.deltas.clear();

@@ -651,6 +651,7 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreO
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   TANDEM_ASSIGN_OR_RETURN(impl->db, Database::open(path, options.open));
+  impl->synchronous_full = options.open.synchronous_full;
   Database& db = *impl->db;
 
   {
@@ -1013,6 +1014,68 @@ Result<PeerCursor> Store::peer(const SiteId& peer) {
   return c;
 }
 
+Status Store::record_peer_acks(const std::vector<std::pair<SiteId, int64_t>>& acks) {
+  if (acks.empty()) return Status::Ok();
+  Transaction txn(*impl_->db);
+  TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
+  for (const auto& [peer, acked] : acks) TANDEM_RETURN_IF_ERROR(record_peer_ack(peer, acked));
+  return txn.commit();
+}
+
+Status Store::Impl::set_synchronous(bool full) {
+  if (full == synchronous_full) return Status::Ok();
+  TANDEM_RETURN_IF_ERROR(db->exec(full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
+  synchronous_full = full;
+  return Status::Ok();
+}
+
+Status Store::sync() {
+  SyncScope mode(*impl_, CommitSync::kFull);
+  if (!mode.full()) return mode.status();
+  // A commit that writes no page appends no WAL frame and syncs nothing, and SQLite skips
+  // writing a row rewritten with its own bytes (measured: no fsync), so a counter changes.
+  Transaction txn(*impl_->db);
+  TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
+  TANDEM_RETURN_IF_ERROR(impl_->db->exec(
+      "INSERT INTO tandem_meta(key, value) VALUES ('fsync_marks', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1"));
+  return txn.commit();
+}
+
+namespace {
+
+Status check_note_key(const std::string& key) {
+  if (key.rfind("sync_", 0) != 0 || key.size() == 5)
+    return Status::InvalidArgument("note key '" + key + "' must start with \"sync_\": other keys of tandem_meta are the store's own");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::optional<std::string>> Store::note(const std::string& key) {
+  TANDEM_RETURN_IF_ERROR(check_note_key(key));
+  TANDEM_ASSIGN_OR_RETURN(auto st, impl_->db->cached("SELECT value FROM tandem_meta WHERE key = ?1"));
+  TANDEM_RETURN_IF_ERROR(st->bind(1, Value::Text(key)));
+  TANDEM_ASSIGN_OR_RETURN(bool found, st->step());
+  if (!found) return std::optional<std::string>();
+  const Value v = st->column(0);
+  if (!v.is_text()) return Status::Internal("corrupt " + key + " in tandem_meta (not TEXT)");
+  return std::optional<std::string>(v.bytes());
+}
+
+Status Store::put_notes(const std::vector<std::pair<std::string, std::string>>& notes) {
+  for (const auto& [key, value] : notes) TANDEM_RETURN_IF_ERROR(check_note_key(key));
+  Transaction txn(*impl_->db);
+  TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
+  TANDEM_ASSIGN_OR_RETURN(auto st, impl_->db->cached("INSERT OR REPLACE INTO tandem_meta(key, value) VALUES (?1, ?2)"));
+  for (const auto& [key, value] : notes) {
+    st->reset();
+    TANDEM_RETURN_IF_ERROR(st->bind(1, Value::Text(key)));
+    TANDEM_RETURN_IF_ERROR(st->bind(2, Value::Text(value)));
+    TANDEM_RETURN_IF_ERROR(st->run());
+  }
+  return txn.commit();
+}
+
 Status Store::record_peer_ack(const SiteId& peer, int64_t acked) {
   TANDEM_ASSIGN_OR_RETURN(auto st, impl_->db->cached(
       "INSERT INTO tandem_peers(site_id, acked) VALUES (?1, ?2) "
@@ -1088,6 +1151,6 @@ Result<SiteId> Store::take_new_site(int64_t keep_through) {
 
 const SiteId& Store::site_id() const { return impl_->site; }
 int64_t Store::db_version() const { return impl_->db_version; }
-Database& Store::database() { return *impl_->db; }
+Database& store_connection(Store& store) { return *store.impl_->db; }
 
 }  // namespace tandem

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "proto/change.pb.h"
@@ -67,9 +68,26 @@ struct CommitResult {
   DeltaBatch deltas;        // one RowDelta per touched row of a replicated table
 };
 
+// When a commit reaches the disk. The store runs in WAL mode, where an fsync of the WAL makes
+// every commit before it durable too: group commit is deferred commits followed by one kFull
+// commit (or sync()).
+enum class CommitSync {
+  kDefault,   // as the store was opened (OpenOptions::synchronous_full)
+  kDeferred,  // no fsync: durable once a later kFull commit or sync() returns; a power loss
+              // before that may take it back (a crash of the process alone does not)
+  kFull,      // the commit fsyncs the WAL before it returns
+};
+
+struct MergeOptions {
+  CommitSync sync = CommitSync::kDefault;
+};
+
 struct MergeResult {
   int64_t db_version = 0;
   int64_t changes_applied = 0;  // incoming changes that won
+  // The commit fsynced the WAL, so it and every earlier commit are durable. False for a
+  // deferred commit, and for a kFull one whose connection refused synchronous=FULL.
+  bool synced = false;
   DeltaBatch deltas;
 };
 
@@ -141,11 +159,22 @@ class Store {
   Result<change::ChangeBatch> changes(const ChangesRequest& request);
   // Merges a batch in one transaction and advances the sender's received cursor to the
   // batch's to_db_version. A malformed batch is refused whole and changes nothing.
-  Result<MergeResult> merge(const change::ChangeBatch& batch);
+  Result<MergeResult> merge(const change::ChangeBatch& batch, const MergeOptions& options = {});
+  // Makes every transaction committed so far durable: one fsync of the WAL, through a
+  // commit of Tandem's own that changes nothing. The end of a group of deferred commits.
+  Status sync();
 
   Result<PeerCursor> peer(const SiteId& peer);
   // Records that `peer` holds every change of ours up to `acked` (monotonic).
   Status record_peer_ack(const SiteId& peer, int64_t acked);
+  // Several peers' acks in one transaction (as record_peer_ack each).
+  Status record_peer_acks(const std::vector<std::pair<SiteId, int64_t>>& acks);
+
+  // Values that Tandem's layers above the store keep in the file (the sync binding):
+  // `key` must start with "sync_"; the store's own bookkeeping cannot be read or written
+  // through these. A missing key reads as nullopt. put_notes writes all in one transaction.
+  Result<std::optional<std::string>> note(const std::string& key);
+  Status put_notes(const std::vector<std::pair<std::string, std::string>>& notes);
 
   // Gives this replica a new random site id, because another device uses the current one
   // (a copied file). Our changes with db_version <= keep_through stay attributed to the old
@@ -159,11 +188,11 @@ class Store {
 
   const SiteId& site_id() const;
   int64_t db_version() const;
-  Database& database();
 
   class Impl;
 
  private:
+  friend Database& store_connection(Store& store);  // store_internal.hpp
   explicit Store(std::unique_ptr<Impl> impl);
   // Declared first, so released after the connection closes (runtime/common/process_lock.hpp).
   std::unique_ptr<ProcessLock> lock_;

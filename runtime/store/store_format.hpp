@@ -2,7 +2,11 @@
 //
 // Tables Tandem adds to the application's SQLite file (all named tandem_*):
 //   tandem_meta(key TEXT PRIMARY KEY, value)           'format' = 1, 'site_id' = 16-byte BLOB,
-//                                                      'db_version' = INTEGER
+//                                                      'db_version' = INTEGER, 'fsync_marks' =
+//                                                      INTEGER (Store::sync() calls: each changes it,
+//                                                      so that its commit has a page to write and
+//                                                      the WAL an fsync to do), 'sync_*' = TEXT
+//                                                      (Store::note: the sync layer's binding)
 //   tandem_sites(ordinal INTEGER PRIMARY KEY, site_id BLOB UNIQUE)
 //                                                      ordinal 0 is this replica; clocks store ordinals
 //   tandem_tables(id INTEGER PRIMARY KEY, name TEXT UNIQUE, value_columns TEXT)

@@ -43,6 +43,7 @@ class Store::Impl {
 
   Capture capture;
   Mode mode = Mode::internal;
+  bool synchronous_full = true;  // the connection's synchronous mode now (FULL or NORMAL)
   bool merging = false;  // tandem_merging() for application triggers
   std::string denial;  // why the authorizer refused the last statement
 
@@ -113,6 +114,9 @@ class Store::Impl {
   // Rebuilds tandem_changelog from the clock records when it has outgrown them.
   Status compact_changelog_if_needed();
 
+  // Puts the connection in synchronous=FULL or NORMAL (nothing when it already is).
+  Status set_synchronous(bool full);
+
   // Device-unique keys for rows inserted without one (keys.hpp).
   int64_t last_key = 0;  // the key tandem_next_key() handed out last
   Result<int64_t> next_key(int64_t table_id);
@@ -139,6 +143,26 @@ class MirrorGuard {
   int64_t version_, records_, keys_;
   size_t sites_;
   bool committed_ = false;
+};
+
+// The synchronous mode one commit asks for (CommitSync), and the store's own mode back at the
+// end of the scope. A refused pragma leaves the connection as it was: full() tells what the
+// commit will do. A failed switch back is retried by the next scope (only more fsyncs meanwhile).
+class SyncScope {
+ public:
+  SyncScope(Store::Impl& s, CommitSync want) : s_(s) {
+    const bool full = want == CommitSync::kFull || (want == CommitSync::kDefault && s.options.open.synchronous_full);
+    status_ = s.set_synchronous(full);
+  }
+  ~SyncScope() { (void)s_.set_synchronous(s_.options.open.synchronous_full); }
+  SyncScope(const SyncScope&) = delete;
+  SyncScope& operator=(const SyncScope&) = delete;
+  bool full() const { return s_.synchronous_full; }
+  const Status& status() const { return status_; }  // why the wanted mode could not be set
+
+ private:
+  Store::Impl& s_;
+  Status status_;
 };
 
 }  // namespace tandem

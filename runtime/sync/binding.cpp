@@ -12,29 +12,21 @@ std::string lower(std::string s) {
 
 }  // namespace
 
-Result<Binding> load(Database& db) {
-  TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT key, value FROM tandem_meta WHERE key IN ('sync_user', 'sync_server')"));
+Result<Binding> load(Store& store) {
   Binding b;
-  for (;;) {
-    TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
-    if (!row) break;
-    const std::string key = st->column(0).bytes();
-    const Value v = st->column(1);
-    if (!v.is_text()) return Status::Internal("corrupt " + key + " in tandem_meta");
-    (key == "sync_user" ? b.user : b.server) = v.bytes();
-  }
+  TANDEM_ASSIGN_OR_RETURN(auto user, store.note("sync_user"));
+  TANDEM_ASSIGN_OR_RETURN(auto server, store.note("sync_server"));
+  if (user) b.user = *user;
+  if (server) b.server = *server;
   return b;
 }
 
-Result<Binding> record(Database& db, const Binding& binding) {
-  TANDEM_ASSIGN_OR_RETURN(Binding stored, load(db));
+Result<Binding> record(Store& store, const Binding& binding) {
+  TANDEM_ASSIGN_OR_RETURN(Binding stored, load(store));
   TANDEM_RETURN_IF_ERROR(check(stored, binding.user, binding.server));
   if (!stored.user.empty() && !stored.server.empty()) return stored;
   if (binding.user.empty() || binding.server.empty()) return Status::InvalidArgument("a binding needs a user and a server");
-  TANDEM_ASSIGN_OR_RETURN(auto ins, db.prepare("INSERT OR REPLACE INTO tandem_meta(key, value) VALUES ('sync_user', ?1), ('sync_server', ?2)"));
-  TANDEM_RETURN_IF_ERROR(ins->bind(1, Value::Text(binding.user)));
-  TANDEM_RETURN_IF_ERROR(ins->bind(2, Value::Text(binding.server)));
-  TANDEM_RETURN_IF_ERROR(ins->run());
+  TANDEM_RETURN_IF_ERROR(store.put_notes({{"sync_user", binding.user}, {"sync_server", binding.server}}));
   return binding;
 }
 

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "runtime/common/status.hpp"
-#include "runtime/sqlite/database.hpp"
+#include "runtime/store/store.hpp"
 
 namespace tandem::sync_binding {
 
@@ -22,12 +22,12 @@ struct Binding {
   bool empty() const { return user.empty() && server.empty(); }
 };
 
-// What `db` is bound to (empty fields when it never synced).
-Result<Binding> load(Database& db);
+// What `store` is bound to (empty fields when it never synced).
+Result<Binding> load(Store& store);
 
 // Records `binding` when the database is not bound yet; refuses (PERMISSION_DENIED, as
 // check()) a different one. Returns the binding in force.
-Result<Binding> record(Database& db, const Binding& binding);
+Result<Binding> record(Store& store, const Binding& binding);
 
 // OK when a connection as `user` to `server` may use a database bound to `stored`. An empty
 // `user` (a token whose subject cannot be read) is not compared: the server refuses it.

@@ -68,8 +68,9 @@ change::ChangeBatch for_client(change::ChangeBatch&& batch, const SiteId& site, 
 Result<std::unique_ptr<ChannelCore>> ChannelCore::open(const std::string& path, const ChannelOptions& options) {
   TANDEM_RETURN_IF_ERROR(make_parent_dirs(path));
   StoreOptions store_options;
-  // Merges commit with NORMAL; durable_commit() syncs once for a whole group (see header).
+  // flush() asks each merge for its fsync (CommitSync); other writes need none of their own.
   store_options.open.synchronous_full = false;
+  store_options.open.vfs = options.vfs;
   store_options.capture_row_images = false;
   store_options.allocate_keys = false;  // the server only merges: every row comes with its key
   TANDEM_ASSIGN_OR_RETURN(auto store, Store::open(path, store_options));
@@ -93,7 +94,7 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   if (durability_owed_) {
     // A failed group commit left merges on disk that were never fsync'd, and the welcome
     // below tells the client the server holds them: sync first, or refuse.
-    Status synced = durable_commit({*site});
+    Status synced = store_->sync();
     if (!synced.ok()) return Status::Unavailable("server could not commit durably: " + synced.message());
     durability_owed_ = false;
   }
@@ -247,10 +248,9 @@ Outbox ChannelCore::flush() {
   }
   if (jobs.empty()) return out;
 
-  // Group commit: every merge but the last commits with synchronous=NORMAL (no fsync); the
-  // last one commits with FULL, and its fsync of the WAL makes the frames of all of them
-  // durable. If the last one is refused, a small write does that fsync instead.
-  Database& db = store_->database();
+  // Group commit: every merge but the last is deferred (no fsync); the last one commits with
+  // an fsync of the WAL, which makes all of them durable. If the last one is refused, or its
+  // fsync could not be asked for, Store::sync() does that fsync instead.
   std::vector<SiteId> merged_sites;
   std::vector<std::pair<uint64_t, uint64_t>> to_ack;  // session, last push seq
   bool synced = false;
@@ -273,12 +273,9 @@ Outbox ChannelCore::flush() {
         continue;
       }
     }
-    // If FULL cannot be set, this merge commits without an fsync, so it does not make the
-    // group durable: durable_commit() must do it (and fails the same way, so nothing is acked).
-    const bool full = last && db.exec("PRAGMA synchronous=FULL").ok();
-    auto merged = store_->merge(jobs[j].batch);
-    // A failed switch back to NORMAL only leaves the next merges syncing more than needed.
-    if (full && !db.exec("PRAGMA synchronous=NORMAL").ok()) ++stats_.sync_mode_failures;
+    MergeOptions merge_options;
+    merge_options.sync = last ? CommitSync::kFull : CommitSync::kDeferred;
+    auto merged = store_->merge(jobs[j].batch, merge_options);
     ++stats_.merges;
     if (!merged.ok()) {
       out.push_back({jobs[j].session,
@@ -289,7 +286,9 @@ Outbox ChannelCore::flush() {
                      true});
       continue;
     }
-    synced = full;
+    // Not synced when FULL could not be set: then Store::sync() below fails the same way and
+    // nothing is acked.
+    synced = merged->synced;
     stats_.changes_merged += jobs[j].batch.changes_size();
     // Released now: the forwards read below may hold the same large values again.
     change::ChangeBatch().Swap(&jobs[j].batch);
@@ -299,7 +298,7 @@ Outbox ChannelCore::flush() {
     to_ack.emplace_back(jobs[j].session, jobs[j].last_seq);
   }
   if (!merged_sites.empty()) {
-    Status durable = synced ? Status::Ok() : durable_commit(merged_sites);
+    Status durable = synced ? Status::Ok() : store_->sync();
     if (!durable.ok()) {
       // Nothing may be acknowledged that is not known durable; the clients push again.
       durability_owed_ = true;
@@ -326,25 +325,6 @@ Outbox ChannelCore::flush() {
   ReadCache cache;
   for (auto& [session, m] : members_) pump(session, m, cache, out);
   return out;
-}
-
-Status ChannelCore::durable_commit(const std::vector<SiteId>& merged_sites) {
-  Database& db = store_->database();
-  TANDEM_RETURN_IF_ERROR(db.exec("PRAGMA synchronous=FULL"));
-  Status st = [&]() -> Status {
-    Transaction txn(db);
-    TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
-    // One row is written so that the commit appends a WAL frame and syncs the WAL file,
-    // which also syncs the frames of the NORMAL merges before it. The sessions'
-    // acknowledged cursors are not written here (that would put one write per session in
-    // every push's path); checkpoint() records them.
-    TANDEM_ASSIGN_OR_RETURN(PeerCursor c, store_->peer(merged_sites.front()));
-    TANDEM_RETURN_IF_ERROR(store_->record_peer_ack(merged_sites.front(), c.acked));
-    return txn.commit();
-  }();
-  Status back = db.exec("PRAGMA synchronous=NORMAL");
-  if (!st.ok()) return st;
-  return back;
 }
 
 void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& out) {
@@ -446,14 +426,12 @@ Status ChannelCore::checkpoint() {
   bool any = false;
   for (auto& [session, m] : members_) any = any || m.ack_dirty;
   if (!any) return Status::Ok();
-  Transaction txn(store_->database());
-  TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
-  for (auto& [session, m] : members_) {
-    if (!m.ack_dirty) continue;
-    TANDEM_RETURN_IF_ERROR(store_->record_peer_ack(m.site, m.acked));
-    m.ack_dirty = false;
-  }
-  return txn.commit();
+  std::vector<std::pair<SiteId, int64_t>> acks;
+  for (auto& [session, m] : members_)
+    if (m.ack_dirty) acks.emplace_back(m.site, m.acked);
+  TANDEM_RETURN_IF_ERROR(store_->record_peer_acks(acks));
+  for (auto& [session, m] : members_) m.ack_dirty = false;
+  return Status::Ok();
 }
 
 }  // namespace tandem::sync_channel

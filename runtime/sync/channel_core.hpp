@@ -4,9 +4,9 @@
 //
 // Durability and ordering (docs/protocol.md has the client's view):
 //   - push() only queues. flush() merges every queued push, then makes all of them durable
-//     with one fsync (group commit: the merges run with synchronous=NORMAL except the last,
-//     which commits with synchronous=FULL and so syncs the WAL, which holds every frame
-//     before it), and only then produces the Acks. An Ack therefore never names a change that a crash or
+//     with one fsync (group commit: every merge but the last is a deferred commit, and the
+//     last one's fsync of the WAL, which holds every frame before it, makes all durable;
+//     see CommitSync in store.hpp), and only then produces the Acks. An Ack therefore never names a change that a crash or
 //     power loss could take back.
 //   - Forwards carry changes_since(cursor) of the channel, minus the changes that originated
 //     at the receiving client, in db_version order; each session's forwards are contiguous
@@ -46,6 +46,7 @@ struct ChannelOptions {
   size_t forward_window_bytes = size_t{8} << 20;
   uint64_t push_window_bytes = uint64_t{8} << 20;  // told in Welcome; enforced in push()
   uint32_t max_frame_bytes = 16u << 20; // told in Welcome
+  std::string vfs;                      // SQLite VFS of the channel's file (tests: fault injection)
 };
 
 struct Outgoing {
@@ -62,7 +63,6 @@ struct ChannelStats {
   int64_t changes_applied = 0; // of which won
   int64_t forwards = 0;
   int64_t change_reads = 0;    // changes_since calls (shared across sessions at one cursor)
-  int64_t sync_mode_failures = 0; // synchronous=NORMAL could not be restored after a group commit
 };
 
 class ChannelCore {
@@ -128,7 +128,6 @@ class ChannelCore {
   using ReadCache = std::map<std::pair<int64_t, std::string>, CachedRead>;
 
   ChannelCore(std::unique_ptr<Store> store, const ChannelOptions& options);
-  Status durable_commit(const std::vector<SiteId>& merged_sites);
   void pump(uint64_t session, Member& m, ReadCache& cache, Outbox& out);
 
   std::unique_ptr<Store> store_;

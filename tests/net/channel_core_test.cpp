@@ -15,6 +15,8 @@
 #include "runtime/sync/frames.hpp"
 #include "runtime/sync/schema_sync.hpp"
 #include "runtime/sync/binding.hpp"
+#include "runtime/store/store_internal.hpp"
+#include "runtime/sqlite/fault_vfs.hpp"
 
 using namespace tandem;
 using namespace tandem::sync_channel;
@@ -434,9 +436,9 @@ TEST_CASE("a client is forwarded only the tables its hello declared", "[channel]
 }
 
 TEST_CASE("binding: the first sync binds a database to its user and server, others are refused", "[sync][binding]") {
-  auto db = Database::open(":memory:");
+  TempDir dir;
+  auto db = Store::open(dir.path + "/device.db");
   REQUIRE(db.ok());
-  REQUIRE((*db)->exec("CREATE TABLE tandem_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID").ok());
   auto none = sync_binding::load(**db);
   REQUIRE(none.ok());
   CHECK(none->empty());
@@ -485,7 +487,7 @@ TEST_CASE("no ack follows a group commit whose synchronous=FULL could not be set
   REQUIRE(ch.join(1, "alice", hello(*a)).ok());
   write(*a, "INSERT INTO todo(id, title) VALUES (1, 'milk')");
 
-  sqlite3_set_authorizer(ch.store().database().raw(), deny_synchronous, nullptr);
+  sqlite3_set_authorizer(store_connection(ch.store()).raw(), deny_synchronous, nullptr);
   REQUIRE(ch.push(1, push_since(*a, 1, 0)).ok());
   Outbox out = ch.flush();
   auto to_a = for_session(out, 1);
@@ -501,7 +503,7 @@ TEST_CASE("no ack follows a group commit whose synchronous=FULL could not be set
   auto refused = ch.join(3, "alice", hello(*a));
   REQUIRE_FALSE(refused.ok());
   CHECK(sync_frames::error_code_for(refused.status()) == sync::Error::UNAVAILABLE);
-  sqlite3_set_authorizer(ch.store().database().raw(), nullptr, nullptr);
+  sqlite3_set_authorizer(store_connection(ch.store()).raw(), nullptr, nullptr);
 
   // Once the server can sync again, a join pays the fsync it owed before any welcome.
   auto c = client_store(3);
@@ -660,5 +662,48 @@ TEST_CASE("an ack lost with its connection is no site conflict for the same clie
     REQUIRE(joined.ok());
     REQUIRE((*joined)[0].envelope.has_error());
     CHECK((*joined)[0].envelope.error().code() == sync::Error::SITE_CONFLICT);
+  }
+}
+
+TEST_CASE("when the last merge of a group commit is refused, the others are acked only after an fsync", "[channel][fault]") {
+  REQUIRE(register_fault_vfs());
+  TempDir dir;
+  ChannelOptions options;
+  options.vfs = kFaultVfsName;
+  auto channel = ChannelCore::open(dir.path + "/users/alice.db", options);
+  REQUIRE(channel.ok());
+  auto& ch = **channel;
+  auto a = client_store(1);
+  auto b = client_store(2);
+  REQUIRE(ch.join(1, "alice", hello(*a)).ok());
+  REQUIRE(ch.join(2, "alice", hello(*b)).ok());
+  // Twice: the second time, whatever the first fallback wrote is already there.
+  for (int round = 0; round < 2; ++round) {
+    INFO("round " << round);
+    const int64_t a_since = a->db_version();
+    write(*a, "INSERT INTO todo(id, title) VALUES (" + std::to_string(1 + 2 * round) + ", 'milk')");
+    write(*b, "INSERT INTO todo(id, title) VALUES (" + std::to_string(2 + 2 * round) + ", 'eggs')");
+    REQUIRE(ch.push(1, push_since(*a, 1 + round, a_since)).ok());
+    // b's batch is well-formed but holds a value its column would store differently: the
+    // merge refuses it whole. Sessions merge in id order, so it is the group's last merge.
+    sync::Push bad = push_since(*b, 1, 0);  // the server holds none of b's changes
+    for (auto& c : *bad.mutable_batch()->mutable_changes())
+      if (c.cid() == "done") c.mutable_val()->set_text("1");
+    REQUIRE(ch.push(2, bad).ok());
+    clear_faults();
+    Outbox out = ch.flush();
+    auto to_a = for_session(out, 1);
+    auto to_b = for_session(out, 2);
+    REQUIRE_FALSE(to_b.empty());
+    CHECK(to_b[0].has_error());
+    REQUIRE_FALSE(to_a.empty());
+    REQUIRE(to_a[0].has_ack());
+    CHECK(to_a[0].ack().seq() == static_cast<uint64_t>(1 + round));
+    // a's merge was deferred; its ack needs the fsync that the refused merge did not do.
+    CHECK(fault_vfs_syncs() >= 1);
+    CHECK(ch.stats().group_commits == 1 + round);
+    // b's session closed on the refusal; it joins again for the next round.
+    ch.leave(2);
+    REQUIRE(ch.join(2, "alice", hello(*b)).ok());
   }
 }

@@ -238,3 +238,102 @@ TEST_CASE("a database file is open in one Store at a time, and free again once i
   CHECK(m1.ok());
   CHECK(m2.ok());
 }
+
+TEST_CASE("a merge commits as asked: deferred without an fsync, full and sync() with one", "[store][durability][sync]") {
+  REQUIRE(register_fault_vfs());
+  TempDir dir;
+  auto s = fresh_store(dir.path / "a.db", /*faulty=*/true);
+  auto source = memory_store(2, kSchema, {"t"});
+  auto merge_next = [&](CommitSync mode) {
+    exec(*source, "INSERT INTO t VALUES (?, 'remote', 1)", {Value::Integer(source->db_version() + 1)});
+    auto batch = source->changes_since(s->peer(source->site_id())->received);
+    REQUIRE(batch.ok());
+    MergeOptions options;
+    options.sync = mode;
+    clear_faults();
+    auto merged = s->merge(*batch, options);
+    REQUIRE(merged.ok());
+    return std::make_pair(merged->synced, fault_vfs_syncs());
+  };
+  // Opened with synchronous=FULL (the default): a default merge syncs the WAL.
+  auto [default_synced, default_syncs] = merge_next(CommitSync::kDefault);
+  CHECK(default_synced);
+  CHECK(default_syncs >= 1);
+  auto [deferred_synced, deferred_syncs] = merge_next(CommitSync::kDeferred);
+  CHECK_FALSE(deferred_synced);
+  CHECK(deferred_syncs == 0);
+  // The store's own mode is back after a deferred merge.
+  clear_faults();
+  exec(*s, "INSERT INTO t VALUES (1000, 'local', 0)");
+  CHECK(fault_vfs_syncs() >= 1);
+  auto [full_synced, full_syncs] = merge_next(CommitSync::kFull);
+  CHECK(full_synced);
+  CHECK(full_syncs >= 1);
+  // sync() makes deferred commits durable with an fsync of its own.
+  merge_next(CommitSync::kDeferred);
+  clear_faults();
+  REQUIRE(s->sync().ok());
+  CHECK(fault_vfs_syncs() >= 1);
+  CHECK(s->verify().ok());
+}
+
+TEST_CASE("a store opened with synchronous=NORMAL commits without an fsync unless asked", "[store][durability][sync]") {
+  REQUIRE(register_fault_vfs());
+  TempDir dir;
+  StoreOptions o;
+  o.site_id = site_number(1);
+  o.open.vfs = kFaultVfsName;
+  o.open.synchronous_full = false;
+  auto opened = Store::open((dir.path / "n.db").string(), o);
+  REQUIRE(opened.ok());
+  auto& s = **opened;
+  REQUIRE(s.execute_schema(kSchema).ok());
+  REQUIRE(s.register_table("t").ok());
+  auto source = memory_store(2, kSchema, {"t"});
+  exec(*source, "INSERT INTO t VALUES (1, 'remote', 1)");
+  clear_faults();
+  auto merged = s.merge(*source->changes_since(0));
+  REQUIRE(merged.ok());
+  CHECK_FALSE(merged->synced);
+  CHECK(fault_vfs_syncs() == 0);
+  exec(*source, "INSERT INTO t VALUES (2, 'remote', 1)");
+  MergeOptions full;
+  full.sync = CommitSync::kFull;
+  clear_faults();
+  merged = s.merge(*source->changes_since(1), full);
+  REQUIRE(merged.ok());
+  CHECK(merged->synced);
+  CHECK(fault_vfs_syncs() >= 1);
+  // Back to NORMAL afterwards.
+  clear_faults();
+  exec(s, "INSERT INTO t VALUES (3, 'local', 0)");
+  CHECK(fault_vfs_syncs() == 0);
+}
+
+TEST_CASE("notes keep the sync layer's values, and only under sync_ keys", "[store][notes]") {
+  TempDir dir;
+  auto file = dir.path / "a.db";
+  {
+    auto s = fresh_store(file);
+    CHECK_FALSE(s->note("sync_user")->has_value());
+    REQUIRE(s->put_notes({{"sync_user", "alice"}, {"sync_server", "ws://h:1/sync"}}).ok());
+    CHECK(s->note("sync_user")->value() == "alice");
+    // The store's own bookkeeping is out of reach, and a refused batch writes nothing.
+    CHECK(s->note("db_version").status().code() == StatusCode::invalid_argument);
+    CHECK(s->put_notes({{"sync_user", "bob"}, {"site_id", "x"}}).code() == StatusCode::invalid_argument);
+    CHECK(s->note("sync_user")->value() == "alice");
+    CHECK(s->verify().ok());
+  }
+  auto s = open_store(file);
+  CHECK(s->note("sync_server")->value() == "ws://h:1/sync");
+}
+
+TEST_CASE("record_peer_acks records several peers in one transaction, monotonically", "[store][peers]") {
+  TempDir dir;
+  auto s = fresh_store(dir.path / "a.db");
+  REQUIRE(s->record_peer_acks({{site_number(7), 5}, {site_number(8), 9}}).ok());
+  REQUIRE(s->record_peer_acks({{site_number(7), 3}}).ok());  // older: kept at 5
+  CHECK(s->peer(site_number(7))->acked == 5);
+  CHECK(s->peer(site_number(8))->acked == 9);
+  CHECK(s->record_peer_acks({}).ok());
+}
