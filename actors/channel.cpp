@@ -10,7 +10,24 @@
 namespace tandem::actors {
 namespace {
 
-void deliver(channel_actor::stateful_pointer<channel_state> self, sync_channel::Outbox out) {
+// Sent by the channel to itself only, so they extend the public interface here.
+using flush_atom = caf::atom_constant<caf::atom("flush")>;       // the group commit
+using checkpoint_atom = caf::atom_constant<caf::atom("checkpt")>;  // record client acks (every second)
+using channel_impl = channel_actor::extend<caf::reacts_to<flush_atom>, caf::reacts_to<checkpoint_atom>>;
+
+struct channel_state {
+  std::string user;
+  std::unique_ptr<sync_channel::ChannelCore> core;  // null when the file could not be opened
+  std::string open_error;
+  channel_usage_sink directory;
+  std::map<uint64_t, envelope_sink> sessions;  // session id -> session actor
+  bool flush_scheduled = false;
+  static inline const char* name = "channel";
+};
+
+using self_ptr = channel_impl::stateful_pointer<channel_state>;
+
+void deliver(self_ptr self, sync_channel::Outbox out) {
   for (auto& o : out) {
     auto it = self->state.sessions.find(o.session);
     if (it == self->state.sessions.end()) continue;
@@ -34,14 +51,14 @@ void deliver(channel_actor::stateful_pointer<channel_state> self, sync_channel::
   }
 }
 
-void report_usage(channel_actor::stateful_pointer<channel_state> self) {
+void report_usage(self_ptr self) {
   cluster::ChannelUsage usage;
   usage.set_user(self->state.user);
   usage.set_sessions(static_cast<uint32_t>(self->state.sessions.size()));
   self->send(self->state.directory, std::move(usage));
 }
 
-void remove_session(channel_actor::stateful_pointer<channel_state> self, uint64_t session) {
+void remove_session(self_ptr self, uint64_t session) {
   if (self->state.sessions.erase(session) == 0) return;
   if (self->state.core) self->state.core->leave(session);
   spdlog::debug("hop=server.leave user={} session={} sessions={}", self->state.user, session,
@@ -49,11 +66,8 @@ void remove_session(channel_actor::stateful_pointer<channel_state> self, uint64_
   if (self->state.sessions.empty()) report_usage(self);
 }
 
-}  // namespace
-
-channel_actor::behavior_type channel(channel_actor::stateful_pointer<channel_state> self, std::string user,
-                                     std::string path, sync_channel::ChannelOptions options,
-                                     channel_usage_sink directory) {
+channel_impl::behavior_type channel(self_ptr self, std::string user, std::string path,
+                                    sync_channel::ChannelOptions options, channel_usage_sink directory) {
   self->state.user = user;
   self->state.directory = std::move(directory);
   auto opened = sync_channel::ChannelCore::open(path, options);
@@ -166,6 +180,13 @@ channel_actor::behavior_type channel(channel_actor::stateful_pointer<channel_sta
         self->quit();
       },
   };
+}
+
+}  // namespace
+
+channel_actor spawn_channel(caf::actor_system& system, std::string user, std::string path,
+                            sync_channel::ChannelOptions options, channel_usage_sink directory) {
+  return system.spawn<caf::detached>(channel, std::move(user), std::move(path), std::move(options), std::move(directory));
 }
 
 }  // namespace tandem::actors

@@ -17,6 +17,7 @@ TANDEM_PROTO_CAF_GLUE(tandem::change)
 TANDEM_PROTO_CAF_GLUE(tandem::sync)
 TANDEM_PROTO_CAF_GLUE(tandem::cluster)
 
+#include <caf/actor_system.hpp>
 #include <caf/atom.hpp>
 #include <caf/typed_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -28,9 +29,6 @@ TANDEM_PROTO_CAF_GLUE(tandem::cluster)
 #include "runtime/sync/channel_core.hpp"
 
 namespace tandem::actors {
-
-using flush_atom = caf::atom_constant<caf::atom("flush")>;
-using checkpoint_atom = caf::atom_constant<caf::atom("checkpt")>;
 
 // What a channel tells the directory (a subset of directory_actor, so that this header does
 // not depend on the directory's).
@@ -44,24 +42,12 @@ using channel_actor = caf::typed_actor<
     caf::reacts_to<cluster::SessionPush>,
     caf::reacts_to<cluster::SessionClientAck>,
     caf::reacts_to<cluster::Leave>,
-    caf::reacts_to<cluster::CloseChannel>,      // from the directory
-    caf::reacts_to<flush_atom>,                 // to itself: the group commit
-    caf::reacts_to<checkpoint_atom>>;           // to itself: record client acks (every second)
+    caf::reacts_to<cluster::CloseChannel>>;     // from the directory
 
-struct channel_state {
-  std::string user;
-  std::unique_ptr<sync_channel::ChannelCore> core;  // null when the file could not be opened
-  std::string open_error;
-  channel_usage_sink directory;
-  std::map<uint64_t, envelope_sink> sessions;  // session id -> session actor
-  bool flush_scheduled = false;
-  static inline const char* name = "channel";
-};
-
-// Opens `path` (the user's file) on its own thread. If that fails, every Join is answered
-// with a fatal UNAVAILABLE error and the channel stops. Spawn detached.
-channel_actor::behavior_type channel(channel_actor::stateful_pointer<channel_state> self, std::string user,
-                                     std::string path, sync_channel::ChannelOptions options,
-                                     channel_usage_sink directory);
+// Spawns the channel of `user` on `path` (the user's file), detached (its own thread: SQLite
+// blocks). The file is opened on that thread; if that fails, every Join is answered with a
+// fatal UNAVAILABLE error and the channel stops.
+channel_actor spawn_channel(caf::actor_system& system, std::string user, std::string path,
+                            sync_channel::ChannelOptions options, channel_usage_sink directory);
 
 }  // namespace tandem::actors

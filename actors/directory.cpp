@@ -16,11 +16,40 @@
 namespace tandem::actors {
 namespace {
 
-using self_ptr = directory_actor::stateful_pointer<directory_state>;
+// Sent by the directory to itself only: close idle channels (every idle_close / 2).
+using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+using directory_impl = directory_actor::extend<caf::reacts_to<sweep_atom>>;
+
+// Cluster fields: this member, all members, the other members' directories once connected,
+// and the lookups waiting for a connection.
+struct directory_state {
+  struct Entry {
+    channel_actor channel;
+    uint32_t sessions = 0;
+    bool closing = false;
+    std::chrono::steady_clock::time_point idle_since;
+    std::vector<caf::typed_response_promise<channel_actor>> waiting;  // lookups held while closing
+  };
+  DirectoryConfig config;
+  std::map<std::string, Entry> channels;
+  std::deque<std::pair<std::string, caf::typed_response_promise<channel_actor>>> queued;  // waiting for a slot
+  uint64_t opened = 0;
+  uint64_t closed = 0;
+  // Cluster: this member, all members, the other members' directories once connected, and
+  // the lookups waiting for a connection.
+  std::string self_member;
+  std::vector<std::string> members;
+  std::map<std::string, directory_actor> remotes;
+  std::map<std::string, std::vector<std::pair<cluster::ChannelLookup, caf::typed_response_promise<channel_actor>>>> connecting;
+  static inline const char* name = "directory";
+};
+
+
+using self_ptr = directory_impl::stateful_pointer<directory_state>;
 
 channel_actor open_channel(self_ptr self, const std::string& user, const std::string& path) {
   channel_usage_sink sink = self;
-  auto ch = self->spawn<caf::detached>(channel, user, path, self->state.config.channel, sink);
+  auto ch = spawn_channel(self->system(), user, path, self->state.config.channel, sink);
   self->monitor(ch);
   auto& e = self->state.channels[user];
   e.channel = ch;
@@ -129,9 +158,7 @@ void serve_queue(self_ptr self) {
   }
 }
 
-}  // namespace
-
-directory_actor::behavior_type directory(directory_actor::stateful_pointer<directory_state> self, DirectoryConfig config) {
+directory_impl::behavior_type directory(self_ptr self, DirectoryConfig config) {
   self->state.config = std::move(config);
   self->set_default_handler(caf::drop);
   self->set_down_handler([self](caf::down_msg& down) {
@@ -226,6 +253,12 @@ directory_actor::behavior_type directory(directory_actor::stateful_pointer<direc
         self->delayed_send(self, self->state.config.idle_close / 2, sweep_atom::value);
       },
   };
+}
+
+}  // namespace
+
+directory_actor spawn_directory(caf::actor_system& system, DirectoryConfig config) {
+  return system.spawn(directory, std::move(config));
 }
 
 }  // namespace tandem::actors

@@ -20,14 +20,11 @@
 
 namespace tandem::actors {
 
-using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
-
 using directory_actor = caf::typed_actor<
     caf::replies_to<cluster::ChannelLookup>::with<channel_actor>,  // errors: UNAVAILABLE, bad user
     caf::reacts_to<cluster::ClusterMembers>,
     caf::reacts_to<cluster::ChannelUsage>,
-    caf::replies_to<cluster::DirectoryStatusRequest>::with<cluster::DirectoryStatus>,
-    caf::reacts_to<sweep_atom>>;
+    caf::replies_to<cluster::DirectoryStatusRequest>::with<cluster::DirectoryStatus>>;
 
 struct DirectoryConfig {
   std::string data_dir;
@@ -43,28 +40,6 @@ struct DirectoryConfig {
 // trusted hosts only; the process must have loaded the middleman), and the session then
 // talks to the remote channel as to a local one. A member that cannot be reached makes its
 // users' lookups fail (UNAVAILABLE); clients retry.
-struct directory_state {
-  struct Entry {
-    channel_actor channel;
-    uint32_t sessions = 0;
-    bool closing = false;
-    std::chrono::steady_clock::time_point idle_since;
-    std::vector<caf::typed_response_promise<channel_actor>> waiting;  // lookups held while closing
-  };
-  DirectoryConfig config;
-  std::map<std::string, Entry> channels;
-  std::deque<std::pair<std::string, caf::typed_response_promise<channel_actor>>> queued;  // waiting for a slot
-  uint64_t opened = 0;
-  uint64_t closed = 0;
-  // Cluster: this member, all members, the other members' directories once connected, and
-  // the lookups waiting for a connection.
-  std::string self_member;
-  std::vector<std::string> members;
-  std::map<std::string, directory_actor> remotes;
-  std::map<std::string, std::vector<std::pair<cluster::ChannelLookup, caf::typed_response_promise<channel_actor>>>> connecting;
-  static inline const char* name = "directory";
-};
-
-directory_actor::behavior_type directory(directory_actor::stateful_pointer<directory_state> self, DirectoryConfig config);
+directory_actor spawn_directory(caf::actor_system& system, DirectoryConfig config);
 
 }  // namespace tandem::actors

@@ -14,7 +14,27 @@
 namespace tandem::actors {
 namespace {
 
-using self_ptr = session_actor::stateful_pointer<session_state>;
+// Timers the session sets for itself only, so they extend the public interface here.
+using hello_timeout_atom = caf::atom_constant<caf::atom("hellotime")>;
+using token_expired_atom = caf::atom_constant<caf::atom("tokenexp")>;
+using session_impl = session_actor::extend<caf::reacts_to<hello_timeout_atom>, caf::reacts_to<token_expired_atom>>;
+
+struct session_state {
+  enum class Phase { awaiting_hello, joining, joined, closed };
+  std::shared_ptr<net::Connection> connection;
+  std::shared_ptr<const SessionConfig> config;
+  directory_actor directory;
+  channel_actor channel;
+  Phase phase = Phase::awaiting_hello;
+  std::string user;
+  std::string client;        // the client's name and address, for logs
+  sync::Hello hello;         // kept (without token) for a re-join after a channel restart
+  sync_frames::Reassembler fragments;  // a fragmented Push under way
+  int join_attempts = 0;
+  static inline const char* name = "session";
+};
+
+using self_ptr = session_impl::stateful_pointer<session_state>;
 
 void send_frame(self_ptr self, const sync::Envelope& e) {
   if (self->state.connection) self->state.connection->send(sync_frames::encode(e));
@@ -47,7 +67,7 @@ void after(self_ptr self, std::chrono::milliseconds delay, Atom atom) {
   if (!self->state.connection) return;
   auto weak = caf::actor_cast<caf::actor_addr>(self);
   self->state.connection->set_timer(std::max(delay, std::chrono::milliseconds(0)), [weak, atom] {
-    if (auto me = caf::actor_cast<session_actor>(weak)) caf::anon_send(me, atom);
+    if (auto me = caf::actor_cast<session_impl>(weak)) caf::anon_send(me, atom);
   });
 }
 
@@ -175,10 +195,8 @@ void on_envelope(self_ptr self, sync::Envelope& e) {
   }
 }
 
-}  // namespace
-
-session_actor::behavior_type session(self_ptr self, std::shared_ptr<net::Connection> connection,
-                                     std::shared_ptr<const SessionConfig> config, directory_actor directory) {
+session_impl::behavior_type session(self_ptr self, std::shared_ptr<net::Connection> connection,
+                                    std::shared_ptr<const SessionConfig> config, directory_actor directory) {
   self->state.connection = std::move(connection);
   self->state.config = std::move(config);
   self->state.directory = std::move(directory);
@@ -234,6 +252,8 @@ session_actor::behavior_type session(self_ptr self, std::shared_ptr<net::Connect
   };
 }
 
+}  // namespace
+
 void add_server_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<sync::Envelope>("tandem.sync.Envelope");
   cfg.add_message_type<cluster::ChannelLookup>("tandem.cluster.ChannelLookup");
@@ -253,7 +273,7 @@ void add_server_message_types(caf::actor_system_config& cfg) {
 net::Server::AcceptFn make_session_acceptor(caf::actor_system& system, std::shared_ptr<const SessionConfig> config,
                                             directory_actor directory) {
   return [&system, config, directory](const std::shared_ptr<net::Connection>& connection) {
-    auto s = system.spawn(session, connection, config, directory);
+    session_actor s = system.spawn(session, connection, config, directory);
     net::Handler h;
     h.on_frame = [s](std::string frame) { caf::anon_send(s, frame_atom::value, std::move(frame)); };
     h.on_close = [s](const Status& why) { caf::anon_send(s, closed_atom::value, why.message()); };

@@ -30,15 +30,11 @@ namespace tandem::actors {
 
 using frame_atom = caf::atom_constant<caf::atom("frame")>;
 using closed_atom = caf::atom_constant<caf::atom("closed")>;
-using hello_timeout_atom = caf::atom_constant<caf::atom("hellotime")>;
-using token_expired_atom = caf::atom_constant<caf::atom("tokenexp")>;
 
 using session_actor = caf::typed_actor<
     caf::reacts_to<frame_atom, std::string>,   // a frame from the connection
     caf::reacts_to<closed_atom, std::string>,  // the connection is down (why)
-    caf::reacts_to<sync::Envelope>,            // from the channel, for the client
-    caf::reacts_to<hello_timeout_atom>,
-    caf::reacts_to<token_expired_atom>>;
+    caf::reacts_to<sync::Envelope>>;           // from the channel, for the client
 
 struct SessionConfig {
   std::string secret;                            // HS256 token secret
@@ -52,25 +48,6 @@ struct SessionConfig {
   // process, so that sessions of several hosts joining one channel never share an id.
   uint64_t session_id_base = 0;
 };
-
-struct session_state {
-  enum class Phase { awaiting_hello, joining, joined, closed };
-  std::shared_ptr<net::Connection> connection;
-  std::shared_ptr<const SessionConfig> config;
-  directory_actor directory;
-  channel_actor channel;
-  Phase phase = Phase::awaiting_hello;
-  std::string user;
-  std::string client;        // the client's name and address, for logs
-  sync::Hello hello;         // kept (without token) for a re-join after a channel restart
-  sync_frames::Reassembler fragments;  // a fragmented Push under way
-  int join_attempts = 0;
-  static inline const char* name = "session";
-};
-
-session_actor::behavior_type session(session_actor::stateful_pointer<session_state> self,
-                                     std::shared_ptr<net::Connection> connection,
-                                     std::shared_ptr<const SessionConfig> config, directory_actor directory);
 
 // Registers every message type of the server roles (call on each process's config).
 void add_server_message_types(caf::actor_system_config& cfg);

@@ -124,7 +124,7 @@ void run_server(const ServerCommand& opts) {
   dir_cfg.channel.push_window = opts.push_window;
   dir_cfg.channel.forward_window = opts.forward_window;
   dir_cfg.channel.max_frame_bytes = static_cast<uint32_t>(opts.max_frame_bytes);
-  auto directory = system.spawn(actors::directory, dir_cfg);
+  auto directory = actors::spawn_directory(system, dir_cfg);
   if (clustered) {
     auto published = system.middleman().publish(directory, cluster_port, cluster_host.c_str(), true);
     if (!published) {

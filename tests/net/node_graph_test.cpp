@@ -134,7 +134,7 @@ struct Graph {
     actors::DirectoryConfig dc;
     dc.data_dir = dir.path + "/server";
     dc.idle_close = 60s;
-    directory = system.spawn(actors::directory, dc);
+    directory = actors::spawn_directory(system, dc);
     auto sc = std::make_shared<actors::SessionConfig>();
     sc->secret = kSecret;
     auto s = net::Server::listen(*server_loop, {}, actors::make_session_acceptor(system, sc, directory));

@@ -84,7 +84,7 @@ struct TestServer {
     dc.data_dir = data.path;
     dc.max_open_channels = max_channels;
     dc.idle_close = 60s;
-    directory = system.spawn(actors::directory, dc);
+    directory = actors::spawn_directory(system, dc);
     auto sc = std::make_shared<actors::SessionConfig>();
     sc->secret = kSecret;
     sc->hello_timeout = hello_timeout;
