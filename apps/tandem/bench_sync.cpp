@@ -23,9 +23,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,12 +46,11 @@
 
 #include "apps/tandem/commands.hpp"
 #include "runtime/auth/token.hpp"
+#include "runtime/common/child_process.hpp"
 #include "runtime/ivm/view.hpp"
 #include "runtime/query/parser.hpp"
 #include "runtime/sync/channel_core.hpp"
 #include "runtime/sync/frames.hpp"
-
-extern char** environ;
 
 namespace tandem::app {
 namespace {
@@ -87,37 +84,22 @@ double percentile(std::vector<double> v, double p) {
 
 // ---- the server child process ----
 struct ServerProcess {
-  pid_t pid = -1;
+  std::unique_ptr<ChildProcess> child;  // stopped with SIGTERM when the benchmark ends
   std::string url;
-  ~ServerProcess() {
-    if (pid > 0) {
-      ::kill(pid, SIGTERM);
-      ::waitpid(pid, nullptr, 0);
-    }
-  }
   void start(const std::string& dir) {
     std::ofstream(dir + "/secret") << kSecret << "\n";
-    int out[2];
-    if (::pipe2(out, O_CLOEXEC) != 0) die("pipe");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_addopen(&fa, 2, (dir + "/server.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    std::vector<std::string> args{"/proc/self/exe", "server", "--listen", "127.0.0.1:0", "--data-dir", dir + "/server",
-                                  "--secret-file", dir + "/secret", "--log-level", "warn"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) die("cannot start the server");
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(out[1]);
-    std::string line;
-    char c;
-    pollfd p{out[0], POLLIN, 0};
-    while (::poll(&p, 1, 10000) > 0 && ::read(out[0], &c, 1) == 1 && c != '\n') line.push_back(c);
-    ::close(out[0]);
-    if (line.rfind("listening on ", 0) != 0) die("the server did not start (see " + dir + "/server.log)");
-    url = line.substr(13) + "/sync";
+    ChildOptions o;
+    o.args = {"/proc/self/exe", "server", "--listen", "127.0.0.1:0", "--data-dir", dir + "/server",
+              "--secret-file", dir + "/secret", "--log-level", "warn"};
+    o.stderr_file = dir + "/server.log";
+    o.truncate_stderr = true;
+    o.stop_signal = SIGTERM;
+    auto started = ChildProcess::spawn(o);
+    if (!started.ok()) die(started.status().to_string());
+    child = std::move(started).value();
+    auto line = child->read_line(std::chrono::seconds(10));
+    if (!line || line->rfind("listening on ", 0) != 0) die("the server did not start (see " + dir + "/server.log)");
+    url = line->substr(13) + "/sync";
   }
 };
 

@@ -4,12 +4,8 @@
 // (`tandem client ... exec`): each write appears in the phone's watched query, live, through
 // the server. Everything the processes print is shown prefixed with its origin.
 // Ctrl-C or SIGTERM stops the demo and its processes within a second.
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -24,8 +20,7 @@
 #include "apps/tandem/commands.hpp"
 #include "apps/tandem/stop_signals.hpp"
 #include "runtime/auth/token.hpp"
-
-extern char** environ;
+#include "runtime/common/child_process.hpp"
 
 namespace tandem::app {
 namespace {
@@ -35,90 +30,55 @@ std::mutex children_mu;
 std::set<pid_t> children;
 
 struct Child {
-  pid_t pid = -1;
-  int out = -1;
+  std::unique_ptr<ChildProcess> process;  // stopped with SIGTERM if still running at the end
   std::string name;
-  std::string pending;
 
   Child(const std::string& label, const std::vector<std::string>& args, const std::string& log) : name(label) {
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) throw CLI::RuntimeError(2);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    // The demo blocks SIGINT and SIGTERM (stop_signals.hpp); its children start unblocked.
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    ChildOptions o;
+    o.args = args;
+    o.program = "/proc/self/exe";
+    o.stderr_file = log;
+    o.stop_signal = SIGTERM;
+    // Registered under the lock, so that a stop signal arriving meanwhile reaches it too.
     std::lock_guard<std::mutex> lock(children_mu);
-    const int rc = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv.data(), environ);
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-      ::close(p[0]);
-      ::close(p[1]);
-      pid = -1;
-      std::cerr << "tandem demo: cannot start " << label << "\n";
+    auto started = ChildProcess::spawn(o);
+    if (!started.ok()) {
+      std::cerr << "tandem demo: cannot start " << label << ": " << started.status().message() << "\n";
       throw CLI::RuntimeError(2);
     }
-    children.insert(pid);
-    ::close(p[1]);
-    out = p[0];
+    process = std::move(started).value();
+    children.insert(process->pid());
   }
-  ~Child() {
-    if (pid > 0) {
-      ::kill(pid, SIGTERM);
-      ::waitpid(pid, nullptr, 0);
-      forget();
-    }
-    if (out >= 0) ::close(out);
-  }
+  ~Child() { forget(); }
   void forget() {
     std::lock_guard<std::mutex> lock(children_mu);
-    children.erase(pid);
+    if (process) children.erase(process->pid());
   }
   // Prints what the child wrote within `ms`, prefixed; returns the lines.
   std::vector<std::string> pump(int ms) {
     std::vector<std::string> lines;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
     for (;;) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
-      if (left <= 0) break;
       if (const int sig = stop_signal(); sig != 0) throw CLI::RuntimeError(128 + sig);
-      pollfd p[2] = {{out, POLLIN, 0}, {stop_fd(), POLLIN, 0}};
-      if (::poll(p, 2, static_cast<int>(left)) <= 0 || p[0].revents == 0) continue;
-      char buf[4096];
-      ssize_t n = ::read(out, buf, sizeof buf);
-      if (n <= 0) break;
-      pending.append(buf, static_cast<size_t>(n));
-      for (size_t nl; (nl = pending.find('\n')) != std::string::npos;) {
-        lines.push_back(pending.substr(0, nl));
-        std::cout << "[" << name << "] " << lines.back() << "\n";
-        pending.erase(0, nl + 1);
-      }
-      std::cout << std::flush;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0 || process->at_eof()) break;
+      auto line = process->read_line(left, stop_fd());
+      if (!line) continue;
+      lines.push_back(*line);
+      std::cout << "[" << name << "] " << *line << std::endl;
     }
     return lines;
   }
   // SIGTERM, then what it still prints, then its exit.
   int stop() {
-    ::kill(pid, SIGTERM);
+    process->signal(SIGTERM);
     pump(2000);
     return wait();
   }
   int wait() {
-    int status = 0;
-    ::waitpid(pid, &status, 0);
+    const int code = process->wait(std::chrono::hours(24));
     forget();
-    pid = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return code;
   }
 };
 

@@ -27,8 +27,6 @@
 
 #include "tests/net/process_util.hpp"
 
-extern char** environ;
-
 using namespace std::chrono_literals;
 
 namespace {

@@ -6,11 +6,7 @@
 
 #include <catch2/catch.hpp>
 
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -24,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-extern char** environ;
+#include "runtime/common/child_process.hpp"
 
 namespace tandem_process_test {
 
@@ -54,90 +50,35 @@ struct TempDir {
   std::string operator/(const std::string& name) const { return path + "/" + name; }
 };
 
-// A child process with stdin and stdout as pipes and stderr to a file.
+// A child process with stdin and stdout as pipes and stderr to a file (runtime's
+// ChildProcess, with failures as test failures). Killed with SIGKILL if still running at the end.
 class Process {
  public:
   Process(const std::vector<std::string>& args, const std::string& stderr_file) {
-    int in[2], out[2];
-    REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
-    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_addopen(&fa, 2, stderr_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    REQUIRE(posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(in[0]);
-    ::close(out[1]);
-    stdin_ = in[1];
-    stdout_ = out[0];
-  }
-  ~Process() {
-    if (pid_ > 0 && !exited_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (stdin_ >= 0) ::close(stdin_);
-    if (stdout_ >= 0) ::close(stdout_);
+    tandem::ChildOptions o;
+    o.args = args;
+    o.stderr_file = stderr_file;
+    o.pipe_stdin = true;
+    auto child = tandem::ChildProcess::spawn(o);
+    INFO(child.status().to_string());
+    REQUIRE(child.ok());
+    child_ = std::move(child).value();
   }
   void write(const std::string& s) {
-    size_t done = 0;
-    while (done < s.size()) {
-      ssize_t n = ::write(stdin_, s.data() + done, s.size() - done);
-      REQUIRE(n > 0);
-      done += static_cast<size_t>(n);
-    }
+    auto st = child_->write(s);
+    INFO(st.to_string());
+    REQUIRE(st.ok());
   }
-  void close_stdin() {
-    ::close(stdin_);
-    stdin_ = -1;
-  }
+  void close_stdin() { child_->close_stdin(); }
   // The next stdout line, or nullopt after `within` / at end of output.
-  std::optional<std::string> line(std::chrono::milliseconds within = 20s) {
-    const auto deadline = std::chrono::steady_clock::now() + within;
-    for (;;) {
-      auto nl = buffer_.find('\n');
-      if (nl != std::string::npos) {
-        std::string l = buffer_.substr(0, nl);
-        buffer_.erase(0, nl + 1);
-        return l;
-      }
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return std::nullopt;
-      pollfd p{stdout_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-      char buf[4096];
-      ssize_t n = ::read(stdout_, buf, sizeof buf);
-      if (n <= 0) return std::nullopt;
-      buffer_.append(buf, static_cast<size_t>(n));
-    }
-  }
-  void signal(int sig) { ::kill(pid_, sig); }
+  std::optional<std::string> line(std::chrono::milliseconds within = 20s) { return child_->read_line(within); }
+  void signal(int sig) { child_->signal(sig); }
   // Exit status (or 128+signal) once it ends; -1 if it did not end within `within`.
-  int wait(std::chrono::milliseconds within = 60s) {
-    const auto deadline = std::chrono::steady_clock::now() + within;
-    while (std::chrono::steady_clock::now() < deadline) {
-      int status = 0;
-      pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        exited_ = true;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    return -1;
-  }
-  pid_t pid() const { return pid_; }
+  int wait(std::chrono::milliseconds within = 60s) { return child_->wait(within); }
+  pid_t pid() const { return child_->pid(); }
 
  private:
-  pid_t pid_ = -1;
-  int stdin_ = -1, stdout_ = -1;
-  bool exited_ = false;
-  std::string buffer_;
+  std::unique_ptr<tandem::ChildProcess> child_;
 };
 
 struct RunResult {
