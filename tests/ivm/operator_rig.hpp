@@ -40,6 +40,8 @@ struct OperatorRig {
     for (const auto& k : plan->order) keys_on_root = keys_on_root && (k.expr.occurrences() & ~uint64_t{1}) == 0;
     bool prefix = !plan->aggregate && !plan->distinct && ivm::internally_ordered(*plan) && plan->limit >= 0 && keys_on_root;
     result.init(ivm::internally_ordered(*plan), plan->ordered(), desc, plan->offset, plan->limit, prefix);
+    // Like a view: a registered reader keeps the journal's batches for compensation.
+    node.journal().register_reader(node.journal().last_version());
     downstream = ivm::Downstream{plan.get(), prefix, &aggregate, &aggregate_state, &distinct, &distinct_state, &result};
   }
 

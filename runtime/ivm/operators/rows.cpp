@@ -57,6 +57,4 @@ std::string pk_key(const TableSchema& t, const Row& row) {
   return k;
 }
 
-bool internally_ordered(const Plan& p) { return p.ordered() || p.limit >= 0 || p.offset > 0; }
-
 }  // namespace tandem::ivm

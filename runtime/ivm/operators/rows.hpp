@@ -53,6 +53,6 @@ bool same_row(const std::optional<Row>& a, const std::optional<Row>& b);
 // The canonical key of a row of `t` (its primary key values, encode_canonical).
 std::string pk_key(const TableSchema& t, const Row& row);
 // The result keeps an order (ORDER BY, or a LIMIT/OFFSET window over an unordered query).
-bool internally_ordered(const Plan& p);
+inline bool internally_ordered(const Plan& p) { return p.ordered() || p.limit >= 0 || p.offset > 0; }
 
 }  // namespace tandem::ivm
