@@ -126,7 +126,7 @@ worker::Mutation set_qty(int64_t id, int64_t qty) {
 // The node of these tests: a db_worker on a file of `dir` with the items/groups schema.
 DbWorkerConfig node_config(const TempDir& dir, std::shared_ptr<ivm::DeltaJournal> journal) {
   DbWorkerConfig wc;
-  wc.path = dir.path() + "/node.db";
+  wc.path = dir.path + "/node.db";
   wc.store.open.synchronous_full = false;
   wc.schema = {kSchema};
   wc.replicate = {"items", "groups"};

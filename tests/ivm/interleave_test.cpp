@@ -75,7 +75,7 @@ struct Lagging {
 void run(uint64_t seed) {
   std::mt19937_64 rng(seed);
   TempDir dir;
-  Node node(dir.path(), "n", kSchema, {"t", "g"});
+  Node node(dir.path, "n", kSchema, {"t", "g"});
   for (int i = 0; i < 40; ++i) random_write(rng, node);
   std::vector<ivm::BatchPtr> batches;
   std::map<int64_t, std::vector<Expected>> expected;  // version -> per query
@@ -158,7 +158,7 @@ TEST_CASE("a view that falls off a bounded journal rehydrates and is exact again
   // A journal bound of a few kilobytes drops batches that lagging views still need.
   std::mt19937_64 rng(42);
   TempDir dir;
-  Node node(dir.path(), "n", kSchema, {"t", "g"});
+  Node node(dir.path, "n", kSchema, {"t", "g"});
   ivm::DeltaJournal small(4096);
   for (int i = 0; i < 20; ++i) random_write(rng, node);
   small.note_version(node.store().db_version());

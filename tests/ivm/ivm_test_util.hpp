@@ -22,6 +22,7 @@
 #include "runtime/query/parser.hpp"
 #include "runtime/query/render.hpp"
 #include "runtime/store/store.hpp"
+#include "tests/common/temp_dir.hpp"
 
 namespace tandem::test {
 
@@ -32,23 +33,7 @@ inline int property_runs(int ci_default) {
   return ci_default;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "tandem-ivm-XXXXXX").string();
-    char* p = ::mkdtemp(tmpl.data());
-    REQUIRE(p != nullptr);
-    path_ = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
 
- private:
-  std::string path_;
-};
 
 inline std::string show(const Row& row) {
   std::string s = "(";

@@ -23,7 +23,7 @@ namespace tandem::test {
 struct OperatorRig {
   OperatorRig(const std::string& schema, const std::vector<std::string>& tables, const std::string& sql,
               ivm::ViewOptions opts = {})
-      : node(dir.path(), "rig", schema, tables),
+      : node(dir.path, "rig", schema, tables),
         db(node.open_connection()),
         plan(must_bind(*db, sql)),
         options(opts),

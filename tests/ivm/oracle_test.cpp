@@ -247,8 +247,8 @@ void run_workload(uint64_t seed, int queries, int writes) {
   Gen g(seed);
   TempDir dir;
   std::string schema = random_schema(g);
-  Node node(dir.path(), "n", schema, {"t1", "t2"});
-  Node other(dir.path(), "o", schema, {"t1", "t2"}, 2);
+  Node node(dir.path, "n", schema, {"t1", "t2"});
+  Node other(dir.path, "o", schema, {"t1", "t2"}, 2);
   std::vector<ivm::BatchPtr> ignored;
   for (int i = 0; i < 14; ++i) random_write(g, node, &ignored);
   for (int i = 0; i < 6; ++i) random_write(g, other, &ignored);

@@ -142,8 +142,8 @@ void run(uint64_t seed) {
   std::mt19937_64 rng(seed);
   auto r = [&](int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); };
   TempDir dir;
-  Node node(dir.path(), "a", kSchema, {"items", "groups"}, 1);
-  Node remote(dir.path(), "b", kSchema, {"items", "groups"}, 2);
+  Node node(dir.path, "a", kSchema, {"items", "groups"}, 1);
+  Node remote(dir.path, "b", kSchema, {"items", "groups"}, 2);
   for (int g = 0; g < 3; ++g) {
     node.write("INSERT INTO groups VALUES (?, ?)", {Value::Integer(g), Value::Text("g" + std::to_string(g))});
   }
@@ -286,7 +286,7 @@ TEST_CASE("pending mutations, refusals, remote merges and late settlements keep 
 
 TEST_CASE("malformed mutations are refused and change nothing", "[ivm][overlay]") {
   TempDir dir;
-  Node node(dir.path(), "a", kSchema, {"items", "groups"});
+  Node node(dir.path, "a", kSchema, {"items", "groups"});
   node.write("INSERT INTO items(id, name, qty) VALUES (1, 'ax', 3)");
   auto db = node.open_connection();
   auto plan = must_bind(*db, kQueries[0]);
@@ -335,7 +335,7 @@ namespace tandem::test {
 // (runtime/store/mutation_rules.hpp): whatever a view shows, the store accepts for its shape.
 TEST_CASE("the overlay and the store accept and refuse the same mutations", "[ivm][overlay]") {
   TempDir dir;
-  Node node(dir.path(), "a", kSchema, {"items"});  // groups stays a local, unreplicated table
+  Node node(dir.path, "a", kSchema, {"items"});  // groups stays a local, unreplicated table
   node.write("INSERT INTO items(id, name, qty) VALUES (1, 'ax', 3)");
   auto db = node.open_connection();
   auto plan = must_bind(*db, kQueries[0]);

@@ -86,7 +86,7 @@ std::vector<Row> run_sql(Database& db, const std::string& sql, const Row& params
 
 TEST_CASE("queries outside the subset are refused with the construct and its position", "[ivm][query]") {
   TempDir dir;
-  Node node(dir.path(), "q", kSchema, {"t1", "t2"});
+  Node node(dir.path, "q", kSchema, {"t1", "t2"});
   auto cases = lines("refused.txt");
   REQUIRE(cases.size() > 40);
   for (const auto& c : cases) {
@@ -102,7 +102,7 @@ TEST_CASE("queries outside the subset are refused with the construct and its pos
 
 TEST_CASE("accepted queries render to SQL that SQLite runs identically, and views match", "[ivm][query]") {
   TempDir dir;
-  Node node(dir.path(), "q", kSchema, {"t1", "t2"});
+  Node node(dir.path, "q", kSchema, {"t1", "t2"});
   fill(node);
   for (const auto& sql : lines("accepted.txt")) {
     auto q = query::parse(sql);
@@ -136,7 +136,7 @@ TEST_CASE("accepted queries render to SQL that SQLite runs identically, and view
 
 TEST_CASE("SUM reports SQLite's integer overflow and recovers when the data no longer overflows", "[ivm][aggregate]") {
   TempDir dir;
-  Node node(dir.path(), "q", kSchema, {"t1", "t2"});
+  Node node(dir.path, "q", kSchema, {"t1", "t2"});
   node.write("INSERT INTO t1(id, a, b) VALUES (1, 1, 9223372036854775000), (2, 1, 100)");
   auto db = node.open_connection();
   auto plan = must_bind(*db, "SELECT a, sum(b), count(*) FROM t1 GROUP BY a");
@@ -158,7 +158,7 @@ TEST_CASE("SUM reports SQLite's integer overflow and recovers when the data no l
 
 TEST_CASE("a view's changes replay to its result (positions for ordered views)", "[ivm][changes]") {
   TempDir dir;
-  Node node(dir.path(), "q", kSchema, {"t1", "t2"});
+  Node node(dir.path, "q", kSchema, {"t1", "t2"});
   fill(node);
   for (const char* sql : {"SELECT id, b FROM t1 WHERE b > 0 ORDER BY b DESC, id LIMIT 3 OFFSET 1",
                           "SELECT b, count(*) FROM t1 GROUP BY b ORDER BY 2, 1", "SELECT id, c FROM t1 WHERE c LIKE '%b%'",

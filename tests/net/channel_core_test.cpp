@@ -19,6 +19,7 @@
 #include "runtime/sqlite/fault_vfs.hpp"
 
 using namespace tandem;
+using tandem::test::TempDir;
 using namespace tandem::sync_channel;
 
 namespace {
@@ -77,15 +78,6 @@ std::vector<sync::Envelope> for_session(const Outbox& out, uint64_t session) {
   return v;
 }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/tandem-channel-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { (void)std::system(("rm -rf " + path).c_str()); }
-};
 
 }  // namespace
 

@@ -14,6 +14,7 @@
 #include "tests/net/net_test_util.hpp"
 
 using namespace tandem;
+using tandem::test::TempDir;
 using namespace tandem::sync_channel;
 
 namespace {
@@ -104,15 +105,6 @@ sync::Fragment fragment(uint64_t total, uint64_t offset, size_t n) {
   return f;
 }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/tandem-fragment-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { (void)std::system(("rm -rf " + path).c_str()); }
-};
 
 }  // namespace
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "runtime/store/store.hpp"
+#include "tests/common/temp_dir.hpp"
 
 namespace tandem::test {
 

@@ -32,7 +32,10 @@
 #include "runtime/ivm/journal.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 
+#include "tests/common/temp_dir.hpp"
+
 using namespace tandem;
+using tandem::test::TempDir;
 using namespace std::chrono_literals;
 
 namespace {
@@ -40,15 +43,6 @@ namespace {
 const std::string kSecret = "graph-test-secret-0123456789abcdef0123456789";
 const char* kSchema = "CREATE TABLE IF NOT EXISTS todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT, done INTEGER DEFAULT 0)";
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/tandem-graph-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { (void)std::system(("rm -rf " + path).c_str()); }
-};
 
 caf::actor_system_config& make_config(caf::actor_system_config& cfg) {
   configure_actor_system(cfg);

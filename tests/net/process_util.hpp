@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "runtime/common/child_process.hpp"
+#include "tests/common/temp_dir.hpp"
 
 namespace tandem_process_test {
 
@@ -36,19 +37,7 @@ inline constexpr std::chrono::milliseconds kStopWithin{1000};
 #endif
 inline const char* kSchema = "CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT, done INTEGER DEFAULT 0);\n";
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/tandem-proc-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  // TANDEM_KEEP_TEST_DIRS=1 keeps the logs and databases for a post-mortem.
-  ~TempDir() {
-    if (std::getenv("TANDEM_KEEP_TEST_DIRS") == nullptr) (void)std::system(("rm -rf " + path).c_str());
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
+using tandem::test::TempDir;
 
 // A child process with stdin and stdout as pipes and stderr to a file (runtime's
 // ChildProcess, with failures as test failures). Killed with SIGKILL if still running at the end.

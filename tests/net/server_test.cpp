@@ -33,6 +33,7 @@
 #include "runtime/sync/frames.hpp"
 
 using namespace tandem;
+using tandem::test::TempDir;
 using namespace std::chrono_literals;
 
 namespace {
@@ -40,29 +41,20 @@ namespace {
 const std::string kSecret = "server-test-secret-0123456789abcdef0123456789";
 const char* kSchema = "CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT);";
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/tandem-server-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
+// Every file under `dir`, recursively (relative names).
+std::vector<std::string> files_under(const std::string& dir) {
+  std::vector<std::string> out;
+  std::string cmd = "cd " + dir + " && find . -type f | sort";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  char line[4096];
+  while (p && std::fgets(line, sizeof line, p)) {
+    std::string s(line);
+    if (!s.empty() && s.back() == '\n') s.pop_back();
+    out.push_back(s);
   }
-  ~TempDir() { (void)std::system(("rm -rf " + path).c_str()); }
-  // Every file under the directory, recursively (relative names).
-  std::vector<std::string> files() const {
-    std::vector<std::string> out;
-    std::string cmd = "cd " + path + " && find . -type f | sort";
-    FILE* p = ::popen(cmd.c_str(), "r");
-    char line[4096];
-    while (p && std::fgets(line, sizeof line, p)) {
-      std::string s(line);
-      if (!s.empty() && s.back() == '\n') s.pop_back();
-      out.push_back(s);
-    }
-    if (p) ::pclose(p);
-    return out;
-  }
-};
+  if (p) ::pclose(p);
+  return out;
+}
 
 caf::actor_system_config& make_config(caf::actor_system_config& cfg) {
   configure_actor_system(cfg);
@@ -264,7 +256,7 @@ TEST_CASE("two devices of one user: push, durable ack, forward, client ack", "[s
   cack.mutable_client_ack()->set_server_db_version(fwd->forward().batch().to_db_version());
   cb.send(cack);
   require_ping_pong(cb, 42);
-  auto files = srv.data.files();
+  auto files = files_under(srv.data.path);
   std::sort(files.begin(), files.end());  // byte order, whatever sort(1)'s locale does
   CHECK(files == std::vector<std::string>{"./users/alice.db", "./users/alice.db-shm", "./users/alice.db-wal", "./users/alice.db.lock"});
 }
@@ -382,7 +374,7 @@ TEST_CASE("tokens: missing, expired, forged, wrong audience, bad subjects, nothi
   refused(raw_jwt(R"({"sub":"a/b","aud":"tandem-sync","exp":9999999999})"));
   refused(raw_jwt(R"({"sub":"","aud":"tandem-sync","exp":9999999999})"));
   refused(raw_jwt(R"({"sub":")" + std::string(65, 'u') + R"(","aud":"tandem-sync","exp":9999999999})"));
-  CHECK(srv.data.files().empty());
+  CHECK(files_under(srv.data.path).empty());
   CHECK(srv.status().open_channels() == 0);
 }
 

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "runtime/sqlite/fault_vfs.hpp"
+#include "tests/common/temp_dir.hpp"
 #include "tests/store/store_test_util.hpp"
 
 using namespace tandem;
@@ -19,15 +20,6 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* kSchema = "CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, a, b)";
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/tandem-test-XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 std::unique_ptr<Store> open_store(const fs::path& file, bool faulty = false, uint8_t site = 1) {
   StoreOptions o;
@@ -50,7 +42,7 @@ std::unique_ptr<Store> fresh_store(const fs::path& file, bool faulty = false) {
 
 TEST_CASE("a store reopens with its site, version, tables and changes", "[store][durability]") {
   TempDir dir;
-  auto file = dir.path / "a.db";
+  auto file = fs::path(dir.path) / "a.db";
   int64_t version;
   std::string site;
   {
@@ -85,7 +77,7 @@ TEST_CASE("an injected I/O error at any point of a write or merge leaves the las
     bool succeeded = false;
     for (int64_t fault_at = 0; !succeeded && fault_at < 400; ++fault_at) {
       TempDir dir;
-      auto file = dir.path / "f.db";
+      auto file = fs::path(dir.path) / "f.db";
       std::vector<Row> before;
       int64_t version_before;
       {
@@ -128,7 +120,7 @@ TEST_CASE("an injected I/O error at any point of a write or merge leaves the las
 
 TEST_CASE("a process killed in the middle of writing leaves a consistent store", "[store][durability][faults]") {
   TempDir dir;
-  auto file = dir.path / "k.db";
+  auto file = fs::path(dir.path) / "k.db";
   { fresh_store(file); }
   for (int attempt = 0; attempt < 3; ++attempt) {
     pid_t child = fork();
@@ -165,15 +157,15 @@ TEST_CASE("a process killed in the middle of writing leaves a consistent store",
 TEST_CASE("corrupt and foreign files are refused with a clear error", "[store][durability][errors]") {
   TempDir dir;
   {
-    std::ofstream(dir.path / "garbage.db") << std::string(8192, 'x');
-    auto s = Store::open((dir.path / "garbage.db").string());
+    std::ofstream(fs::path(dir.path) / "garbage.db") << std::string(8192, 'x');
+    auto s = Store::open((fs::path(dir.path) / "garbage.db").string());
     REQUIRE_FALSE(s.ok());
     CHECK(s.status().message().find("not a database") != std::string::npos);
   }
   {
-    auto file = dir.path / "trunc.db";
+    auto file = fs::path(dir.path) / "trunc.db";
     { auto s = fresh_store(file); for (int i = 0; i < 200; ++i) exec(*s, "INSERT INTO t VALUES (?, 'x', 1)", {Value::Integer(i)}); }
-    fs::remove(dir.path / "trunc.db-wal");
+    fs::remove(fs::path(dir.path) / "trunc.db-wal");
     fs::resize_file(file, 4096 + 100);
     auto s = Store::open(file.string());
     if (s.ok()) {
@@ -183,7 +175,7 @@ TEST_CASE("corrupt and foreign files are refused with a clear error", "[store][d
     }
   }
   {
-    auto s = Store::open((dir.path / "missing-dir" / "x.db").string());
+    auto s = Store::open((fs::path(dir.path) / "missing-dir" / "x.db").string());
     REQUIRE_FALSE(s.ok());
     CHECK(s.status().message().find("cannot open") != std::string::npos);
   }
@@ -191,7 +183,7 @@ TEST_CASE("corrupt and foreign files are refused with a clear error", "[store][d
 
 TEST_CASE("a row written behind Tandem's back is detected, and recorded whole when Tandem next updates it", "[store][durability]") {
   TempDir dir;
-  auto file = dir.path / "behind.db";
+  auto file = fs::path(dir.path) / "behind.db";
   {
     auto s = fresh_store(file);
     exec(*s, "INSERT INTO t VALUES (1, 'tracked', 1)");
@@ -218,7 +210,7 @@ TEST_CASE("a row written behind Tandem's back is detected, and recorded whole wh
 
 TEST_CASE("a database file is open in one Store at a time, and free again once it closes", "[store][durability][lock]") {
   TempDir dir;
-  auto file = dir.path / "one.db";
+  auto file = fs::path(dir.path) / "one.db";
   {
     auto first = fresh_store(file);
     auto second = Store::open(file.string());
@@ -242,7 +234,7 @@ TEST_CASE("a database file is open in one Store at a time, and free again once i
 TEST_CASE("a merge commits as asked: deferred without an fsync, full and sync() with one", "[store][durability][sync]") {
   REQUIRE(register_fault_vfs());
   TempDir dir;
-  auto s = fresh_store(dir.path / "a.db", /*faulty=*/true);
+  auto s = fresh_store(fs::path(dir.path) / "a.db", /*faulty=*/true);
   auto source = memory_store(2, kSchema, {"t"});
   auto merge_next = [&](CommitSync mode) {
     exec(*source, "INSERT INTO t VALUES (?, 'remote', 1)", {Value::Integer(source->db_version() + 1)});
@@ -284,7 +276,7 @@ TEST_CASE("a store opened with synchronous=NORMAL commits without an fsync unles
   o.site_id = site_number(1);
   o.open.vfs = kFaultVfsName;
   o.open.synchronous_full = false;
-  auto opened = Store::open((dir.path / "n.db").string(), o);
+  auto opened = Store::open((fs::path(dir.path) / "n.db").string(), o);
   REQUIRE(opened.ok());
   auto& s = **opened;
   REQUIRE(s.execute_schema(kSchema).ok());
@@ -312,7 +304,7 @@ TEST_CASE("a store opened with synchronous=NORMAL commits without an fsync unles
 
 TEST_CASE("notes keep the sync layer's values, and only under sync_ keys", "[store][notes]") {
   TempDir dir;
-  auto file = dir.path / "a.db";
+  auto file = fs::path(dir.path) / "a.db";
   {
     auto s = fresh_store(file);
     CHECK_FALSE(s->note("sync_user")->has_value());
@@ -330,7 +322,7 @@ TEST_CASE("notes keep the sync layer's values, and only under sync_ keys", "[sto
 
 TEST_CASE("record_peer_acks records several peers in one transaction, monotonically", "[store][peers]") {
   TempDir dir;
-  auto s = fresh_store(dir.path / "a.db");
+  auto s = fresh_store(fs::path(dir.path) / "a.db");
   REQUIRE(s->record_peer_acks({{site_number(7), 5}, {site_number(8), 9}}).ok());
   REQUIRE(s->record_peer_acks({{site_number(7), 3}}).ok());  // older: kept at 5
   CHECK(s->peer(site_number(7))->acked == 5);
