@@ -653,6 +653,39 @@ TEST_CASE("events of a stale connection generation are ignored", "[client-core]"
   CHECK(rows(*a.store) == rows(*b.store));
 }
 
+TEST_CASE("a merge of the previous connection answering late acknowledges nothing on the next one", "[client-core]") {
+  Server server;
+  Node a(1), b(2);
+  uint64_t sa = 0, sb = 0;
+  connect(a, server, &sa);
+  connect(b, server, &sb);
+  server.settle({&a, &b});
+  a.write("INSERT INTO todo(id, title) VALUES (1, 'one')");
+  server.settle({&a});
+  a.write("INSERT INTO todo(id, title) VALUES (2, 'two')");
+  server.settle({&a});  // b holds two forwards, merges asked for and not answered
+  size_t merges = 0;
+  for (const auto& r : b.requests) merges += std::holds_alternative<Merge>(r);
+  REQUIRE(merges == 2);
+  server.cut(sb);
+  b.take(b.core.on_timer(b.timers.back().generation));
+  server.accept(b);
+  server.from_clients();  // welcome, and one forward of both versions from b's old cursor
+  REQUIRE(b.core.phase() == ClientCore::Phase::live);
+  const size_t sent = b.sends.size();
+  REQUIRE(b.answer_one());  // the first old merge: its forward was of the old connection
+  REQUIRE(b.answer_one());  // the second: b's cursor is now the server's head
+  CHECK(b.core.cursor() == server.channel->db_version());
+  CHECK(b.sends.size() == sent);  // no ClientAck of an old forward on this connection
+  // The new connection's forward is still being merged: not caught up yet.
+  const uint64_t w = b.wait_caught_up();
+  CHECK(b.caught_up.count(w) == 0);
+  server.settle({&a, &b});
+  REQUIRE(b.caught_up.count(w));
+  CHECK(b.caught_up.at(w).ok());
+  CHECK(rows(*b.store) == rows(*a.store));
+}
+
 TEST_CASE("forwards are merged in order and acknowledged only after their merge", "[client-core]") {
   sync_channel::ChannelOptions options;
   options.forward_batch_changes = 3;  // one row per forward
