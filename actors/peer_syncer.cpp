@@ -14,7 +14,6 @@
 #include <spdlog/spdlog.h>
 
 #include "runtime/auth/token.hpp"
-#include "runtime/sync/client_core.hpp"
 
 namespace tandem::actors {
 namespace {
@@ -137,22 +136,14 @@ void relay(self_ptr self, sync_client::Outbox&& out) {
 // the jitter's seed, the token's subject, and spdlog as its log.
 sync_client::ClientConfig core_config(const PeerSyncerConfig& config) {
   sync_client::ClientConfig c;
-  c.url = config.url;
-  c.token = config.token;
+  static_cast<sync_client::ClientSettings&>(c) = config;
   if (auto subject = auth::unverified_subject(config.token); subject.ok()) c.token_user = *subject;
-  c.schema = config.schema;
-  c.client_name = config.client_name;
   std::random_device random;
   for (int i = 0; i < 4; ++i) {
     const uint32_t word = random();
     c.instance.append(reinterpret_cast<const char*>(&word), sizeof word);
   }
-  c.push_batch_changes = config.push_batch_changes;
-  c.push_batch_bytes = config.push_batch_bytes;
-  c.backoff_base = config.backoff_base;
-  c.backoff_cap = config.backoff_cap;
-  c.seed = config.seed != 0 ? config.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  c.start_online = config.start_online;
+  if (c.seed == 0) c.seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   static constexpr spdlog::level::level_enum kLevels[] = {spdlog::level::debug, spdlog::level::info, spdlog::level::warn,
                                                           spdlog::level::err, spdlog::level::critical};
   c.log.enabled = [](sync_client::LogLevel l) { return spdlog::should_log(kLevels[static_cast<int>(l)]); };

@@ -52,6 +52,7 @@ TANDEM_PROTO_CAF_GLUE(tandem::change)
 
 #include "actors/db_worker.hpp"
 #include "runtime/net/websocket.hpp"
+#include "runtime/sync/client_core.hpp"
 
 namespace tandem::actors {
 
@@ -73,21 +74,12 @@ using peer_syncer_actor = caf::typed_actor<
     // Why the last connection attempt or connection failed ("" if none did).
     caf::replies_to<last_error_atom>::with<std::string>>;
 
-struct PeerSyncerConfig {
-  std::string url;                       // ws://host:port/sync or wss://...
-  std::string token;
+// The protocol's settings (url, token, schema, client_name, push batches, backoff, seed,
+// start_online: runtime/sync/client_core.hpp) and the transport's.
+struct PeerSyncerConfig : sync_client::ClientSettings {
   net::ClientOptions client;
   std::shared_ptr<net::EventLoop> loop;  // shared I/O threads
-  std::vector<std::string> schema;       // CREATE TABLE statements, sent in the hello
-  std::string client_name;
-  size_t push_batch_changes = 2000;      // changes per push (cut at a db_version boundary)
-  // Bytes of changes per push: rows up to this, or one larger row alone (in Fragments).
-  size_t push_batch_bytes = size_t{4} << 20;
-  std::chrono::milliseconds backoff_base{250};
-  std::chrono::milliseconds backoff_cap{30000};
   std::chrono::milliseconds request_timeout{60000};  // db_worker requests
-  uint64_t seed = 0;                     // jitter; 0: from the clock
-  bool start_online = true;
 };
 
 // Spawns the syncer of `worker`'s database for the server at config.url; it starts at once

@@ -56,19 +56,25 @@ struct LogSink {
   std::function<void(LogLevel, const std::string&)> write;
 };
 
-struct ClientConfig {
-  std::string url;         // ws://host:port/sync or wss://...
+// What an application chooses (actors::PeerSyncerConfig extends it).
+struct ClientSettings {
+  std::string url;                       // ws://host:port/sync or wss://...
   std::string token;
-  std::string token_user;  // the token's subject, unverified ("" when unreadable)
-  std::vector<std::string> schema;  // CREATE TABLE statements, sent in the hello
+  std::vector<std::string> schema;       // CREATE TABLE statements, sent in the hello
   std::string client_name;
-  std::string instance;    // 16 random bytes of this run (hello.instance_id)
-  size_t push_batch_changes = 2000;             // own changes per push (cut at a version boundary)
-  size_t push_batch_bytes = size_t{4} << 20;    // bytes of changes per push, or one larger row alone
+  size_t push_batch_changes = 2000;      // own changes per push (cut at a db_version boundary)
+  // Bytes of changes per push: rows up to this, or one larger row alone (in Fragments).
+  size_t push_batch_bytes = size_t{4} << 20;
   std::chrono::milliseconds backoff_base{250};
   std::chrono::milliseconds backoff_cap{30000};
-  uint64_t seed = 1;       // the backoff's jitter
+  uint64_t seed = 0;                     // the jitter's (the peer_syncer takes 0 as: from the clock)
   bool start_online = true;
+};
+
+// ... and what the core's owner supplies besides.
+struct ClientConfig : ClientSettings {
+  std::string token_user;  // the token's subject, unverified ("" when unreadable)
+  std::string instance;    // 16 random bytes of this run (hello.instance_id)
   LogSink log;
 };
 
