@@ -184,9 +184,12 @@ class ClientCore {
   bool accepts_link(uint64_t generation) const;
   Outbox on_link_opened(uint64_t generation);
   Outbox on_connect_failed(uint64_t generation, const std::string& error);
+  // The events of a connection or a timer of an older generation than the current one are
+  // ignored (the actor need not filter them).
   Outbox on_frame(uint64_t generation, const std::string& frame);
-  Outbox on_link_closed(uint64_t generation, const std::string& why);
-  Outbox on_timer(uint64_t generation);
+  Outbox on_link_closed(uint64_t generation, const std::string& why);  // the actor already dropped it
+  Outbox on_timer(uint64_t generation);                                  // a StartTimer's
+  // Offline drops the link and stays down; online connects at once, with a fresh backoff.
   Outbox set_online(bool online);
 
   // The db_worker's committed deltas (only LOCAL ones matter).
