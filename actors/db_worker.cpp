@@ -127,11 +127,17 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
           exclude = site_from_bytes(req.exclude_site_id());
           if (!exclude) return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("exclude_site_id must be 16 bytes"));
         }
+        std::optional<SiteId> only;
+        if (!req.only_site_id().empty()) {
+          only = site_from_bytes(req.only_site_id());
+          if (!only) return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("only_site_id must be 16 bytes"));
+        }
         if (req.since_db_version() < 0 || req.limit() < 0 || req.max_bytes() < 0)
           return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("negative version or limit"));
         Store::ChangesRequest request;
         request.since = req.since_db_version();
         request.exclude = exclude;
+        request.only_from = only;
         request.limit = static_cast<size_t>(req.limit());
         request.split_versions = req.split_versions();
         request.resume_after = req.resume_after();
@@ -170,6 +176,18 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         return peer_status(*self->state.store, req.peer_site_id());
       },
       [self](const worker::PeerStatusRequest& req) -> worker::PeerStatus { return peer_status(*self->state.store, req.peer_site_id()); },
+      [self](const worker::PeersRequest&) -> worker::PeersResponse {
+        auto peers = self->state.store->peers();
+        if (!peers.ok()) return error_response<worker::PeersResponse>(peers.status());
+        worker::PeersResponse out;
+        for (const auto& p : *peers) {
+          auto* status = out.add_peers();
+          status->set_peer_site_id(site_bytes(p.site));
+          status->set_received_db_version(p.cursor.received);
+          status->set_acked_db_version(p.cursor.acked);
+        }
+        return out;
+      },
       [self](const worker::NewSiteRequest& req) -> worker::NewSiteResponse {
         auto fresh = self->state.store->take_new_site(req.keep_through());
         if (!fresh.ok()) return error_response<worker::NewSiteResponse>(fresh.status());
@@ -258,6 +276,8 @@ void add_db_worker_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<worker::PeerAckRequest>("tandem.worker.PeerAckRequest");
   cfg.add_message_type<worker::PeerStatusRequest>("tandem.worker.PeerStatusRequest");
   cfg.add_message_type<worker::PeerStatus>("tandem.worker.PeerStatus");
+  cfg.add_message_type<worker::PeersRequest>("tandem.worker.PeersRequest");
+  cfg.add_message_type<worker::PeersResponse>("tandem.worker.PeersResponse");
   cfg.add_message_type<worker::NewSiteRequest>("tandem.worker.NewSiteRequest");
   cfg.add_message_type<worker::NewSiteResponse>("tandem.worker.NewSiteResponse");
   cfg.add_message_type<worker::StatusRequest>("tandem.worker.StatusRequest");

@@ -41,6 +41,7 @@ using db_worker_actor = caf::typed_actor<
     caf::replies_to<worker::MergeRequest>::with<worker::MergeResponse>,
     caf::replies_to<worker::PeerAckRequest>::with<worker::PeerStatus>,
     caf::replies_to<worker::PeerStatusRequest>::with<worker::PeerStatus>,
+    caf::replies_to<worker::PeersRequest>::with<worker::PeersResponse>,
     caf::replies_to<worker::StatusRequest>::with<worker::StatusResponse>,
     caf::replies_to<worker::BindRequest>::with<worker::BindResponse>,
     caf::replies_to<worker::NewSiteRequest>::with<worker::NewSiteResponse>,

@@ -28,50 +28,41 @@
 // push_window_bytes of pushes are unacknowledged (one larger push alone), and a forward in
 // fragments is merged only once whole (a lost connection drops the part received).
 //
-// The WebSocket connection is a runtime/net Connection; its callbacks post to this actor
-// with caf::anon_send, tagged with the attempt's generation so that late events of an old
-// connection are ignored.
+// The protocol's decisions live in runtime/sync/client_core (a pure state machine, tested
+// without actors or sockets); this actor turns its messages into the core's events and
+// carries out what the core asks (frames to send, db_worker requests, timers, answers). The
+// WebSocket connection is a runtime/net Connection; its callbacks post to this actor,
+// tagged with the attempt's generation so that late events of an old connection are ignored.
+// Those messages and the reconnect timer are the actor's own: they are not in the public
+// interface below (peer_syncer.cpp extends it privately).
 #pragma once
 
 #include "proto/caf_glue.hpp"
 #include "proto/change.pb.h"
-#include "proto/sync.pb.h"
 TANDEM_PROTO_CAF_GLUE(tandem::change)
-TANDEM_PROTO_CAF_GLUE(tandem::sync)
 
+#include <caf/actor_system.hpp>
 #include <caf/atom.hpp>
 #include <caf/typed_actor.hpp>
-#include <caf/typed_event_based_actor.hpp>
-#include <caf/typed_response_promise.hpp>
 
 #include <chrono>
-#include <deque>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "actors/db_worker.hpp"
 #include "runtime/net/websocket.hpp"
-#include "runtime/sync/backoff.hpp"
-#include "runtime/sync/frames.hpp"
+#include "runtime/sync/client_core.hpp"
 
 namespace tandem::actors {
 
-using link_open_atom = caf::atom_constant<caf::atom("lnkopen")>;
-using link_frame_atom = caf::atom_constant<caf::atom("lnkframe")>;
-using link_closed_atom = caf::atom_constant<caf::atom("lnkclosed")>;
-using reconnect_atom = caf::atom_constant<caf::atom("reconnect")>;
 using wait_acked_atom = caf::atom_constant<caf::atom("waitacked")>;
 using caught_up_atom = caf::atom_constant<caf::atom("caughtup")>;
 using online_atom = caf::atom_constant<caf::atom("online")>;
 using last_error_atom = caf::atom_constant<caf::atom("lasterror")>;
 
+// What other actors send a peer_syncer.
 using peer_syncer_actor = caf::typed_actor<
-    caf::reacts_to<link_open_atom, uint64_t>,                  // connection attempt finished
-    caf::reacts_to<link_frame_atom, uint64_t, std::string>,    // a frame of that connection
-    caf::reacts_to<link_closed_atom, uint64_t, std::string>,   // that connection is down (why)
-    caf::reacts_to<reconnect_atom, uint64_t>,
     caf::reacts_to<change::RowDeltaBatch>,                     // the db_worker's committed deltas
     // Answers (with the server's acknowledged version) once the server durably holds every
     // change of this node up to `db_version`. Errors when the server refused us for good.
@@ -83,85 +74,16 @@ using peer_syncer_actor = caf::typed_actor<
     // Why the last connection attempt or connection failed ("" if none did).
     caf::replies_to<last_error_atom>::with<std::string>>;
 
-struct PeerSyncerConfig {
-  std::string url;                       // ws://host:port/sync or wss://...
-  std::string token;
+// The protocol's settings (url, token, schema, client_name, push batches, backoff, seed,
+// start_online: runtime/sync/client_core.hpp) and the transport's.
+struct PeerSyncerConfig : sync_client::ClientSettings {
   net::ClientOptions client;
   std::shared_ptr<net::EventLoop> loop;  // shared I/O threads
-  std::vector<std::string> schema;       // CREATE TABLE statements, sent in the hello
-  std::string client_name;
-  size_t push_batch_changes = 2000;      // changes per push (cut at a db_version boundary)
-  // Bytes of changes per push: rows up to this, or one larger row alone (in Fragments).
-  size_t push_batch_bytes = size_t{4} << 20;
-  std::chrono::milliseconds backoff_base{250};
-  std::chrono::milliseconds backoff_cap{30000};
   std::chrono::milliseconds request_timeout{60000};  // db_worker requests
-  uint64_t seed = 0;                     // jitter; 0: from the clock
-  bool start_online = true;
 };
 
-// The net callbacks hand the connection over through this slot (not a message type).
-struct LinkSlot {
-  std::mutex mu;
-  uint64_t generation = 0;
-  std::shared_ptr<net::Connection> connection;
-  std::string error;
-};
-
-struct peer_syncer_state {
-  enum class Phase { starting, offline, connecting, awaiting_welcome, live };
-  PeerSyncerConfig config;
-  db_worker_actor worker;
-  std::shared_ptr<LinkSlot> slot = std::make_shared<LinkSlot>();
-  std::shared_ptr<net::Connection> connection;
-  std::unique_ptr<sync_backoff::Backoff> backoff;
-  Phase phase = Phase::starting;
-  bool online = true;
-  uint64_t generation = 0;
-
-  std::string site;              // our 16-byte site id
-  std::string instance;          // 16 random bytes of this run (hello.instance_id)
-  std::string server_site;       // learned from the welcome (or the peer table at start)
-  int64_t cursor = 0;            // highest server db_version merged here
-  int64_t server_known = 0;      // highest server db_version we know exists
-  int64_t local_version = 0;     // highest local db_version known (own writes)
-  int64_t client_acked = 0;      // highest own db_version the server holds
-  int64_t recorded_acked = 0;    // of which recorded in the peer table (told in the next hello)
-  int64_t pushed_through = 0;    // own versions pushed (or found empty) on this connection
-  int64_t push_from = 0;         // from_db_version of the next push (the previous push's to)
-  bool resiting = false;         // taking a new site id (no connection meanwhile)
-  std::string resume;            // set while version pushed_through + 1 is pushed in parts
-  uint64_t push_seq = 0;
-  uint32_t push_window = 16;
-  uint64_t push_window_bytes = 0;  // from the welcome; 0: no byte window
-  size_t fragment_bytes = sync_frames::kFragmentBytes;  // fits the server's max_frame_bytes
-  struct InFlight {
-    uint64_t seq;
-    int64_t to;     // the push's to_db_version (of the read it came from)
-    uint64_t bytes; // its serialized Push message
-  };
-  std::deque<InFlight> in_flight;
-  uint64_t in_flight_bytes = 0;
-  sync_frames::Reassembler fragments;  // a fragmented Forward under way
-  bool reading = false;          // a ChangesSince request is out
-  int merges_in_flight = 0;
-  std::string fatal_error;       // the server refused us for good (token, version, data)
-  std::string last_error;        // why the last attempt or connection failed
-  bool ever_live = false;        // a welcome arrived in this run
-  std::string token_user;        // the token's subject, unverified ("" when unreadable)
-  std::string bound_user;        // the database's binding (empty: never synced)
-  std::string bound_server;
-  bool binding_refused = false;  // never connect again in this run
-
-  std::vector<std::pair<int64_t, caf::typed_response_promise<int64_t>>> ack_waiters;
-  std::vector<caf::typed_response_promise<int64_t, int64_t>> caught_up_waiters;
-  static inline const char* name = "peer_syncer";
-  ~peer_syncer_state() {
-    if (connection) connection->close(net::kCloseGoingAway, "client stopping");
-  }
-};
-
-peer_syncer_actor::behavior_type peer_syncer(peer_syncer_actor::stateful_pointer<peer_syncer_state> self,
-                                             db_worker_actor worker, PeerSyncerConfig config);
+// Spawns the syncer of `worker`'s database for the server at config.url; it starts at once
+// (reads its state from the worker, then connects unless config.start_online is false).
+peer_syncer_actor spawn_peer_syncer(caf::actor_system& system, db_worker_actor worker, PeerSyncerConfig config);
 
 }  // namespace tandem::actors

@@ -290,7 +290,7 @@ nlohmann::json run_e2e(caf::actor_system& system, const std::string& url, const 
     pc.schema = {kSchema};
     pc.client_name = name;
     pc.seed = 11;
-    auto syncer = system.spawn(actors::peer_syncer, *worker, pc);
+    auto syncer = actors::spawn_peer_syncer(system, *worker, pc);
     return std::make_pair(*worker, syncer);
   };
   auto journal_c = std::make_shared<ivm::DeltaJournal>();

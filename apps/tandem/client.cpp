@@ -182,7 +182,7 @@ class ClientNode {
     pc.client_name = opts_.name.empty() ? std::string("tandem-client") : opts_.name;
     pc.client.ca_file = opts_.ca_file;
     pc.client.verify_peer = !opts_.insecure;
-    syncer_ = system_->spawn(actors::peer_syncer, worker_, pc);
+    syncer_ = actors::spawn_peer_syncer(*system_, worker_, pc);
   }
 
   // Runs one SQL write; returns (db_version, rows_changed, changed).

@@ -89,6 +89,13 @@ Result<change::ChangeBatch> Store::changes(const ChangesRequest& request) {
     auto it = s.site_ordinals.find(site_bytes(*request.exclude));
     if (it != s.site_ordinals.end()) excluded = it->second;
   }
+  // -1: every site; a site this store never saw has no changes here (-2 matches none).
+  int64_t only = -1;
+  if (request.only_from) {
+    auto it = s.site_ordinals.find(site_bytes(*request.only_from));
+    only = it != s.site_ordinals.end() ? it->second : -2;
+  }
+  const auto wanted = [&](int64_t site) { return site != excluded && (only == -1 || site == only); };
   std::map<int64_t, size_t> table_by_id;
   for (size_t i = 0; i < s.tables.size(); ++i) table_by_id[s.tables[i]->id] = i;
 
@@ -155,9 +162,9 @@ Result<change::ChangeBatch> Store::changes(const ChangesRequest& request) {
       cells.clear();
       for (size_t i = 0; i < clock.cells.size(); ++i) {
         const CellClock& c = clock.cells[i];
-        if (c.col_version >= 1 && c.db_version == version && c.site != excluded) cells.push_back({c.seq, static_cast<int>(i), &c});
+        if (c.col_version >= 1 && c.db_version == version && wanted(c.site)) cells.push_back({c.seq, static_cast<int>(i), &c});
       }
-      if (clock.sentinel.present() && clock.sentinel.db_version == version && clock.sentinel.site != excluded)
+      if (clock.sentinel.present() && clock.sentinel.db_version == version && wanted(clock.sentinel.site))
         cells.push_back({clock.sentinel.seq, -1, &clock.sentinel});
       if (cells.empty()) continue;
       std::sort(cells.begin(), cells.end(), [](const Emitted& a, const Emitted& b) {

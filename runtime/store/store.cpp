@@ -1076,6 +1076,19 @@ Status Store::put_notes(const std::vector<std::pair<std::string, std::string>>& 
   return txn.commit();
 }
 
+Result<std::vector<PeerRecord>> Store::peers() {
+  TANDEM_ASSIGN_OR_RETURN(auto st, impl_->db->cached("SELECT site_id, received, acked FROM tandem_peers ORDER BY received DESC, site_id"));
+  std::vector<PeerRecord> out;
+  for (;;) {
+    TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
+    if (!row) break;
+    auto site = site_from_bytes(st->column(0).bytes());
+    if (!site) return Status::Internal("tandem_peers holds a site id that is not 16 bytes");
+    out.push_back(PeerRecord{*site, PeerCursor{st->column_int64(1), st->column_int64(2)}});
+  }
+  return out;
+}
+
 Status Store::record_peer_ack(const SiteId& peer, int64_t acked) {
   TANDEM_ASSIGN_OR_RETURN(auto st, impl_->db->cached(
       "INSERT INTO tandem_peers(site_id, acked) VALUES (?1, ?2) "

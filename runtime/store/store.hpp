@@ -102,6 +102,11 @@ struct PeerCursor {
   int64_t acked = 0;     // highest of our db_versions the peer acknowledged holding
 };
 
+struct PeerRecord {
+  SiteId site{};
+  PeerCursor cursor;
+};
+
 class Store {
  public:
   // Opens or creates the file and Tandem's bookkeeping tables; loads registered tables.
@@ -146,6 +151,9 @@ class Store {
   struct ChangesRequest {
     int64_t since = 0;
     std::optional<SiteId> exclude;
+    // Only the changes that originated at this site (a client pushes only its own: the
+    // rest came from the server). `limit` and `max_bytes` count only those.
+    std::optional<SiteId> only_from;
     size_t limit = 0;
     // Also cut inside a version larger than `limit`, at a row boundary; the batch then
     // carries resume_after, to pass back here with the same `since` (its to_db_version).
@@ -165,6 +173,9 @@ class Store {
   Status sync();
 
   Result<PeerCursor> peer(const SiteId& peer);
+  // Every peer this store has merged from or recorded an ack of, the one it received the
+  // most from first (a client's server).
+  Result<std::vector<PeerRecord>> peers();
   // Records that `peer` holds every change of ours up to `acked` (monotonic).
   Status record_peer_ack(const SiteId& peer, int64_t acked);
   // Several peers' acks in one transaction (as record_peer_ack each).

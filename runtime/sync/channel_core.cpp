@@ -49,12 +49,6 @@ change::ChangeBatch filter_site(change::ChangeBatch batch, const SiteId& site, b
 
 }  // namespace
 
-change::ChangeBatch only_from_site(const change::ChangeBatch& batch, const SiteId& site) {
-  return filter_site(batch, site, true);
-}
-change::ChangeBatch only_from_site(change::ChangeBatch&& batch, const SiteId& site) {
-  return filter_site(std::move(batch), site, true);
-}
 change::ChangeBatch without_site(const change::ChangeBatch& batch, const SiteId& site) {
   return filter_site(batch, site, false);
 }

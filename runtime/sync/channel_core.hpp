@@ -141,10 +141,6 @@ class ChannelCore {
   ChannelStats stats_;
 };
 
-// Keeps only the changes that originated at `site` (a client pushes only its own changes:
-// everything else it holds came from the server, which has it). The range is kept.
-change::ChangeBatch only_from_site(const change::ChangeBatch& batch, const SiteId& site);
-change::ChangeBatch only_from_site(change::ChangeBatch&& batch, const SiteId& site);
 // The changes that did not originate at `site`; the range is kept.
 change::ChangeBatch without_site(const change::ChangeBatch& batch, const SiteId& site);
 // The same, also leaving out tables not in `tables` (lower-case names; empty: keep all).

@@ -22,4 +22,15 @@ inline std::unique_ptr<Store> client_store(const SiteId& site, const std::string
   return std::move(store).value();
 }
 
+// The changes of `store` after `since` that originated at its own site (what a client pushes).
+inline change::ChangeBatch own_changes_since(Store& store, int64_t since) {
+  Store::ChangesRequest request;
+  request.since = since;
+  request.only_from = store.site_id();
+  auto batch = store.changes(request);
+  INFO(batch.status().to_string());
+  REQUIRE(batch.ok());
+  return std::move(batch).value();
+}
+
 }  // namespace tandem::test

@@ -172,7 +172,7 @@ struct Graph {
     pc.seed = 7 + nodes.size();
     pc.start_online = online;
     pc.push_batch_changes = push_batch_changes;
-    auto syncer = system.spawn(actors::peer_syncer, *worker, pc);
+    auto syncer = actors::spawn_peer_syncer(system, *worker, pc);
     Node n{*worker, syncer, spawn_tab_bus(system, *worker), {}, {}, std::make_shared<Mirror>(), wc.journal};
     UiViewConfig vc;
     vc.name = name + "-view";

@@ -499,7 +499,7 @@ struct LogCapture {
 sync::Envelope push_of(Store& a, uint64_t seq, int64_t since) {
   sync::Envelope push;
   push.mutable_push()->set_seq(seq);
-  *push.mutable_push()->mutable_batch() = sync_channel::only_from_site(*a.changes_since(since), a.site_id());
+  *push.mutable_push()->mutable_batch() = test::own_changes_since(a, since);
   return push;
 }
 

@@ -91,3 +91,95 @@ TEST_CASE("a version larger than the limit is split at row boundaries and resume
   bad.resume_after = "junk";
   CHECK(a->changes(bad).status().code() == StatusCode::invalid_argument);
 }
+
+TEST_CASE("only_from keeps the changes of one site, in the extraction, counted by the limit", "[store][changes]") {
+  auto a = memory_store(1, kSchema, {"t", "u"});
+  auto b = memory_store(2, kSchema, {"t", "u"});
+  exec(*a, "INSERT INTO t VALUES (1, 'a1', NULL)");
+  exec(*b, "INSERT INTO t VALUES (2, 'b1', NULL)");
+  exec(*b, "INSERT INTO t VALUES (3, 'b2', NULL)");
+  sync(*b, *a);
+  exec(*a, "INSERT INTO t VALUES (4, 'a2', NULL)");
+  auto all = a->changes_since(0);
+  REQUIRE(all.ok());
+
+  Store::ChangesRequest mine;
+  mine.only_from = site_number(1);
+  auto own = a->changes(mine);
+  REQUIRE(own.ok());
+  int own_in_all = 0;
+  for (const auto& c : all->changes()) own_in_all += c.site_id() == site_bytes(site_number(1));
+  CHECK(own->changes_size() == own_in_all);
+  for (const auto& c : own->changes()) CHECK(c.site_id() == site_bytes(site_number(1)));
+  CHECK(own->to_db_version() == all->to_db_version());
+  CHECK(own->sender_site_id() == all->sender_site_id());
+
+  // The limit counts only the kept changes: a limit of the first row's changes ends the
+  // batch after a's first version, though b's rows (not kept) follow it in the log.
+  int first_row = 0;
+  for (const auto& c : own->changes()) first_row += c.db_version() == 1;
+  REQUIRE(first_row > 0);
+  mine.limit = static_cast<size_t>(first_row);
+  auto first = a->changes(mine);
+  REQUIRE(first.ok());
+  CHECK_FALSE(first->complete());
+  CHECK(first->to_db_version() == 1);
+  REQUIRE(first->changes_size() == first_row);
+  mine.since = first->to_db_version();
+  auto rest = a->changes(mine);
+  REQUIRE(rest.ok());
+  CHECK(rest->complete());
+  CHECK(first->changes_size() + rest->changes_size() == own->changes_size());
+  for (const auto& c : rest->changes()) CHECK(c.site_id() == site_bytes(site_number(1)));
+  // One more than the first row: b's rows after it do not count, so the batch runs on to
+  // a's next row and the end (counting every site would stop after b's first row).
+  mine.since = 0;
+  mine.limit = static_cast<size_t>(first_row) + 1;
+  auto on = a->changes(mine);
+  REQUIRE(on.ok());
+  CHECK(on->complete());
+  CHECK(on->changes_size() == own->changes_size());
+
+  Store::ChangesRequest theirs;
+  theirs.only_from = site_number(2);
+  auto from_b = a->changes(theirs);
+  REQUIRE(from_b.ok());
+  CHECK(from_b->changes_size() == all->changes_size() - own->changes_size());
+  Store::ChangesRequest stranger;
+  stranger.only_from = site_number(9);  // never seen: nothing
+  auto none = a->changes(stranger);
+  REQUIRE(none.ok());
+  CHECK(none->changes_size() == 0);
+}
+
+TEST_CASE("peers lists every tracked peer with its cursors, the one received most from first", "[store][changes]") {
+  auto a = memory_store(1, kSchema, {"t", "u"});
+  auto b = memory_store(2, kSchema, {"t", "u"});
+  auto c = memory_store(3, kSchema, {"t", "u"});
+  auto none = a->peers();
+  REQUIRE(none.ok());
+  CHECK(none->empty());
+  exec(*b, "INSERT INTO t VALUES (1, 'b', NULL)");
+  exec(*c, "INSERT INTO t VALUES (2, 'c', NULL)");
+  exec(*c, "INSERT INTO t VALUES (3, 'c', NULL)");
+  sync(*b, *a);
+  sync(*c, *a);
+  REQUIRE(a->record_peer_ack(site_number(2), 5).ok());
+  REQUIRE(a->record_peer_ack(site_number(4), 1).ok());  // acked only, never received from
+  auto peers = a->peers();
+  REQUIRE(peers.ok());
+  REQUIRE(peers->size() == 3);
+  CHECK((*peers)[0].site == site_number(3));
+  CHECK((*peers)[0].cursor.received == c->db_version());
+  CHECK((*peers)[1].site == site_number(2));
+  CHECK((*peers)[1].cursor.received == b->db_version());
+  CHECK((*peers)[1].cursor.acked == 5);
+  CHECK((*peers)[2].site == site_number(4));
+  CHECK((*peers)[2].cursor.received == 0);
+  for (const auto& p : *peers) {
+    auto one = a->peer(p.site);
+    REQUIRE(one.ok());
+    CHECK(one->received == p.cursor.received);
+    CHECK(one->acked == p.cursor.acked);
+  }
+}
