@@ -397,3 +397,109 @@ TEST_CASE("refused: ALTER TABLE that drops or renames a column or the table", "[
   check_refused("ALTER TABLE todo RENAME TO todos;", {"replicated table todo", "renamed or dropped"});
   check_refused("DROP TABLE todo;", {"table todo", "replicated", "dropping it is not supported"});
 }
+
+// ---- property: random interleavings of additive upgrades, writes and syncs converge ----
+
+namespace {
+
+// Schema levels: 1 is t(id, a); 2 adds t.b with a DEFAULT; 3 adds t.c and the table u.
+const char* kLevels[] = {
+    "",
+    "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, a TEXT);",
+    "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, a TEXT, b INTEGER NOT NULL DEFAULT 0);",
+    "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, a TEXT, b INTEGER NOT NULL DEFAULT 0, c TEXT);"
+    "CREATE TABLE IF NOT EXISTS u(id INTEGER PRIMARY KEY, x INTEGER);",
+};
+
+struct Replica {
+  std::unique_ptr<Store> store;
+  int level = 1;
+};
+
+void upgrade(Replica& r) {
+  ++r.level;
+  auto st = r.store->execute_schema(kLevels[r.level]);
+  INFO(st.to_string());
+  REQUIRE(st.ok());
+  register_all(*r.store);
+}
+
+// Merges what `to` lacks of `from`. A replica on an older schema refuses a batch holding a
+// column or table it lacks, whole, and asks for it again later.
+void try_sync(Replica& from, Replica& to) {
+  auto cursor = to.store->peer(from.store->site_id());
+  REQUIRE(cursor.ok());
+  auto batch = from.store->changes_since(cursor->received, to.store->site_id());
+  REQUIRE(batch.ok());
+  const int64_t version = to.store->db_version();
+  auto merged = to.store->merge(*batch);
+  if (merged.ok()) return;
+  INFO(merged.status().to_string());
+  CHECK(to.level < from.level);
+  CHECK((merged.status().message().find("no value column") != std::string::npos ||
+         merged.status().message().find("unknown table") != std::string::npos));
+  CHECK(to.store->db_version() == version);
+}
+
+void random_write(Replica& r, std::mt19937_64& rng) {
+  const int64_t id = 1 + static_cast<int64_t>(rng() % 8);
+  const Value v = Value::Integer(static_cast<int64_t>(rng() % 5));
+  std::vector<std::string> columns{"a"};
+  if (r.level >= 2) columns.push_back("b");
+  if (r.level >= 3) columns.push_back("c");
+  const std::string column = columns[rng() % columns.size()];
+  switch (rng() % 6) {
+    case 0: exec(*r.store, "DELETE FROM t WHERE id = ?", {Value::Integer(id)}); break;
+    case 1: exec(*r.store, "INSERT OR REPLACE INTO t(id, " + column + ") VALUES (?, ?)", {Value::Integer(id), v}); break;
+    case 2:
+      if (r.level >= 3) {
+        exec(*r.store, "INSERT INTO u(id, x) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET x = excluded.x", {Value::Integer(id % 3), v});
+        break;
+      }
+      [[fallthrough]];
+    default:
+      exec(*r.store, "INSERT INTO t(id, " + column + ") VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET " + column + " = ?2",
+           {Value::Integer(id), v});
+  }
+}
+
+}  // namespace
+
+TEST_CASE("random interleavings of additive upgrades with writes and syncs converge", "[store][schema][evolution][property]") {
+  const int runs = property_runs(40);
+  for (int run = 0; run < runs; ++run) {
+    std::mt19937_64 rng(1000 + static_cast<uint64_t>(run));
+    const size_t n = 2 + rng() % 3;
+    std::vector<Replica> replicas(n);
+    for (size_t i = 0; i < n; ++i) replicas[i].store = memory_store(static_cast<uint8_t>(i + 1), kLevels[1], {"t"});
+    INFO("run " << run << ", " << n << " replicas");
+    for (int step = 0; step < 80; ++step) {
+      Replica& r = replicas[rng() % n];
+      switch (rng() % 8) {
+        case 0:
+          if (r.level < 3) upgrade(r);
+          break;
+        case 1:
+        case 2: try_sync(r, replicas[rng() % n]); break;
+        default: random_write(r, rng);
+      }
+    }
+    for (auto& r : replicas)
+      while (r.level < 3) upgrade(r);
+    for (int round = 0; round < 2; ++round)
+      for (auto& from : replicas)
+        for (auto& to : replicas)
+          if (&from != &to) try_sync(from, to);
+    auto fresh = memory_store(99, kLevels[3], {"t", "u"});
+    Replica oracle{std::move(fresh), 3};
+    try_sync(replicas[0], oracle);
+    for (auto& r : replicas) {
+      INFO(render(dump(*r.store, "t")) << "vs\n" << render(dump(*replicas[0].store, "t")));
+      CHECK(same_rows(dump(*r.store, "t"), dump(*replicas[0].store, "t")));
+      CHECK(same_rows(dump(*r.store, "u"), dump(*replicas[0].store, "u")));
+      require_verified(*r.store);
+    }
+    CHECK(same_rows(dump(*oracle.store, "t"), dump(*replicas[0].store, "t")));
+    CHECK(same_rows(dump(*oracle.store, "u"), dump(*replicas[0].store, "u")));
+  }
+}
