@@ -126,3 +126,33 @@ TEST_CASE("a device reopened with an additive schema keeps its rows and uses the
         "{\"id\":3,\"note\":\"green\",\"prio\":2,\"title\":\"tea\"}]\n");
   REQUIRE(device.exec(v2, "UPDATE todo SET note = NULL WHERE id = 3").code == 3);
 }
+
+TEST_CASE("devices on the old and the new schema sync through one server", "[process][schema]") {
+  World world;
+  world.start_server();
+  std::ofstream(world.dir / "old.sql") << "CREATE TABLE todo(id INTEGER PRIMARY KEY, title TEXT);\n";
+  std::ofstream(world.dir / "new.sql") << "CREATE TABLE todo(id INTEGER PRIMARY KEY, title TEXT, note TEXT DEFAULT '');\n";
+  auto client = [&](const std::string& db, const std::string& schema, std::vector<std::string> rest) {
+    std::vector<std::string> args{kTandem, "client", "--server", world.url, "--token", world.token("alice"), "--db", world.dir / db,
+                                  "--schema", world.dir / schema, "--name", db};
+    args.insert(args.end(), rest.begin(), rest.end());
+    auto r = run(args, world.dir / (db + ".log"));
+    INFO(db << ": " << slurp(world.dir / (db + ".log")) << slurp(world.dir / "server.log"));
+    REQUIRE(r.code == 0);
+    return r.out;
+  };
+  client("old.db", "old.sql", {"exec", "INSERT INTO todo(id, title) VALUES (1, 'milk')"});
+  // The newer device joins the channel the old schema created: its column is adopted.
+  client("new.db", "new.sql", {"sync"});
+  client("new.db", "new.sql", {"exec", "UPDATE todo SET note = 'oat' WHERE id = 1"});
+  client("new.db", "new.sql", {"exec", "INSERT INTO todo(id, title, note) VALUES (2, 'tea', 'green')"});
+  // The old device receives the rows without the column it lacks, and keeps writing.
+  client("old.db", "old.sql", {"sync"});
+  CHECK(client("old.db", "old.sql", {"query", "SELECT id, title FROM todo ORDER BY id"}) ==
+        "[{\"id\":1,\"title\":\"milk\"},{\"id\":2,\"title\":\"tea\"}]\n");
+  client("old.db", "old.sql", {"exec", "UPDATE todo SET title = 'oat milk' WHERE id = 1"});
+  // The new device's value survives the old device's write to another column of the row.
+  client("new.db", "new.sql", {"sync"});
+  CHECK(client("new.db", "new.sql", {"query", "SELECT id, title, note FROM todo ORDER BY id"}) ==
+        "[{\"id\":1,\"note\":\"oat\",\"title\":\"oat milk\"},{\"id\":2,\"note\":\"green\",\"title\":\"tea\"}]\n");
+}
