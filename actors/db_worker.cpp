@@ -240,7 +240,10 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
 Result<db_worker_actor> spawn_db_worker(caf::actor_system& system, DbWorkerConfig config) {
   TANDEM_ASSIGN_OR_RETURN(auto store, Store::open(config.path, config.store));
   TANDEM_ASSIGN_OR_RETURN(auto before, store->application_tables());
-  for (const auto& sql : config.schema) TANDEM_RETURN_IF_ERROR(store->execute_schema(sql).with_context("schema"));
+  // One transaction for the whole schema: a refused migration changes nothing.
+  std::string schema;
+  for (const auto& sql : config.schema) schema += sql + "\n;\n";
+  if (!schema.empty()) TANDEM_RETURN_IF_ERROR(store->execute_schema(schema).with_context("schema"));
   std::vector<std::string> replicate = config.replicate;
   if (replicate.empty()) {
     TANDEM_ASSIGN_OR_RETURN(auto after, store->application_tables());

@@ -53,7 +53,7 @@ using db_worker_actor = caf::typed_actor<
 struct DbWorkerConfig {
   std::string path;                         // the database file (":memory:" for tests)
   StoreOptions store;
-  std::vector<std::string> schema;          // run on open (CREATE TABLE IF NOT EXISTS ...)
+  std::vector<std::string> schema;          // run on open in one transaction (CREATE TABLE IF NOT EXISTS ...; a newer declaration migrates a table, docs/schema.md)
   std::vector<std::string> replicate;       // tables to register; empty: every table schema creates
   std::shared_ptr<ivm::DeltaJournal> journal;  // optional
   std::string name = "db_worker";           // for logs

@@ -68,7 +68,7 @@ Status Store::Impl::load_clocks(const TableInfo& t, const std::vector<Value>& ke
     clock.cl = st->column_int64(1);
     auto* p = static_cast<const char*>(sqlite3_column_blob(st->raw(), 2));
     auto n = static_cast<size_t>(sqlite3_column_bytes(st->raw(), 2));
-    TANDEM_RETURN_IF_ERROR(decode_clock(std::string_view(p ? p : "", n), t.value_columns.size(), &clock)
+    TANDEM_RETURN_IF_ERROR(decode_clock(std::string_view(p ? p : "", n), t.value_columns.size(), t.base_cells, &clock)
                                .with_context("clock of a row of " + t.name));
   }
   return Status::Ok();
@@ -81,7 +81,7 @@ Status Store::Impl::save_clocks(const TableInfo& t, const std::vector<std::pair<
   for (const auto& [key, clock] : records) {
     cells.push_back(key);
     cells.push_back(Value::Integer(clock->cl));
-    encode_clock(*clock, &clock_buffer);
+    encode_clock(*clock, t.base_cells, &clock_buffer);
     cells.push_back(Value::Blob(clock_buffer));
   }
   TANDEM_ASSIGN_OR_RETURN(RowFeed * f, feed(3));
@@ -98,7 +98,8 @@ Result<int64_t> Store::Impl::bump_clocks(const TableInfo& t, int64_t version, co
   const std::string clock = t.clock_table();
   TANDEM_ASSIGN_OR_RETURN(auto st, lend_statement(*db, table_statements[t.id].bump_clocks,
                                                   "UPDATE " + clock + " SET clock = tandem_bump(clock, cl, ?2, " +
-                                                      std::to_string(t.value_columns.size()) + ", ?3) WHERE pk = ?1 AND cl % 2 = 1"));
+                                                      std::to_string(t.value_columns.size()) + ", ?3, " +
+                                                      std::to_string(t.base_cells) + ") WHERE pk = ?1 AND cl % 2 = 1"));
   int64_t matched = 0;
   for (size_t i = 0; i + 1 < cells.size(); i += 2) {
     TANDEM_RETURN_IF_ERROR(st->bind(1, cells[i]));

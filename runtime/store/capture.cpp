@@ -48,13 +48,33 @@ bool identical_values(sqlite3_value* a, sqlite3_value* b, bool real_affinity) {
 
 using ValueReader = int (*)(sqlite3*, int, sqlite3_value**);
 
+// SQLite 3.40's preupdate hook reports a column that the old row's stored record predates
+// (added by ALTER TABLE ADD COLUMN since the row was last written) as its one static NULL
+// value, where a SELECT reads the column's DEFAULT. That static value is also what
+// sqlite3_column_value() returns without a statement, and never a NULL read from a record,
+// so its address tells the two apart. (Later SQLite versions return the DEFAULT themselves;
+// then this never matches.)
+bool predates_column(sqlite3_value* v) {
+  static sqlite3_value* const missing = sqlite3_column_value(nullptr, 0);
+  return v == missing;
+}
+
+// The old value of column `i` as a SELECT would have read it, if it differs from what the
+// hook reports (a column the stored record predates, with a DEFAULT).
+const Value* old_default(sqlite3_value* v, const TableInfo& t, size_t i) {
+  const auto& d = t.columns[i].default_value;
+  return v && d && predates_column(v) ? &*d : nullptr;
+}
+
 Row read_row(sqlite3* db, ValueReader read, const TableInfo& t) {
   Row row;
   row.reserve(t.columns.size());
+  const bool old = read == sqlite3_preupdate_old;
   for (size_t i = 0; i < t.columns.size(); ++i) {
     sqlite3_value* v = nullptr;
     read(db, static_cast<int>(i), &v);
-    row.push_back(v ? value_from_sqlite(v) : Value());
+    const Value* dflt = old ? old_default(v, t, i) : nullptr;
+    row.push_back(dflt ? *dflt : v ? value_from_sqlite(v) : Value());
   }
   realify(t.columns, row);
   return row;
@@ -166,9 +186,18 @@ void Capture::on_preupdate(sqlite3* db, int op, const char* database, const char
       for (size_t i = 0; i < t.value_columns.size(); ++i) {
         sqlite3_value* a = nullptr;
         sqlite3_value* b = nullptr;
+        const auto column = static_cast<size_t>(t.value_columns[i]);
         sqlite3_preupdate_old(db, t.value_columns[i], &a);
         sqlite3_preupdate_new(db, t.value_columns[i], &b);
-        if (!a || !b || !identical_values(a, b, t.columns[static_cast<size_t>(t.value_columns[i])].real_affinity)) ev.changed.push_back(static_cast<uint32_t>(i));
+        bool same;
+        if (const Value* dflt = old_default(a, t, column); dflt && b) {
+          Value now = value_from_sqlite(b);
+          if (t.columns[column].real_affinity && now.is_integer()) now = Value::Real(static_cast<double>(now.integer()));
+          same = identical(*dflt, now);
+        } else {
+          same = a && b && identical_values(a, b, t.columns[column].real_affinity);
+        }
+        if (!same) ev.changed.push_back(static_cast<uint32_t>(i));
       }
       if (images_) {
         ev.old_row = read_row(db, sqlite3_preupdate_old, t);

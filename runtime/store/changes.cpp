@@ -32,7 +32,7 @@ Status decode_record(const TableInfo& t, Statement& st, int cl_column, int clock
   clock->cl = st.column_int64(cl_column);
   auto* p = static_cast<const char*>(sqlite3_column_blob(st.raw(), clock_column));
   auto n = static_cast<size_t>(sqlite3_column_bytes(st.raw(), clock_column));
-  return decode_clock(std::string_view(p ? p : "", n), t.value_columns.size(), clock).with_context("clock of a row of " + t.name);
+  return decode_clock(std::string_view(p ? p : "", n), t.value_columns.size(), t.base_cells, clock).with_context("clock of a row of " + t.name);
 }
 
 }  // namespace

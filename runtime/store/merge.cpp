@@ -230,6 +230,17 @@ Result<MergeResult> Store::merge(const change::ChangeBatch& batch, const MergeOp
         // insert; recording one would send an extra change per row onwards.
         clock.sentinel = ch.cl > 1 || ch.cell < 0 ? CellClock{ch.cl, version, site, ch.seq} : CellClock{};
         for (auto& cell : clock.cells) cell = CellClock{0, version, site, ch.seq};
+        // A newer life of a row known here starts from the DEFAULTs, as a row created by a
+        // merge does: columns the new life does not write must not keep the old life's values.
+        // (Its origin writes every column it has; a device on an older schema lacks the newer
+        // columns, docs/schema.md, and every replica must then hold their DEFAULT.)
+        if (o.old_row || local_cl > 0) {
+          for (int v : t.value_columns) {
+            const auto column = static_cast<size_t>(v);
+            row[column] = t.columns[column].default_value.value_or(Value());
+            written[column] = true;
+          }
+        }
         if (ch.cell >= 0) {
           clock.cells[static_cast<size_t>(ch.cell)] = winner;
           auto column = static_cast<size_t>(t.value_columns[static_cast<size_t>(ch.cell)]);

@@ -1,5 +1,7 @@
 #include "runtime/store/schema.hpp"
 
+#include <sqlite3.h>
+
 #include <algorithm>
 #include <cctype>
 
@@ -68,6 +70,34 @@ bool is_reserved_table_name(const std::string& name) {
   return upper(name.substr(0, 7)) == "TANDEM_" || upper(name.substr(0, 7)) == "SQLITE_";
 }
 
+Result<std::vector<ColumnInfo>> read_columns(Database& db, const std::string& table) {
+  TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?1)"));
+  TANDEM_RETURN_IF_ERROR(st->bind(1, Value::Text(table)));
+  std::vector<ColumnInfo> columns;
+  for (;;) {
+    TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
+    if (!row) break;
+    ColumnInfo c;
+    c.name = st->column(0).bytes();
+    c.declared_type = st->column(1).is_null() ? "" : st->column(1).bytes();
+    c.not_null = st->column_int64(2) != 0;
+    c.has_default = !st->column(3).is_null();
+    if (c.has_default) c.default_sql = st->column(3).bytes();
+    c.pk_position = static_cast<int>(st->column_int64(4));
+    c.real_affinity = real_affinity(c.declared_type);
+    c.generated = st->column_int64(5) != 0;
+    // The collation is not in the pragma; SQLite's column metadata has it.
+    const char* collation = nullptr;
+    if (sqlite3_table_column_metadata(db.raw(), "main", table.c_str(), c.name.c_str(), nullptr, &collation, nullptr, nullptr,
+                                      nullptr) == SQLITE_OK &&
+        collation)
+      c.collation = collation;
+    columns.push_back(std::move(c));
+  }
+  if (columns.empty()) return Status::NotFound("no table named " + table);
+  return columns;
+}
+
 Result<TableInfo> inspect_table(Database& db, const std::string& requested) {
   if (is_reserved_table_name(requested))
     return refuse(requested, "names starting with tandem_ or sqlite_ are reserved");
@@ -85,23 +115,10 @@ Result<TableInfo> inspect_table(Database& db, const std::string& requested) {
       return refuse(info.name, "WITHOUT ROWID tables are not supported (SQLite does not report which of their deletes are REPLACE conflicts); declare it as an ordinary table with PRIMARY KEY(...)");
   }
 
-  {
-    TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk, hidden FROM pragma_table_xinfo(?1)"));
-    TANDEM_RETURN_IF_ERROR(st->bind(1, Value::Text(info.name)));
-    for (;;) {
-      TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
-      if (!row) break;
-      ColumnInfo c;
-      c.name = st->column(0).bytes();
-      c.declared_type = st->column(1).is_null() ? "" : st->column(1).bytes();
-      c.not_null = st->column_int64(2) != 0;
-      c.has_default = st->column_int64(3) != 0;
-      c.pk_position = static_cast<int>(st->column_int64(4));
-      c.real_affinity = real_affinity(c.declared_type);
-      if (st->column_int64(5) != 0) return refuse(info.name, "generated column " + c.name + " is not supported");
-      if (c.name == "-1") return refuse(info.name, "a column named \"-1\" would clash with the row sentinel");
-      info.columns.push_back(std::move(c));
-    }
+  TANDEM_ASSIGN_OR_RETURN(info.columns, read_columns(db, info.name));
+  for (const auto& c : info.columns) {
+    if (c.generated) return refuse(info.name, "generated column " + c.name + " is not supported");
+    if (c.name == "-1") return refuse(info.name, "a column named \"-1\" would clash with the row sentinel");
   }
 
   std::vector<std::pair<int, int>> keyed;  // (pk position, column index)
@@ -131,8 +148,13 @@ Result<TableInfo> inspect_table(Database& db, const std::string& requested) {
         has_pk_index = true;
         pk_indexes.push_back(index);
       } else if (unique) {
-        return refuse(info.name, "UNIQUE constraint or index " + index +
-                                     " is not supported (concurrent inserts on two replicas could make a merge violate it)");
+        TANDEM_ASSIGN_OR_RETURN(auto cols, db.prepare("SELECT group_concat(name, ', ') FROM pragma_index_info(?1)"));
+        TANDEM_RETURN_IF_ERROR(cols->bind(1, Value::Text(index)));
+        TANDEM_ASSIGN_OR_RETURN(bool listed, cols->step());
+        const std::string on = listed && !cols->column(0).is_null() ? " on (" + cols->column(0).bytes() + ")" : "";
+        return refuse(info.name, "UNIQUE constraint or index " + index + on +
+                                     " is not supported (concurrent inserts on two replicas could make a merge violate it); "
+                                     "a non-unique index (CREATE INDEX) is allowed");
       }
     }
     for (const auto& index : pk_indexes) {

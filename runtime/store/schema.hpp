@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,13 @@ struct ColumnInfo {
   int pk_position = 0;    // 1-based position in the primary key, 0 when not a key column
   bool not_null = false;
   bool has_default = false;
+  std::string default_sql;  // the DEFAULT expression as written, when has_default
+  std::string collation;    // BINARY unless declared
+  bool generated = false;   // a generated (VIRTUAL or STORED) column
+  // The DEFAULT's value as a row stored before the column was added reads it. Set by the
+  // store (fill_default_values) for replicated tables; Capture needs it because SQLite 3.40's
+  // preupdate hook reports such a column as NULL instead.
+  std::optional<Value> default_value;
   // REAL affinity: SQLite stores integral reals as integers on disk and hands them out as
   // INTEGER from the preupdate hook (inserts) and from RETURNING; readers realify them.
   bool real_affinity = false;
@@ -34,6 +42,9 @@ struct TableInfo {
   std::vector<int> pk_columns;       // indexes into columns, in primary-key order
   std::vector<int> value_columns;    // non-key columns, in declared order (clock layout)
   bool integer_pk = false;           // a single INTEGER PRIMARY KEY (the rowid)
+  // Cells of the table's clock records in their original forms (store_format.hpp): its value
+  // columns when it was registered. Set by the store, not by inspect_table.
+  size_t base_cells = 0;
 
   // Index into `columns` of the column named `name` (exact match), or -1.
   int column_index(const std::string& name) const;
@@ -45,6 +56,10 @@ struct TableInfo {
 
 // Double-quotes an identifier for SQL.
 std::string quote_identifier(const std::string& name);
+
+// Every column of a table as SQLite reports it (PRAGMA table_xinfo), in declared order,
+// without judging it. NOT_FOUND when there is no such table.
+Result<std::vector<ColumnInfo>> read_columns(Database& db, const std::string& table);
 
 // Reads a table's definition and checks it against what Tandem supports. Refuses, with a
 // message naming the table and the feature: missing tables, views, WITHOUT ROWID tables,

@@ -13,6 +13,7 @@
 #include "runtime/common/process_lock.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 #include "runtime/store/mutation_rules.hpp"
+#include "runtime/store/schema_diff.hpp"
 #include "runtime/store/store_impl.hpp"
 
 namespace tandem {
@@ -94,28 +95,35 @@ int authorize(void* ctx, int action, const char* a, const char* b, const char*, 
                               : object;
       if (is_tandem_table(object) || is_tandem_table(table))
         return deny(std::string("Tandem's own objects cannot be changed (") + (object ? object : "") + ")");
-      if ((action == SQLITE_DROP_TABLE || action == SQLITE_ALTER_TABLE) && table && s->find_table(table))
-        return deny(std::string("table ") + table + " is replicated; dropping or altering it is not supported");
+      if (action == SQLITE_DROP_TABLE && table && s->find_table(table))
+        return deny(std::string("table ") + table + " is replicated; dropping it is not supported (devices on the old "
+                    "schema still write it): keep it in the schema");
+      // ALTER TABLE on a replicated table may add columns; execute_schema checks what it did
+      // (SQLite reports ADD, RENAME and DROP COLUMN alike here). A CREATE TABLE of a table
+      // that exists is the table's newer declaration (schema_change.cpp).
+      if (action == SQLITE_CREATE_TABLE && a) s->created_table = a;
+      if (action == SQLITE_ALTER_TABLE && table) s->altered_table = table;
       return SQLITE_OK;
     }
     default: return SQLITE_OK;
   }
 }
 
-// tandem_bump(clock, cl, bumps, cells, version): the clock record after UPDATEs of a live row
-// by this replica at `version`; `bumps` lists (value column, seq) pairs in order, each one
-// col_version + 1 (or 1 where the column had no clock). See record_local_write.
+// tandem_bump(clock, cl, bumps, cells, version, base_cells): the clock record after UPDATEs of
+// a live row by this replica at `version`; `bumps` lists (value column, seq) pairs in order,
+// each one col_version + 1 (or 1 where the column had no clock). See record_local_write.
 void tandem_bump(sqlite3_context* ctx, int, sqlite3_value** argv) {
   RowClock clock;
   clock.exists = true;
   clock.cl = sqlite3_value_int64(argv[1]);
   auto ncells = static_cast<size_t>(sqlite3_value_int64(argv[3]));
   const int64_t version = sqlite3_value_int64(argv[4]);
+  const auto base_cells = static_cast<size_t>(sqlite3_value_int64(argv[5]));
   auto blob = [](sqlite3_value* v) {
     auto* p = static_cast<const char*>(sqlite3_value_blob(v));
     return std::string_view(p ? p : "", static_cast<size_t>(sqlite3_value_bytes(v)));
   };
-  Status decoded = decode_clock(blob(argv[0]), ncells, &clock);
+  Status decoded = decode_clock(blob(argv[0]), ncells, base_cells, &clock);
   if (!decoded.ok()) {
     sqlite3_result_error(ctx, decoded.message().c_str(), -1);
     return;
@@ -133,7 +141,7 @@ void tandem_bump(sqlite3_context* ctx, int, sqlite3_value** argv) {
     c.site = 0;
     c.seq = static_cast<int64_t>(seq);
   }
-  std::string out = encode_clock(clock);
+  std::string out = encode_clock(clock, base_cells);
   sqlite3_result_blob(ctx, out.data(), static_cast<int>(out.size()), SQLITE_TRANSIENT);
 }
 
@@ -236,7 +244,7 @@ Result<RowClock> Store::Impl::load_clock(const TableInfo& t, const Value& key) {
   clock.cl = st->column_int64(0);
   auto* p = static_cast<const char*>(sqlite3_column_blob(st->raw(), 1));
   auto n = static_cast<size_t>(sqlite3_column_bytes(st->raw(), 1));
-  TANDEM_RETURN_IF_ERROR(decode_clock(std::string_view(p ? p : "", n), t.value_columns.size(), &clock)
+  TANDEM_RETURN_IF_ERROR(decode_clock(std::string_view(p ? p : "", n), t.value_columns.size(), t.base_cells, &clock)
                              .with_context("clock of a row of " + t.name));
   return clock;
 }
@@ -721,6 +729,8 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreO
       std::string stored = st->column(2).bytes();
       TANDEM_ASSIGN_OR_RETURN(TableInfo info, inspect_table(db, name));
       info.id = id;
+      TANDEM_ASSIGN_OR_RETURN(info.base_cells, load_base_cells(db, info));
+      TANDEM_RETURN_IF_ERROR(fill_default_values(info));
       nlohmann::json columns = nlohmann::json::array();
       for (int c : info.value_columns) columns.push_back(info.columns[static_cast<size_t>(c)].name);
       if (columns.dump() != stored)
@@ -739,7 +749,7 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreO
         sqlite3_result_int(ctx, static_cast<Store::Impl*>(sqlite3_user_data(ctx))->merging ? 1 : 0);
       },
       nullptr, nullptr, nullptr);
-  sqlite3_create_function_v2(db.raw(), "tandem_bump", 5, SQLITE_UTF8 | SQLITE_DIRECTONLY | SQLITE_DETERMINISTIC, nullptr, tandem_bump,
+  sqlite3_create_function_v2(db.raw(), "tandem_bump", 6, SQLITE_UTF8 | SQLITE_DIRECTONLY | SQLITE_DETERMINISTIC, nullptr, tandem_bump,
                              nullptr, nullptr, nullptr);
   impl->register_key_function();
   for (const auto& t : impl->tables) TANDEM_RETURN_IF_ERROR(impl->install_key_allocation(*t));
@@ -750,28 +760,6 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreO
   auto store = std::unique_ptr<Store>(new Store(std::move(impl)));
   store->lock_ = std::move(lock);
   return store;
-}
-
-Status Store::execute_schema(const std::string& sql) {
-  Impl& s = *impl_;
-  Transaction txn(*s.db);
-  TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
-  s.mode = Impl::Mode::schema;
-  s.denial.clear();
-  Status st = s.db->exec(sql);
-  s.mode = Impl::Mode::internal;
-  if (!st.ok()) return s.denial.empty() ? st : Status::PermissionDenied(s.denial);
-  // Re-inspect every replicated table: a schema statement may not change one.
-  for (const auto& t : s.tables) {
-    auto now = inspect_table(*s.db, t->name);
-    if (!now.ok()) return now.status().with_context("schema change refused");
-    bool same = now->columns.size() == t->columns.size() && now->value_columns == t->value_columns &&
-                now->pk_columns == t->pk_columns;
-    for (size_t i = 0; same && i < t->columns.size(); ++i) same = now->columns[i].name == t->columns[i].name;
-    if (!same) return Status::Unsupported("schema change refused: replicated table " + t->name + " cannot change its columns");
-  }
-  s.user_statements.clear();
-  return txn.commit();
 }
 
 Status Store::register_table(const std::string& name) {
@@ -791,6 +779,8 @@ Status Store::register_table(const std::string& name) {
     TANDEM_RETURN_IF_ERROR(st->run());
     info.id = sqlite3_last_insert_rowid(s.db->raw());
   }
+  info.base_cells = info.value_columns.size();
+  TANDEM_RETURN_IF_ERROR(fill_default_values(info));
   std::string key_type = info.integer_pk ? "INTEGER PRIMARY KEY" : "BLOB PRIMARY KEY NOT NULL";
   TANDEM_RETURN_IF_ERROR(s.db->exec("CREATE TABLE " + info.clock_table() + "(pk " + key_type +
                                     ", cl INTEGER NOT NULL, clock BLOB NOT NULL)"));
@@ -1133,7 +1123,7 @@ Result<SiteId> Store::take_new_site(int64_t keep_through) {
       clock.exists = true;
       clock.cl = read->column_int64(1);
       const Value bytes = read->column(2);
-      TANDEM_RETURN_IF_ERROR(decode_clock(bytes.bytes(), t->value_columns.size(), &clock).with_context("clock of a row of " + t->name));
+      TANDEM_RETURN_IF_ERROR(decode_clock(bytes.bytes(), t->value_columns.size(), t->base_cells, &clock).with_context("clock of a row of " + t->name));
       bool moved = false;
       auto move = [&](CellClock& c) {
         if (c.present() && c.site == 0 && c.db_version <= keep_through) {
@@ -1143,7 +1133,7 @@ Result<SiteId> Store::take_new_site(int64_t keep_through) {
       };
       for (auto& c : clock.cells) move(c);
       move(clock.sentinel);
-      if (moved) updates.emplace_back(read->column(0), encode_clock(clock));
+      if (moved) updates.emplace_back(read->column(0), encode_clock(clock, t->base_cells));
     }
     for (const auto& [key, record] : updates) {
       write->reset();

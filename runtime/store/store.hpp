@@ -120,7 +120,13 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   // Runs schema statements (CREATE TABLE, CREATE INDEX, CREATE TRIGGER, ...) in one
-  // transaction. Refuses to alter or drop replicated tables and Tandem's own tables.
+  // transaction. A `CREATE TABLE IF NOT EXISTS` of an existing replicated table is its newer
+  // declaration: new columns (nullable, or with a constant DEFAULT, declared after the
+  // existing ones) are added in place, in time independent of its rows; so is an ALTER TABLE
+  // ... ADD COLUMN. Any other change to a replicated table (drop, rename, type, key, NOT
+  // NULL, DEFAULT, UNIQUE) and any change to Tandem's tables is refused (UNSUPPORTED or
+  // PERMISSION_DENIED, naming the table and column) and nothing of `sql` is applied.
+  // See docs/schema.md; schema_change.cpp.
   Status execute_schema(const std::string& sql);
   // Makes an existing table replicated (idempotent). Validates it against what Tandem
   // supports (schema.hpp) and backfills clocks for rows it already holds.

@@ -7,6 +7,8 @@ namespace {
 
 constexpr uint8_t kUniform = 1;
 constexpr uint8_t kGeneral = 2;
+constexpr uint8_t kCountedUniform = 3;
+constexpr uint8_t kCountedGeneral = 4;
 
 enum KeyTag : uint8_t { kNull = 0, kInteger = 1, kReal = 2, kText = 3, kBlob = 4 };
 
@@ -65,15 +67,16 @@ bool get_varint(std::string_view& in, uint64_t* v) {
   return false;
 }
 
-std::string encode_clock(const RowClock& clock) {
+std::string encode_clock(const RowClock& clock, size_t base_cells) {
   std::string out;
-  encode_clock(clock, &out);
+  encode_clock(clock, base_cells, &out);
   return out;
 }
 
-void encode_clock(const RowClock& clock, std::string* buffer) {
+void encode_clock(const RowClock& clock, size_t base_cells, std::string* buffer) {
   std::string& out = *buffer;
   out.clear();
+  const bool counted = clock.cells.size() != base_cells;
   bool uniform = !clock.sentinel.present() && clock.cl == 1 && !clock.cells.empty();
   if (uniform) {
     const CellClock& first = clock.cells.front();
@@ -84,11 +87,13 @@ void encode_clock(const RowClock& clock, std::string* buffer) {
     }
   }
   if (uniform) {
-    out.push_back(static_cast<char>(kUniform));
+    out.push_back(static_cast<char>(counted ? kCountedUniform : kUniform));
+    if (counted) put_varint(out, clock.cells.size());
     put_clock(out, clock.cells.front());
     return;
   }
-  out.push_back(static_cast<char>(kGeneral));
+  out.push_back(static_cast<char>(counted ? kCountedGeneral : kGeneral));
+  if (counted) put_varint(out, clock.cells.size());
   for (const CellClock& c : clock.cells) {
     if (!c.present()) {
       put_varint(out, 0);
@@ -105,16 +110,27 @@ void encode_clock(const RowClock& clock, std::string* buffer) {
   }
 }
 
-Status decode_clock(std::string_view in, size_t cells, RowClock* clock) {
+Status decode_clock(std::string_view in, size_t cells, size_t base_cells, RowClock* clock) {
   clock->cells.assign(cells, CellClock{});
   clock->sentinel = CellClock{};
   if (in.empty()) return corrupt("empty clock");
   auto tag = static_cast<uint8_t>(in.front());
   in.remove_prefix(1);
-  if (tag == kUniform) {
+  if (tag != kUniform && tag != kGeneral && tag != kCountedUniform && tag != kCountedGeneral)
+    return corrupt("unknown clock tag");
+  // The cells this record holds: the columns that existed when it was written. Later ones
+  // stay absent (never written here).
+  size_t held = base_cells;
+  if (tag == kCountedUniform || tag == kCountedGeneral) {
+    uint64_t n;
+    if (!get_varint(in, &n)) return corrupt("cell count");
+    held = static_cast<size_t>(n);
+  }
+  if (held > cells) return corrupt("more cells than the table has value columns");
+  if (tag == kUniform || tag == kCountedUniform) {
     CellClock first;
     if (!get_clock(in, &first) || !in.empty()) return corrupt("uniform clock");
-    for (size_t i = 0; i < cells; ++i) {
+    for (size_t i = 0; i < held; ++i) {
       CellClock& c = clock->cells[i];
       c = first;
       c.col_version = 1;
@@ -122,8 +138,7 @@ Status decode_clock(std::string_view in, size_t cells, RowClock* clock) {
     }
     return Status::Ok();
   }
-  if (tag != kGeneral) return corrupt("unknown clock tag");
-  for (size_t i = 0; i < cells; ++i) {
+  for (size_t i = 0; i < held; ++i) {
     uint64_t cv1;
     if (!get_varint(in, &cv1)) return corrupt("cell clock");
     if (cv1 == 0) continue;

@@ -34,6 +34,15 @@
 //                                 the column's clock was dropped by a delete) or col_version+1
 //                                 dbv site seq; then the sentinel: 0 (none) or 1 dbv site seq
 //                                 (its col_version is the record's cl).
+//   0x03 n dbv site seq0          "uniform" with its cell count n
+//   0x04 n cell* sentinel         general with its cell count n (n cells, then the sentinel)
+// Forms 1 and 2 hold the table's `base_cells` cells: its value columns when it was registered
+// (tandem_meta 'base_cells_<id>' once a migration added columns, schema_change.cpp). Forms 3
+// and 4 are written only for a table whose value columns outgrew base_cells, so the records of
+// a table that never migrated keep forms 1 and 2 byte for byte, and a migration rewrites no
+// record. A record with fewer cells than the table has value columns lacks the columns added
+// after it was written: those cells decode as absent (no clock), i.e. never written: the row
+// holds the column's DEFAULT (or NULL) and any remote write of the column wins.
 // Keys: for a table with a single INTEGER PRIMARY KEY the clock `pk` is that integer; otherwise
 // it is the BLOB encode_key() of the key values (a type byte per value, then 8 bytes for numbers
 // or a varint length and the bytes for text and blobs).
@@ -79,10 +88,13 @@ struct RowClock {
 void put_varint(std::string& out, uint64_t v);
 bool get_varint(std::string_view& in, uint64_t* v);
 
-std::string encode_clock(const RowClock& clock);
-void encode_clock(const RowClock& clock, std::string* out);  // into a reused buffer
-// Decodes into `clock` (cells resized to `cells`); the caller sets exists and cl.
-Status decode_clock(std::string_view bytes, size_t cells, RowClock* clock);
+// `base_cells`: the cell count of the table's records in forms 1 and 2 (TableInfo::base_cells).
+std::string encode_clock(const RowClock& clock, size_t base_cells);
+void encode_clock(const RowClock& clock, size_t base_cells, std::string* out);  // into a reused buffer
+// Decodes into `clock` (cells resized to `cells`, the table's value columns now; cells the
+// record predates are absent); the caller sets exists and cl. A record with more than
+// `cells` cells is corrupt.
+Status decode_clock(std::string_view bytes, size_t cells, size_t base_cells, RowClock* clock);
 
 // Key encoding for tables without a single INTEGER PRIMARY KEY.
 std::string encode_key(const Row& pk);

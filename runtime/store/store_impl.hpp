@@ -46,6 +46,8 @@ class Store::Impl {
   bool synchronous_full = true;  // the connection's synchronous mode now (FULL or NORMAL)
   bool merging = false;  // tandem_merging() for application triggers
   std::string denial;  // why the authorizer refused the last statement
+  std::string created_table;  // the table the last schema statement prepared creates (authorizer)
+  std::string altered_table;  // the table the last schema statement prepared alters (authorizer)
 
   // Tandem's per-table statements, prepared once (building and hashing their SQL text per
   // row showed up in profiles of 10,000-row transactions).

@@ -31,7 +31,7 @@ std::string lower(std::string s) {
 // Takes the batch by value: a caller done with its batch moves it in, and large values are
 // then moved, not copied.
 change::ChangeBatch filter_site(change::ChangeBatch batch, const SiteId& site, bool keep_site,
-                                const std::set<std::string>* tables = nullptr) {
+                                const sync_schema::DeclaredColumns* tables = nullptr) {
   change::ChangeBatch out;
   out.set_sender_site_id(batch.sender_site_id());
   out.set_from_db_version(batch.from_db_version());
@@ -41,7 +41,11 @@ change::ChangeBatch filter_site(change::ChangeBatch batch, const SiteId& site, b
   const std::string bytes = site_bytes(site);
   for (auto& c : *batch.mutable_changes()) {
     if ((c.site_id() == bytes) != keep_site) continue;
-    if (tables && !tables->empty() && !tables->count(lower(c.table()))) continue;
+    if (tables && !tables->empty()) {
+      auto declared = tables->find(lower(c.table()));
+      if (declared == tables->end()) continue;
+      if (c.cid() != "-1" && !declared->second.count(lower(c.cid()))) continue;
+    }
     *out.add_changes() = std::move(c);
   }
   return out;
@@ -52,10 +56,10 @@ change::ChangeBatch filter_site(change::ChangeBatch batch, const SiteId& site, b
 change::ChangeBatch without_site(const change::ChangeBatch& batch, const SiteId& site) {
   return filter_site(batch, site, false);
 }
-change::ChangeBatch for_client(const change::ChangeBatch& batch, const SiteId& site, const std::set<std::string>& tables) {
+change::ChangeBatch for_client(const change::ChangeBatch& batch, const SiteId& site, const sync_schema::DeclaredColumns& tables) {
   return filter_site(batch, site, false, &tables);
 }
-change::ChangeBatch for_client(change::ChangeBatch&& batch, const SiteId& site, const std::set<std::string>& tables) {
+change::ChangeBatch for_client(change::ChangeBatch&& batch, const SiteId& site, const sync_schema::DeclaredColumns& tables) {
   return filter_site(std::move(batch), site, false, &tables);
 }
 
@@ -84,7 +88,10 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   auto site = site_from_bytes(hello.site_id());
   if (!site) return Status::InvalidArgument("hello.site_id must be 16 bytes");
   if (*site == store_->site_id()) return Status::InvalidArgument("client site id equals the server's");
-  TANDEM_ASSIGN_OR_RETURN(auto declared, sync_schema::adopt_tables(*store_, {hello.schema().begin(), hello.schema().end()}));
+  sync_schema::DeclaredColumns declared_columns;
+  if (auto adopted = sync_schema::adopt_tables(*store_, {hello.schema().begin(), hello.schema().end()}, &declared_columns);
+      !adopted.ok())
+    return adopted.status();
   if (durability_owed_) {
     // A failed group commit left merges on disk that were never fsync'd, and the welcome
     // below tells the client the server holds them: sync first, or refuse.
@@ -122,7 +129,7 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   Member m;
   m.site = *site;
   m.instance = hello.instance_id();
-  for (const auto& t : declared) m.tables.insert(lower(t));
+  m.tables = std::move(declared_columns);
   m.name = hello.client_name();
   int64_t from = cursor.acked;
   if (hello.server_site_id() == site_bytes(store_->site_id())) from = hello.cursor();

@@ -31,6 +31,7 @@
 #include "proto/sync.pb.h"
 #include "runtime/common/status.hpp"
 #include "runtime/store/store.hpp"
+#include "runtime/sync/schema_sync.hpp"
 
 namespace tandem::sync_channel {
 
@@ -101,7 +102,7 @@ class ChannelCore {
   struct Member {
     SiteId site{};
     std::string instance;          // hello.instance_id
-    std::set<std::string> tables;  // declared in the hello (lower case); empty: every table
+    sync_schema::DeclaredColumns tables;  // declared in the hello (lower case); empty: every table
     std::string name;
     uint64_t last_push_seq = 0;
     int64_t next_push_from = 0;  // the from_db_version the next push must have
@@ -143,8 +144,9 @@ class ChannelCore {
 
 // The changes that did not originate at `site`; the range is kept.
 change::ChangeBatch without_site(const change::ChangeBatch& batch, const SiteId& site);
-// The same, also leaving out tables not in `tables` (lower-case names; empty: keep all).
-change::ChangeBatch for_client(const change::ChangeBatch& batch, const SiteId& site, const std::set<std::string>& tables);
-change::ChangeBatch for_client(change::ChangeBatch&& batch, const SiteId& site, const std::set<std::string>& tables);
+// The same, also leaving out tables not in `tables` and columns not listed for their table
+// (lower-case names; empty: keep all): a device on an older schema cannot merge them.
+change::ChangeBatch for_client(const change::ChangeBatch& batch, const SiteId& site, const sync_schema::DeclaredColumns& tables);
+change::ChangeBatch for_client(change::ChangeBatch&& batch, const SiteId& site, const sync_schema::DeclaredColumns& tables);
 
 }  // namespace tandem::sync_channel

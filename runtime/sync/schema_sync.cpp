@@ -5,6 +5,7 @@
 #include <cctype>
 
 #include "runtime/store/schema.hpp"
+#include "runtime/store/schema_diff.hpp"
 #include "runtime/sync/frames.hpp"
 
 namespace tandem::sync_schema {
@@ -12,6 +13,12 @@ namespace {
 
 // The statement without leading whitespace and comments, upper-cased words collapsed:
 // enough to recognise "CREATE TABLE" / "CREATE TEMP TABLE".
+std::string lower(std::string s) {
+  for (auto& ch : s)
+    if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+  return s;
+}
+
 std::string leading_words(const std::string& sql, size_t words) {
   size_t i = 0;
   std::string out;
@@ -167,7 +174,7 @@ std::string if_not_exists(const std::string& statement) {
   return statement.substr(0, i) + " IF NOT EXISTS" + statement.substr(i);
 }
 
-Result<std::vector<std::string>> adopt_tables(Store& store, const std::vector<std::string>& statements) {
+Result<std::vector<std::string>> adopt_tables(Store& store, const std::vector<std::string>& statements, DeclaredColumns* columns) {
   OpenOptions scratch_options;
   scratch_options.wal = false;
   scratch_options.synchronous_full = false;
@@ -200,19 +207,32 @@ Result<std::vector<std::string>> adopt_tables(Store& store, const std::vector<st
     }
   }
   // Check everything before changing the store, so a refused schema changes nothing.
-  std::vector<std::pair<std::string, std::string>> missing;
+  std::vector<std::pair<std::string, std::string>> missing, newer;
   for (size_t i = 0; i < tables.size(); i += 2) {
     const std::string& name = tables[i];
     TANDEM_RETURN_IF_ERROR(check_table_bounds(*scratch, name).with_context("schema refused"));
     auto declared = inspect_table(*scratch, name);
     if (!declared.ok()) return declared.status().with_context("table " + name + " cannot replicate");
+    if (columns) {
+      auto& listed = (*columns)[lower(name)];
+      for (const auto& c : declared->columns) listed.insert(lower(c.name));
+    }
     const TableInfo* existing = store.table(name);
     if (existing == nullptr) {
       missing.emplace_back(name, tables[i + 1]);
     } else if (!same_shape(*existing, *declared)) {
-      return Status::InvalidArgument("table " + name + " differs from the server's (columns or primary key)");
+      // A device on an older schema (a prefix of ours) is fine; a newer one's columns are
+      // appended here; anything else is refused, with the difference.
+      if (appended_columns(name, declared->columns, existing->columns).ok()) continue;
+      auto added = appended_columns(name, existing->columns, declared->columns);
+      if (!added.ok())
+        return Status::InvalidArgument("table " + name + " differs from the server's (columns or primary key): " +
+                                       added.status().message());
+      newer.emplace_back(name, if_not_exists(tables[i + 1]));
     }
   }
+  for (const auto& [name, sql] : newer)
+    TANDEM_RETURN_IF_ERROR(store.execute_schema(sql).with_context("adopting the newer declaration of table " + name));
   for (const auto& [name, sql] : missing) {
     TANDEM_RETURN_IF_ERROR(store.execute_schema(sql).with_context("creating table " + name));
     TANDEM_RETURN_IF_ERROR(store.register_table(name).with_context("registering table " + name));

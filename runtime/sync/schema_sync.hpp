@@ -5,10 +5,15 @@
 // kinds are skipped: indexes, triggers and views are the client's local business); they are
 // first run in a scratch in-memory database under an authorizer that refuses anything but
 // creating tables (no ATTACH, PRAGMA, VACUUM INTO, virtual tables), then each table is
-// checked with the store's own rules. A table the store already has must have the same
-// columns and key; a missing one is created and registered. Thread-safe over distinct stores.
+// checked with the store's own rules. A missing table is created and registered. A table the
+// store already has must have the same columns and key, or differ only additively
+// (docs/schema.md): a device on an older schema declares a prefix of the store's columns and
+// is sent only those; a device on a newer schema appends columns, which the store adopts
+// (Store::execute_schema migrates the table in place). Thread-safe over distinct stores.
 #pragma once
 
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -25,9 +30,15 @@ Result<std::vector<std::string>> split_statements(const std::string& sql);
 // x" gain "IF NOT EXISTS" (other statements are returned unchanged).
 std::string if_not_exists(const std::string& statement);
 
-// Creates and registers the tables the statements declare that `store` lacks; refuses
-// (REJECTED-class status, nothing changed) a declared table that differs from the store's.
-// Returns the names of the declared tables.
-Result<std::vector<std::string>> adopt_tables(Store& store, const std::vector<std::string>& statements);
+// What a device declared: table -> its columns, both lower case.
+using DeclaredColumns = std::map<std::string, std::set<std::string>>;
+
+// Creates and registers the tables the statements declare that `store` lacks, and appends the
+// columns a newer declaration of one of its tables adds; refuses (REJECTED-class status) a
+// declared table that differs from the store's otherwise. The check of every table comes
+// before any change. Returns the names of the declared tables; `columns`, when given,
+// receives each declared table's columns.
+Result<std::vector<std::string>> adopt_tables(Store& store, const std::vector<std::string>& statements,
+                                              DeclaredColumns* columns = nullptr);
 
 }  // namespace tandem::sync_schema

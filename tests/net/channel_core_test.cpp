@@ -310,6 +310,76 @@ TEST_CASE("schemas from clients: tables adopted, mismatches and hostile statemen
   CHECK_FALSE((*ch)->join(5, "d", unsupported).ok());
 }
 
+TEST_CASE("a device on a newer additive schema joins: the channel adopts its columns, older devices get only theirs", "[channel][schema]") {
+  TempDir dir;
+  auto ch = ChannelCore::open(dir.path + "/users/e.db");
+  REQUIRE(ch.ok());
+  // Merges every forward of `out` for `session` into `into`; returns how many it merged.
+  auto deliver = [](const Outbox& out, uint64_t session, Store& into) {
+    int forwards = 0;
+    for (const auto& env : for_session(out, session)) {
+      if (!env.has_forward()) continue;
+      for (const auto& c : env.forward().batch().changes()) CHECK(into.table(c.table())->value_index(c.cid()) >= (c.cid() == "-1" ? -1 : 0));
+      auto merged = into.merge(env.forward().batch());
+      INFO(merged.status().to_string());
+      CHECK(merged.ok());
+      ++forwards;
+    }
+    return forwards;
+  };
+  auto older = client_store(1);
+  REQUIRE((*ch)->join(1, "e", hello(*older)).ok());
+  write(*older, "INSERT INTO todo(id, title) VALUES (1, 'a')");
+  REQUIRE((*ch)->push(1, push_since(*older, 1, 0)).ok());
+  (void)(*ch)->flush();
+
+  // The newer device: todo gains a column, declared after the others.
+  const char* v2 = "CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT, done INTEGER DEFAULT 0, note TEXT);";
+  auto newer = test::client_store(site(2), kSchema, "todo");
+  REQUIRE(newer->execute_schema(sync_schema::if_not_exists(v2)).ok());
+  sync::Hello h = hello(*newer);
+  h.clear_schema();
+  h.add_schema(v2);
+  auto joined = (*ch)->join(2, "e", h);
+  REQUIRE(joined.ok());
+  REQUIRE((*ch)->store().table("todo")->value_columns.size() == 3);  // adopted in place
+  deliver(*joined, 2, *newer);
+  deliver((*ch)->flush(), 2, *newer);
+  REQUIRE(rows(*newer) == "1 'a' 0 \n");
+
+  // A third device on the old schema still joins.
+  auto late = client_store(3);
+  auto late_joined = (*ch)->join(3, "e", hello(*late));
+  REQUIRE(late_joined.ok());
+  deliver(*late_joined, 3, *late);
+  deliver((*ch)->flush(), 3, *late);
+
+  write(*newer, "INSERT INTO todo(id, title, note) VALUES (2, 'b', 'only new devices see this')");
+  write(*newer, "UPDATE todo SET note = 'n1' WHERE id = 1");
+  REQUIRE((*ch)->push(2, push_since(*newer, 1, 0)).ok());
+  auto out = (*ch)->flush();
+  CHECK(deliver(out, 1, *older) > 0);  // no change of `note` in them: deliver checks each column
+  CHECK(deliver(out, 3, *late) > 0);
+  CHECK(rows(*older) == "1 'a' 0 \n2 'b' 0 \n");
+  CHECK(rows(*late) == rows(*older));
+  // Older devices keep writing other columns; the new column's value survives on the channel.
+  write(*older, "UPDATE todo SET title = 'a2' WHERE id = 1");
+  REQUIRE((*ch)->push(1, push_since(*older, 2, 1)).ok());
+  (void)(*ch)->flush();
+  auto on_channel = (*ch)->store().query("SELECT id, title, note FROM todo ORDER BY id");
+  REQUIRE(on_channel.ok());
+  REQUIRE(on_channel->rows.size() == 2);
+  CHECK(identical(on_channel->rows[0], Row{Value::Integer(1), Value::Text("a2"), Value::Text("n1")}));
+
+  // A declaration that is neither older nor newer is refused, naming the difference.
+  sync::Hello renamed = hello(*late);
+  renamed.clear_schema();
+  renamed.add_schema("CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, name TEXT, done INTEGER DEFAULT 0, note TEXT);");
+  auto refused = (*ch)->join(4, "e", renamed);
+  REQUIRE_FALSE(refused.ok());
+  CHECK_THAT(refused.status().message(), Catch::Contains("differs") && Catch::Contains("renaming column title to name"));
+}
+
 TEST_CASE("schema text splits into statements", "[channel]") {
   auto s = sync_schema::split_statements("CREATE TABLE a(x PRIMARY KEY); -- c\n CREATE TABLE b(';', y)");
   REQUIRE(s.ok());
