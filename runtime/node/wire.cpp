@@ -206,9 +206,9 @@ Status check_join(const std::string& secret, const std::string& nonce, const Joi
     return Status::PermissionDenied("wrong proof of the node secret: this process cannot read the database's .secret file");
   std::vector<std::string> theirs(join.schema().begin(), join.schema().end());
   if (theirs != schema)
-    return Status::InvalidArgument("another schema: the leader process opened the database with " + std::to_string(schema.size()) +
-                                   " schema statements that differ from this process's " + std::to_string(theirs.size()) +
-                                   "; open every process of a database with the same --schema");
+    return Status::InvalidArgument("another schema: this process's schema (" + std::to_string(theirs.size()) +
+                                   " statements) differs from the one the leader process opened the database with (" +
+                                   std::to_string(schema.size()) + " statements); open every process of a database with the same --schema");
   return Status::Ok();
 }
 
