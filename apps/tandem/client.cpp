@@ -135,22 +135,51 @@ class ClientNode {
     configure_actor_system(cfg_);
     system_ = std::make_unique<caf::actor_system>(cfg_);
 
-    NodeConfig nc;
-    nc.database_path = opts.db;
-    nc.schema = schema_;
-    nc.name = opts.name.empty() ? "db_worker" : opts.name;
-    if (online) nc.sync = syncer_config();
-    nc.on_leader_lost = [this](const Status& why) {
+    nc_.database_path = opts.db;
+    nc_.schema = schema_;
+    nc_.name = opts.name.empty() ? "db_worker" : opts.name;
+    if (online) nc_.sync = syncer_config();
+    nc_.on_leader_lost = [this](const Status& why) {
       std::lock_guard<std::mutex> lock(lost_mu_);
       lost_ = why.message();
       leader_lost_ = true;
     };
-    auto node = Node::open(*system_, nc);
+    auto node = Node::open(*system_, nc_);
     if (!node.ok()) fail(2, "cannot open --db '" + opts.db + "': " + node.status().message());
     node_ = std::move(*node);
     if (!node_->is_leader()) spdlog::info("joined the leader process (pid {}) of '{}'", node_->leader_pid(), opts.db);
     // A stop signal answers the callers waiting on the node (exec, sync) at once.
-    stop_callback_ = add_stop_callback([node = node_.get()] { node->interrupt(); });
+    stop_callback_ = add_stop_callback([this] {
+      std::lock_guard<std::mutex> lock(node_mu_);
+      if (node_) node_->interrupt();
+    });
+  }
+
+  // A follower whose leader ended opens the node again: it takes the lock and leads, or
+  // joins whichever process took it (docs/node.md, "Who leads"). Its watches end with the
+  // old node; the caller starts them again (they rehydrate from the database).
+  Status reopen() {
+    for (auto& w : watches_) {
+      caf::anon_send_exit(w.watcher, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(w.view, caf::exit_reason::user_shutdown);
+    }
+    watches_.clear();
+    std::unique_ptr<Node> old;
+    {
+      std::lock_guard<std::mutex> lock(node_mu_);
+      old = std::move(node_);
+    }
+    old.reset();
+    {
+      std::lock_guard<std::mutex> lock(lost_mu_);
+      leader_lost_ = false;
+      lost_.clear();
+    }
+    auto node = Node::open(*system_, nc_);
+    if (!node.ok()) return node.status();
+    std::lock_guard<std::mutex> lock(node_mu_);
+    node_ = std::move(*node);
+    return Status::Ok();
   }
 
   ~ClientNode() {
@@ -259,6 +288,8 @@ class ClientNode {
   caf::actor_system_config cfg_;
   std::unique_ptr<caf::actor_system> system_;
   std::shared_ptr<net::EventLoop> loop_;
+  NodeConfig nc_;
+  std::mutex node_mu_;  // node_ is replaced by reopen while a stop signal may interrupt it
   std::unique_ptr<Node> node_;
   std::vector<Watch> watches_;
   int stop_callback_ = 0;
@@ -325,9 +356,22 @@ int do_watch(ClientNode& node, const std::string& sql, const std::vector<std::st
   if (!watch.ok()) fail(1, "cannot watch: " + watch.status().message());
   node.keep(*watch);
   if (!wait_for_signal) return 0;
-  // A follower's watch cannot go on without its leader: it says so and ends.
-  while (!wait_for_stop(std::chrono::milliseconds(100))) {
-    if (node.leader_lost()) fail(3, node.lost_reason());
+  // A follower's leader ended: open the node again (this process may lead now) and watch
+  // again; the new result is printed whole, read from the database.
+  while (!wait_for_stop(std::chrono::milliseconds(20))) {
+    if (!node.leader_lost()) continue;
+    const auto start = std::chrono::steady_clock::now();
+    const std::string why = node.lost_reason();
+    Status reopened = node.reopen();
+    if (!reopened.ok()) fail(3, why + "; the node could not be opened again: " + reopened.message());
+    auto again = start_watch(node.system(), node.node(), sql, values, json);
+    if (!again.ok()) fail(1, "cannot watch: " + again.status().message());
+    node.keep(*again);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    std::cerr << "tandem client: " << why << "; "
+              << (node.node().is_leader() ? std::string("this process now leads the node")
+                                          : "joined the new leader process (pid " + std::to_string(node.node().leader_pid()) + ")")
+              << " (" << ms << " ms); the result is printed again" << std::endl;
   }
   return 0;
 }
