@@ -135,15 +135,15 @@ void dispatch(link_pointer self, node::Envelope& e) {
   }
 }
 
-caf::behavior link(link_pointer self, std::shared_ptr<void> keep, int fd, NodeLeaderConfig* config, std::string name) {
+caf::behavior link(link_pointer self, std::shared_ptr<void> keep, int fd, NodeLeaderConfig config, std::string name) {
   auto& st = self->state;
   st.keep = std::move(keep);
   st.fd = fd;
   st.name = std::move(name);
-  st.worker = config->worker;
-  st.bus = config->bus;
-  st.syncer = config->syncer;
-  st.timeout = config->request_timeout;
+  st.worker = config.worker;
+  st.bus = config.bus;
+  st.syncer = config.syncer;
+  st.timeout = config.request_timeout;
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& m) -> caf::result<caf::message> {
     spdlog::warn("{}: dropped an unexpected message {}", self->state.name, caf::to_string(m.copy_content_to_message()));
     return caf::make_error(caf::sec::unexpected_message);
@@ -151,7 +151,7 @@ caf::behavior link(link_pointer self, std::shared_ptr<void> keep, int fd, NodeLe
   self->set_error_handler([self](caf::error& err) { spdlog::warn("{}: {}", self->state.name, caf::to_string(err)); });
   worker::SubscribeRequest sub;
   sub.set_versions(true);
-  const bool online = static_cast<bool>(config->syncer);
+  const bool online = static_cast<bool>(config.syncer);
   self->request(st.worker, std::chrono::seconds(30), sub)
       .then(
           [self, online](const worker::SubscribeResponse& r) {
@@ -292,7 +292,7 @@ void NodeLeader::serve(std::shared_ptr<Connection> conn) {
     return;
   }
   ++followers_;
-  auto actor = system_.spawn<caf::detached>(link, std::static_pointer_cast<void>(conn), conn->fd, &config_, config_.name + "/" + who);
+  auto actor = system_.spawn<caf::detached>(link, std::static_pointer_cast<void>(conn), conn->fd, config_, config_.name + "/" + who);
   for (;;) {
     auto e = node::read_frame(conn->fd, reader, std::nullopt);
     if (!e.ok()) {

@@ -143,7 +143,12 @@ Result<std::string> ensure_secret(const std::string& path, size_t length) {
     return secret;
   }
   if (errno != EEXIST) return Status::Internal("cannot create node secret '" + path + "': " + errno_text(errno));
-  return read_secret(path);
+  auto existing = read_secret(path);
+  if (existing.ok() || existing.status().code() != StatusCode::invalid_argument) return existing;
+  // Empty or truncated: a leader died between creating and writing it. The caller holds the
+  // database lock (no follower can be using it), so it is replaced.
+  if (::unlink(path.c_str()) != 0) return Status::Internal("cannot replace node secret '" + path + "': " + errno_text(errno));
+  return ensure_secret(path, length);
 }
 
 Result<std::string> read_secret(const std::string& path) {

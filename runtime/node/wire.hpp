@@ -56,7 +56,8 @@ Status write_frame(int fd, const Envelope& envelope);
 Result<Envelope> read_frame(int fd, FrameReader& reader, std::optional<std::chrono::milliseconds> within);
 
 // The leader's secret: created with `length` random bytes (O_EXCL, mode 0600) when missing.
-// Refused (PERMISSION_DENIED) when the file is not owned by this user or is readable or
+// An existing file too short to be a secret (a leader died while creating it) is replaced:
+// only the lock holder calls this. Refused (PERMISSION_DENIED) when the file is not owned by this user or is readable or
 // writable by group or others: a secret others can read authenticates nobody.
 Result<std::string> ensure_secret(const std::string& path, size_t length = 32);
 // A follower's read of the secret, with the same ownership and mode checks.

@@ -69,6 +69,15 @@ TEST_CASE("node wire: the secret is created 0600 once, and refused when others c
   CHECK(node::read_secret(path).status().code() == StatusCode::permission_denied);
   CHECK(node::ensure_secret(path).status().code() == StatusCode::permission_denied);
   CHECK(node::read_secret(dir / "missing.secret").status().code() == StatusCode::not_found);
+
+  // A secret file left empty by a leader that died creating it is replaced by the next one.
+  const std::string empty = dir / "b.db.secret";
+  std::ofstream(empty).close();
+  REQUIRE(::chmod(empty.c_str(), 0600) == 0);
+  CHECK(node::read_secret(empty).status().code() == StatusCode::invalid_argument);
+  auto replaced = node::ensure_secret(empty);
+  REQUIRE(replaced.ok());
+  CHECK(replaced->size() == 32);
 }
 
 TEST_CASE("node wire: the join handshake accepts the secret's holder and refuses a wrong proof, uid or schema", "[node]") {
