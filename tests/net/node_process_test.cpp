@@ -87,6 +87,9 @@ TEST_CASE("node processes: a watch in one process shows another process's exec a
   auto again = next_change(d);
   CHECK(again["type"] == "result");
   CHECK(again["rows"].size() == 3);
+  // Said on stderr just after the result is printed.
+  for (int i = 0; i < 500 && slurp(w.dir / "d.log").find("this process now leads the node") == std::string::npos; ++i)
+    std::this_thread::sleep_for(10ms);
   CHECK_THAT(slurp(w.dir / "d.log"), Catch::Contains("this process now leads the node"));
   CHECK(w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (4, 'after')"}).code == 0);
   CHECK(next_change(d)["row"]["title"] == "after");
