@@ -42,6 +42,7 @@ Result<std::unique_ptr<Node>> Node::open(caf::actor_system& system, NodeConfig c
           lc.database_path = cfg.database_path;
           lc.schema = cfg.schema;
           lc.secret = *secret;
+          lc.server = cfg.sync ? cfg.sync->url : std::string();
           lc.worker = n->worker_;
           lc.bus = n->bus_;
           lc.syncer = n->syncer_;
@@ -63,6 +64,7 @@ Result<std::unique_ptr<Node>> Node::open(caf::actor_system& system, NodeConfig c
     fc.database_path = cfg.database_path;
     fc.schema = cfg.schema;
     fc.name = cfg.name;
+    fc.server = cfg.sync ? cfg.sync->url : std::string();
     fc.journal = n->journal_;
     fc.on_leader_lost = cfg.on_leader_lost;
     auto follower = NodeFollower::join(system, fc);

@@ -35,6 +35,7 @@ struct NodeFollowerConfig {
   std::string database_path;
   std::vector<std::string> schema;
   std::string name = "follower";
+  std::string server;  // the server this process would sync with ("" offline): the leader's must match
   std::shared_ptr<ivm::DeltaJournal> journal;  // required: fed from the leader's stream
   std::chrono::milliseconds handshake_timeout{5000};
   // Called on the reader thread once the leader is gone (exited, killed, refused us later).

@@ -191,18 +191,20 @@ Envelope make_hello(const std::string& nonce) {
   return e;
 }
 
-Envelope make_join(const std::string& secret, const Hello& hello, const std::vector<std::string>& schema, const std::string& name) {
+Envelope make_join(const std::string& secret, const Hello& hello, const std::vector<std::string>& schema, const std::string& name,
+                   const std::string& server) {
   Envelope e;
   auto* j = e.mutable_join();
   j->set_proof(join_proof(secret, hello.nonce()));
   for (const auto& s : schema) j->add_schema(s);
   j->set_name(name);
   j->set_pid(::getpid());
+  j->set_server(server);
   return e;
 }
 
 Status check_join(const std::string& secret, const std::string& nonce, const Join& join, const std::vector<std::string>& schema,
-                  uid_t leader_uid, uid_t peer_uid) {
+                  uid_t leader_uid, uid_t peer_uid, const std::string& leader_server) {
   if (peer_uid != leader_uid)
     return Status::PermissionDenied("the node's leader runs as uid " + std::to_string(leader_uid) + "; uid " +
                                     std::to_string(peer_uid) + " may not join it");
@@ -214,6 +216,9 @@ Status check_join(const std::string& secret, const std::string& nonce, const Joi
     return Status::InvalidArgument("another schema: this process's schema (" + std::to_string(theirs.size()) +
                                    " statements) differs from the one the leader process opened the database with (" +
                                    std::to_string(schema.size()) + " statements); open every process of a database with the same --schema");
+  if (!join.server().empty() && !leader_server.empty() && join.server() != leader_server)
+    return Status::InvalidArgument("another server: this process names " + join.server() + " but the leader process syncs the database with " +
+                                   leader_server);
   return Status::Ok();
 }
 

@@ -67,11 +67,13 @@ std::string random_bytes(size_t n);
 std::string join_proof(const std::string& secret, const std::string& nonce);
 
 Envelope make_hello(const std::string& nonce);
-Envelope make_join(const std::string& secret, const Hello& hello, const std::vector<std::string>& schema, const std::string& name);
+Envelope make_join(const std::string& secret, const Hello& hello, const std::vector<std::string>& schema, const std::string& name,
+                   const std::string& server = "");
 // The leader's decision on a Join: OK, PERMISSION_DENIED (wrong proof or another user) or
-// INVALID_ARGUMENT (another schema), with a message meant for the follower's user.
+// INVALID_ARGUMENT (another schema; another server when both name one), with a message
+// meant for the follower's user.
 Status check_join(const std::string& secret, const std::string& nonce, const Join& join, const std::vector<std::string>& schema,
-                  uid_t leader_uid, uid_t peer_uid);
+                  uid_t leader_uid, uid_t peer_uid, const std::string& leader_server = "");
 
 // Listening socket at `path` (mode 0600). The caller holds the database lock, so a file
 // already at `path` is a dead leader's and is replaced. Close-on-exec.

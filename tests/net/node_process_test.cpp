@@ -130,7 +130,7 @@ TEST_CASE("node processes: a process without the secret, or with a secret others
   CHECK(a.wait(10s) == 0);
 }
 
-TEST_CASE("node processes: a follower on another schema is refused with a clear error", "[process][node]") {
+TEST_CASE("node processes: a follower on another schema or another server is refused with a clear error", "[process][node]") {
   World w;
   w.start_server();
   Process a(w.client("a.db"), w.dir / "a.log");  // the shell
@@ -142,6 +142,13 @@ TEST_CASE("node processes: a follower on another schema is refused with a clear 
   auto r = run({kTandem, "client", "--db", w.dir / "a.db", "--schema", other, "query", "SELECT 1"}, w.dir / "b.log");
   CHECK(r.code == 2);
   CHECK_THAT(slurp(w.dir / "b.log"), Catch::Contains("same --schema"));
+  // Another --server than the leader's is refused too (its writes would reach the leader's).
+  auto args = w.client("a.db");
+  std::replace(args.begin(), args.end(), w.url, std::string("ws://127.0.0.1:9/sync"));
+  args.insert(args.end(), {"exec", "INSERT INTO todo(id, title) VALUES (1, 'elsewhere')"});
+  auto e = run(args, w.dir / "c.log");
+  CHECK(e.code == 2);
+  CHECK_THAT(slurp(w.dir / "c.log"), Catch::Contains("another server"));
   a.close_stdin();
   CHECK(a.wait(10s) == 0);
 }

@@ -95,6 +95,14 @@ TEST_CASE("node wire: the join handshake accepts the secret's holder and refuses
   Status s = node::check_join(secret, nonce, other.join(), schema, 1000, 1000);
   CHECK(s.code() == StatusCode::invalid_argument);
   CHECK_THAT(s.message(), Catch::Contains("same --schema"));
+  // Another server is refused when both name one; an offline process may join any leader.
+  auto elsewhere = node::make_join(secret, hello.hello(), schema, "b", "ws://other:7000/sync");
+  s = node::check_join(secret, nonce, elsewhere.join(), schema, 1000, 1000, "ws://127.0.0.1:7000/sync");
+  CHECK(s.code() == StatusCode::invalid_argument);
+  CHECK_THAT(s.message(), Catch::Contains("another server"));
+  CHECK(node::check_join(secret, nonce, elsewhere.join(), schema, 1000, 1000, "ws://other:7000/sync").ok());
+  CHECK(node::check_join(secret, nonce, elsewhere.join(), schema, 1000, 1000, "").ok());
+  CHECK(node::check_join(secret, nonce, join.join(), schema, 1000, 1000, "ws://127.0.0.1:7000/sync").ok());
 }
 
 TEST_CASE("node wire: a leader and a follower exchange frames over the socket, the peer's uid is ours", "[node]") {
