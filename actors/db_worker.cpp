@@ -15,6 +15,7 @@ struct db_worker_state {
   std::unique_ptr<Store> store;
   std::shared_ptr<ivm::DeltaJournal> journal;
   std::vector<delta_subscriber_actor> subscribers;
+  std::vector<delta_subscriber_actor> version_subscribers;  // also told of commits without deltas
   std::string name;
 };
 
@@ -40,9 +41,13 @@ void publish(worker_pointer self, const DeltaBatch& batch, int64_t version_befor
       if (!appended.ok()) spdlog::error("{}: journal refused version {}: {}", st.name, batch.db_version, appended.to_string());
     }
   }
-  if (batch.deltas.empty() || st.subscribers.empty()) return;
   change::RowDeltaBatch message;
   to_proto(batch, &message);
+  if (batch.deltas.empty()) {
+    for (const auto& s : st.version_subscribers) self->send(s, message);
+    return;
+  }
+  if (st.subscribers.empty()) return;
   spdlog::debug("{}: committed db_version {} ({} row deltas, {}{}) -> {} subscribers", st.name, batch.db_version, batch.deltas.size(),
                 batch.origin == DeltaOrigin::merge ? "merge" : "local",
                 batch.mutation_id.empty() ? "" : ", mutation " + batch.mutation_id, st.subscribers.size());
@@ -73,8 +78,9 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
   self->state.journal = std::move(journal);
   self->state.name = std::move(name);
   self->set_down_handler([self](const caf::down_msg& down) {
-    auto& subs = self->state.subscribers;
-    subs.erase(std::remove_if(subs.begin(), subs.end(), [&](const delta_subscriber_actor& a) { return a.address() == down.source; }), subs.end());
+    for (auto* subs : {&self->state.subscribers, &self->state.version_subscribers})
+      subs->erase(std::remove_if(subs->begin(), subs->end(), [&](const delta_subscriber_actor& a) { return a.address() == down.source; }),
+                  subs->end());
   });
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& m) -> caf::result<caf::message> {
     spdlog::warn("{}: dropped an unexpected message {}", self->state.name, caf::to_string(m.copy_content_to_message()));
@@ -215,7 +221,7 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         out.set_server(bound->server);
         return out;
       },
-      [self](const worker::SubscribeRequest&) -> worker::SubscribeResponse {
+      [self](const worker::SubscribeRequest& req) -> worker::SubscribeResponse {
         auto sender = caf::actor_cast<delta_subscriber_actor>(self->current_sender());
         worker::SubscribeResponse out;
         out.set_db_version(self->state.store->db_version());
@@ -224,13 +230,15 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         if (std::find(subs.begin(), subs.end(), sender) == subs.end()) {
           subs.push_back(sender);
           self->monitor(sender);
+          if (req.versions()) self->state.version_subscribers.push_back(sender);
         }
         return out;
       },
       [self](const worker::UnsubscribeRequest&) {
         auto sender = self->current_sender();
-        auto& subs = self->state.subscribers;
-        subs.erase(std::remove_if(subs.begin(), subs.end(), [&](const delta_subscriber_actor& a) { return a.address() == sender; }), subs.end());
+        for (auto* subs : {&self->state.subscribers, &self->state.version_subscribers})
+          subs->erase(std::remove_if(subs->begin(), subs->end(), [&](const delta_subscriber_actor& a) { return a.address() == sender; }),
+                      subs->end());
       },
   };
 }

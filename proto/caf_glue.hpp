@@ -57,6 +57,7 @@ TANDEM_PROTO_CAF_DEFINE_GLUE(tandem::cluster)
 TANDEM_PROTO_CAF_DEFINE_GLUE(tandem::query)
 TANDEM_PROTO_CAF_DEFINE_GLUE(tandem::view)
 TANDEM_PROTO_CAF_DEFINE_GLUE(tandem::tab)
+TANDEM_PROTO_CAF_DEFINE_GLUE(tandem::node)
 
 // Kept so that files naming the packages they use still compile; the glue is above.
 #define TANDEM_PROTO_CAF_GLUE(NS)

@@ -1,5 +1,7 @@
 // `tandem client`: a client node (db_worker + peer_syncer, and live views for `watch`) on a
-// local database file, synced with a Tandem server.
+// local database file, synced with a Tandem server. Several `tandem client` processes on one
+// --db form one node (actors/node.hpp, docs/node.md): the first is the leader, the others
+// join it and write, query, watch and wait for the server through it.
 //
 //   exec SQL [PARAMS...]  write locally in one transaction, wait until the server acked it
 //   query SQL             print the rows of the local database as JSON (no network)
@@ -8,11 +10,13 @@
 //   (no command)          an interactive shell with the same commands
 //
 // Exit status: 0 success; 1 the database refused the statement, or a watch's query is
-// outside the live-query subset; 2 bad arguments or files, or the database is open in
-// another process; 3 the server did not acknowledge in time, could not be reached, or
-// refused the client (the write stays local); 128 + N stopped by signal N (SIGINT, SIGTERM)
+// outside the live-query subset; 2 bad arguments or files, or the database is held by a
+// process that cannot be joined; 3 the server did not acknowledge in time, could not be reached, or
+// refused the client (the write stays local), or (a follower) the leader process ended
+// during the command; 128 + N stopped by signal N (SIGINT, SIGTERM)
 // before the command finished. `watch` ends with 0 on SIGINT or SIGTERM, its normal end.
 #include "actors/system_config.hpp"
+#include "actors/node.hpp"
 #include "actors/peer_syncer.hpp"
 #include "actors/session.hpp"
 
@@ -23,6 +27,7 @@
 #include <cerrno>
 
 #include <cstdlib>
+#include <mutex>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -108,7 +113,7 @@ change::Value parse_param(const std::string& p) {
   return v;
 }
 
-// One client node: the actor system, the db_worker on --db, and (when online) a peer_syncer.
+// One client node: the actor system and the node on --db (leader or follower, actors/node.hpp).
 class ClientNode {
  public:
   ClientNode(const ClientOptions& opts, bool online) : opts_(opts) {
@@ -130,31 +135,60 @@ class ClientNode {
     configure_actor_system(cfg_);
     system_ = std::make_unique<caf::actor_system>(cfg_);
 
-    DbWorkerConfig wc;
-    wc.path = opts.db;
-    wc.schema = schema_;
-    wc.name = opts.name.empty() ? "db_worker" : opts.name;
-    journal_ = make_watch_journal();
-    wc.journal = journal_;
-    auto worker = spawn_db_worker(*system_, wc);
-    if (!worker.ok()) fail(2, "cannot open --db '" + opts.db + "': " + worker.status().message());
-    worker_ = *worker;
-    if (online) start_syncer();
-    // A stop signal answers the callers waiting on the syncer (exec, sync) at once.
-    stop_callback_ = add_stop_callback([syncer = syncer_] {
-      if (syncer) caf::anon_send_exit(syncer, caf::exit_reason::user_shutdown);
+    nc_.database_path = opts.db;
+    nc_.schema = schema_;
+    nc_.name = opts.name.empty() ? "db_worker" : opts.name;
+    if (online) nc_.sync = syncer_config();
+    nc_.on_leader_lost = [this](const Status& why) {
+      std::lock_guard<std::mutex> lock(lost_mu_);
+      lost_ = why.message();
+      leader_lost_ = true;
+    };
+    auto node = Node::open(*system_, nc_);
+    if (!node.ok()) fail(2, "cannot open --db '" + opts.db + "': " + node.status().message());
+    node_ = std::move(*node);
+    if (!node_->is_leader()) spdlog::info("joined the leader process (pid {}) of '{}'", node_->leader_pid(), opts.db);
+    // A stop signal answers the callers waiting on the node (exec, sync) at once.
+    stop_callback_ = add_stop_callback([this] {
+      std::lock_guard<std::mutex> lock(node_mu_);
+      if (node_) node_->interrupt();
     });
+  }
+
+  // A follower whose leader ended opens the node again: it takes the lock and leads, or
+  // joins whichever process took it (docs/node.md, "Who leads"). Its watches end with the
+  // old node; the caller starts them again (they rehydrate from the database).
+  Status reopen() {
+    for (auto& w : watches_) {
+      caf::anon_send_exit(w.watcher, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(w.view, caf::exit_reason::user_shutdown);
+    }
+    watches_.clear();
+    std::unique_ptr<Node> old;
+    {
+      std::lock_guard<std::mutex> lock(node_mu_);
+      old = std::move(node_);
+    }
+    old.reset();
+    {
+      std::lock_guard<std::mutex> lock(lost_mu_);
+      leader_lost_ = false;
+      lost_.clear();
+    }
+    auto node = Node::open(*system_, nc_);
+    if (!node.ok()) return node.status();
+    std::lock_guard<std::mutex> lock(node_mu_);
+    node_ = std::move(*node);
+    return Status::Ok();
   }
 
   ~ClientNode() {
     remove_stop_callback(stop_callback_);
-    if (syncer_) caf::anon_send_exit(syncer_, caf::exit_reason::user_shutdown);
     for (auto& w : watches_) {
       caf::anon_send_exit(w.watcher, caf::exit_reason::user_shutdown);
       caf::anon_send_exit(w.view, caf::exit_reason::user_shutdown);
-      caf::anon_send_exit(w.bus, caf::exit_reason::user_shutdown);
     }
-    caf::anon_send_exit(worker_, caf::exit_reason::user_shutdown);
+    node_.reset();
     system_->await_all_actors_done();
     if (loop_) loop_->stop();
   }
@@ -171,8 +205,7 @@ class ClientNode {
     if (!url.ok()) fail(2, "--server: " + url.status().message());
   }
 
-  void start_syncer() {
-    if (syncer_) return;
+  actors::PeerSyncerConfig syncer_config() {
     loop_ = std::make_shared<net::EventLoop>(1);
     actors::PeerSyncerConfig pc;
     pc.url = opts_.server;
@@ -182,7 +215,7 @@ class ClientNode {
     pc.client_name = opts_.name.empty() ? std::string("tandem-client") : opts_.name;
     pc.client.ca_file = opts_.ca_file;
     pc.client.verify_peer = !opts_.insecure;
-    syncer_ = actors::spawn_peer_syncer(*system_, worker_, pc);
+    return pc;
   }
 
   // Runs one SQL write; returns (db_version, rows_changed, changed).
@@ -193,9 +226,9 @@ class ClientNode {
     st->set_sql(sql);
     for (const auto& p : params) *st->add_params() = parse_param(p);
     worker::WriteResponse out;
-    self->request(worker_, timeout_ + std::chrono::seconds(30), req)
+    self->request(node_->worker(), timeout_ + std::chrono::seconds(30), req)
         .receive([&](worker::WriteResponse& r) { out = std::move(r); },
-                 [&](caf::error& e) { fail(1, "write failed: " + system_->render(e)); });
+                 [&](caf::error& e) { fail(leader_lost() ? 3 : 1, "write failed: " + error_text(*system_, e)); });
     return out;
   }
 
@@ -205,45 +238,47 @@ class ClientNode {
     req.set_sql(sql);
     for (const auto& p : params) *req.add_params() = parse_param(p);
     worker::QueryResponse out;
-    self->request(worker_, timeout_ + std::chrono::seconds(30), req)
+    self->request(node_->worker(), timeout_ + std::chrono::seconds(30), req)
         .receive([&](worker::QueryResponse& r) { out = std::move(r); },
-                 [&](caf::error& e) { fail(1, "query failed: " + system_->render(e)); });
+                 [&](caf::error& e) { fail(leader_lost() ? 3 : 1, "query failed: " + error_text(*system_, e)); });
     return out;
   }
 
   // The server's acknowledged version, or nullopt (with why) when not within the timeout.
   std::optional<int64_t> wait_acked(int64_t version, std::string* why) {
-    caf::scoped_actor self{*system_};
-    std::optional<int64_t> out;
-    self->request(syncer_, timeout_, actors::wait_acked_atom::value, version)
-        .receive([&](int64_t acked) { out = acked; }, [&](caf::error& e) { *why = explain(e); });
-    return out;
+    auto acked = node_->wait_acked(version, timeout_);
+    if (acked.ok()) return *acked;
+    *why = explain(acked.status());
+    return std::nullopt;
   }
 
   std::optional<std::pair<int64_t, int64_t>> caught_up(std::string* why) {
-    caf::scoped_actor self{*system_};
-    std::optional<std::pair<int64_t, int64_t>> out;
-    self->request(syncer_, timeout_, actors::caught_up_atom::value)
-        .receive([&](int64_t local, int64_t cursor) { out = std::make_pair(local, cursor); },
-                 [&](caf::error& e) { *why = explain(e); });
-    return out;
+    auto done = node_->caught_up(timeout_);
+    if (done.ok()) return *done;
+    *why = explain(done.status());
+    return std::nullopt;
   }
 
   // Why a wait on the syncer failed: its own message, or for a timeout what the last
   // connection attempt hit.
-  std::string explain(const caf::error& e) {
-    if (e != caf::sec::request_timeout) return error_text(*system_, e);
-    std::string last;
-    caf::scoped_actor self{*system_};
-    self->request(syncer_, std::chrono::seconds(1), actors::last_error_atom::value)
-        .receive([&](std::string& why) { last = std::move(why); }, [](caf::error&) {});
+  std::string explain(const Status& s) {
+    if (s.message() != "request_timeout") return s.message();
+    std::string last = node_->last_sync_error();
     return "no answer from the server within --timeout " + opts_.timeout + (last.empty() ? "" : "; last problem: " + last);
   }
 
+  // Follower only: the leader process ended (with why), so this process can do no more.
+  bool leader_lost() {
+    std::lock_guard<std::mutex> lock(lost_mu_);
+    return leader_lost_;
+  }
+  std::string lost_reason() {
+    std::lock_guard<std::mutex> lock(lost_mu_);
+    return lost_;
+  }
+
   caf::actor_system& system() { return *system_; }
-  db_worker_actor worker() const { return worker_; }
-  std::shared_ptr<ivm::DeltaJournal> journal() const { return journal_; }
-  const std::string& db_path() const { return opts_.db; }
+  Node& node() { return *node_; }
   void keep(const Watch& w) { watches_.push_back(w); }
 
  private:
@@ -252,13 +287,16 @@ class ClientNode {
   std::chrono::milliseconds timeout_{10000};
   caf::actor_system_config cfg_;
   std::unique_ptr<caf::actor_system> system_;
-  db_worker_actor worker_;
-  actors::peer_syncer_actor syncer_;
   std::shared_ptr<net::EventLoop> loop_;
-  std::shared_ptr<ivm::DeltaJournal> journal_;
+  NodeConfig nc_;
+  std::mutex node_mu_;  // node_ is replaced by reopen while a stop signal may interrupt it
+  std::unique_ptr<Node> node_;
   std::vector<Watch> watches_;
   int stop_callback_ = 0;
   std::string token_;
+  std::mutex lost_mu_;
+  bool leader_lost_ = false;
+  std::string lost_;
 };
 
 std::string rows_json(const worker::QueryResponse& r) {
@@ -314,11 +352,26 @@ int do_watch(ClientNode& node, const std::string& sql, const std::vector<std::st
              bool wait_for_signal) {
   std::vector<change::Value> values;
   for (const auto& p : params) values.push_back(parse_param(p));
-  auto watch = start_watch(node.system(), node.worker(), node.journal(), node.db_path(), sql, values, json);
+  auto watch = start_watch(node.system(), node.node(), sql, values, json);
   if (!watch.ok()) fail(1, "cannot watch: " + watch.status().message());
   node.keep(*watch);
   if (!wait_for_signal) return 0;
-  while (!wait_for_stop(std::chrono::hours(1))) {
+  // A follower's leader ended: open the node again (this process may lead now) and watch
+  // again; the new result is printed whole, read from the database.
+  while (!wait_for_stop(std::chrono::milliseconds(20))) {
+    if (!node.leader_lost()) continue;
+    const auto start = std::chrono::steady_clock::now();
+    const std::string why = node.lost_reason();
+    Status reopened = node.reopen();
+    if (!reopened.ok()) fail(3, why + "; the node could not be opened again: " + reopened.message());
+    auto again = start_watch(node.system(), node.node(), sql, values, json);
+    if (!again.ok()) fail(1, "cannot watch: " + again.status().message());
+    node.keep(*again);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    std::cerr << "tandem client: " << why << "; "
+              << (node.node().is_leader() ? std::string("this process now leads the node")
+                                          : "joined the new leader process (pid " + std::to_string(node.node().leader_pid()) + ")")
+              << " (" << ms << " ms); the result is printed again" << std::endl;
   }
   return 0;
 }

@@ -125,26 +125,13 @@ view_watcher_actor::behavior_type watcher(view_watcher_actor::stateful_pointer<w
 }  // namespace
 
 
-std::shared_ptr<ivm::DeltaJournal> make_watch_journal() { return std::make_shared<ivm::DeltaJournal>(); }
-
-Result<Watch> start_watch(caf::actor_system& system, db_worker_actor worker, std::shared_ptr<ivm::DeltaJournal> journal,
-                          const std::string& db_path, const std::string& sql, const std::vector<change::Value>& params,
+Result<Watch> start_watch(caf::actor_system& system, Node& node, const std::string& sql, const std::vector<change::Value>& params,
                           bool json) {
   auto printer = std::make_shared<Printer>();
   printer->json = json;
   Watch w;
-  w.bus = spawn_tab_bus(system, worker);
-  UiViewConfig vc;
-  vc.name = "watch";
-  vc.database_path = db_path;
-  vc.journal = std::move(journal);
-  vc.worker = worker;
-  vc.bus = w.bus;
-  auto view = spawn_ui_view(system, vc);
-  if (!view.ok()) {
-    caf::anon_send_exit(w.bus, caf::exit_reason::user_shutdown);
-    return view.status();
-  }
+  auto view = node.spawn_view("watch");
+  if (!view.ok()) return view.status();
   w.view = *view;
   view::WatchRequest req;
   req.set_sql(sql);
@@ -157,7 +144,6 @@ Result<Watch> start_watch(caf::actor_system& system, db_worker_actor worker, std
   auto stop = [&](Status why) -> Result<Watch> {
     caf::anon_send_exit(w.watcher, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(w.view, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(w.bus, caf::exit_reason::user_shutdown);
     return why;
   };
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);

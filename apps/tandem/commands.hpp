@@ -14,6 +14,7 @@ void add_bench_store(CLI::App& bench);     // bench_store.cpp: write, merge
 void add_bench_ivm(CLI::App& bench);       // bench_ivm.cpp: ivm
 void add_bench_sync(CLI::App& bench);      // bench_sync.cpp: sync
 void add_bench_schema(CLI::App& bench);    // bench_schema.cpp: schema
+void add_bench_node(CLI::App& bench);      // bench_node.cpp: node (two processes)
 
 void add_server_command(CLI::App& app);  // server.cpp
 void add_token_command(CLI::App& app);   // token.cpp

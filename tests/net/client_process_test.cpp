@@ -1,6 +1,7 @@
 // The `tandem` binary's process-level guarantees, with real processes over loopback:
-//   - one process per database file and one server per data directory (a second one is
-//     refused with the first one's pid and command; a kill -9'd holder leaves no lock);
+//   - one server per data directory (a second one is refused with the first one's pid and
+//     command; a kill -9'd holder leaves no lock); a second client process on a database
+//     joins the first (docs/node.md);
 //   - a database is bound to the user and server of its first sync;
 //   - a live query outside the subset is a clear error, in `watch` and in the shell;
 //   - every command stops on SIGINT / SIGTERM within a second (pipes and a pseudo-terminal);
@@ -154,8 +155,9 @@ bool exists(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("client processes: a second process on one database is refused with the holder's pid, the holder goes on",
-          "[process][lock]") {
+// Issue 9 changed this on purpose: a second process on one database used to be refused
+// with the holder's pid; it now joins the holder (docs/node.md; node_process_test.cpp).
+TEST_CASE("client processes: a second process on one database joins the holder, the holder goes on", "[process][lock]") {
   World w;
   w.start_server();
   Process holder(with(w.client("a.db"), {"watch", "SELECT id, title FROM todo ORDER BY id", "--json"}), w.dir / "holder.log");
@@ -163,19 +165,18 @@ TEST_CASE("client processes: a second process on one database is refused with th
   REQUIRE(first);
   CHECK(nlohmann::json::parse(*first)["rows"].empty());
 
-  // Every kind of second opener: exec, query, sync, the shell.
+  // Every kind of second opener works through the holder: exec, query, sync, the shell.
   for (std::vector<std::string> rest : std::vector<std::vector<std::string>>{
            {"exec", "INSERT INTO todo(id, title) VALUES (1, 'second writer')"}, {"query", "SELECT * FROM todo"}, {"sync"}, {}}) {
     INFO("second process: " << (rest.empty() ? std::string("shell") : rest[0]));
     std::ofstream(w.dir / "a.db.log", std::ios::trunc).close();
     auto r = w.cmd("a.db", rest);
-    CHECK(r.code == 2);
-    const std::string err = slurp(w.dir / "a.db.log");
-    CHECK_THAT(err, Catch::Contains("in use by another process: pid " + std::to_string(holder.pid())));
-    CHECK_THAT(err, Catch::Contains("client"));
-    CHECK_THAT(err, Catch::Contains("watch"));
-    CHECK_THAT(err, !Catch::Contains(w.token("alice")));  // the holder's command line, without its token
+    INFO(slurp(w.dir / "a.db.log"));
+    CHECK(r.code == 0);
   }
+  auto own = holder.line();
+  REQUIRE(own);
+  CHECK(nlohmann::json::parse(*own)["row"]["title"] == "second writer");
 
   // The holder is unaffected: a write of another device reaches its watch.
   auto r = w.cmd("b.db", {"exec", "INSERT INTO todo(id, title) VALUES (2, 'from b')"});
@@ -190,7 +191,7 @@ TEST_CASE("client processes: a second process on one database is refused with th
   r = w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (3, 'after the crash')"});
   INFO(slurp(w.dir / "a.db.log"));
   CHECK(r.code == 0);
-  CHECK(nlohmann::json::parse(w.rows("a.db")).size() == 2);
+  CHECK(nlohmann::json::parse(w.rows("a.db")).size() == 3);
 }
 
 TEST_CASE("client processes: a second server on one data directory is refused, a kill -9'd one leaves no lock",

@@ -1,0 +1,93 @@
+// Node: one call opens a node on a database file, in whatever process calls it
+// (docs/node.md, docs/embedding.md). The first process to take the database's lock is the
+// leader: it runs the db_worker, the peer_syncer (when `sync` is set), the node's tab_bus and
+// the NodeLeader that admits other processes. A process that finds the lock held joins that
+// leader as a follower: its worker() is a proxy of the leader's db_worker, its tab_bus and
+// journal are its own, fed from the leader. Either way the application uses the same
+// handles: worker(), bus(), journal(), spawn_view(), wait_acked().
+//
+// Threading: open and the destructor block (call them off the actor threads); the accessors
+// are thread-safe. The Node must be destroyed before its actor system.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/actor_system.hpp>
+
+#include "actors/db_worker.hpp"
+#include "actors/peer_syncer.hpp"
+#include "actors/tab_bus.hpp"
+#include "actors/ui_view.hpp"
+#include "proto/node.pb.h"
+#include "runtime/common/status.hpp"
+
+namespace tandem {
+namespace ivm {
+class DeltaJournal;
+}
+class NodeLeader;
+class NodeFollower;
+
+struct NodeConfig {
+  std::string database_path;
+  std::vector<std::string> schema;  // run by the leader; a follower must name the same
+  std::string name = "node";
+  // Set: the leader connects to this server (a follower's waits go to the leader's syncer).
+  std::optional<actors::PeerSyncerConfig> sync;
+  // How long open keeps trying while the lock is held but no leader answers yet (a leader
+  // starting, or one that just died and whose lock a process is about to take).
+  std::chrono::milliseconds join_within{5000};
+  // Follower only: called (on an internal thread) when the leader process is gone.
+  std::function<void(const Status&)> on_leader_lost;
+};
+
+class Node {
+ public:
+  static Result<std::unique_ptr<Node>> open(caf::actor_system& system, NodeConfig config);
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  bool is_leader() const { return leader_ != nullptr; }
+  db_worker_actor worker() const { return worker_; }
+  tab_bus_actor bus() const { return bus_; }
+  std::shared_ptr<ivm::DeltaJournal> journal() const { return journal_; }
+  const std::string& database_path() const { return config_.database_path; }
+  // The leader's pid (this process's when leader).
+  int64_t leader_pid() const;
+  // Whether a peer_syncer runs for the node (here or in the leader).
+  bool online() const;
+
+  // A ui_view of this node, reading SQLite on its own connection.
+  Result<ui_view_actor> spawn_view(const std::string& name, std::function<void(const view::ViewChange&)> on_change = {});
+
+  // The node's peer_syncer, here or in the leader: the server's acknowledged version once it
+  // holds everything up to `version`; (own changes acked, server cursor) once caught up; what
+  // the last connection attempt hit. Errors carry the syncer's message.
+  Result<int64_t> wait_acked(int64_t version, std::chrono::milliseconds within);
+  Result<std::pair<int64_t, int64_t>> caught_up(std::chrono::milliseconds within);
+  std::string last_sync_error();
+  // Stopping: answers every caller waiting on the node (its syncer here, or the link to the
+  // leader) at once with an error. The node is unusable afterwards except for destruction.
+  void interrupt();
+
+ private:
+  Node(caf::actor_system& system, NodeConfig config);
+  Result<node::SyncWaitResponse> sync_wait(node::SyncWaitRequest req, std::chrono::milliseconds within);
+
+  caf::actor_system& system_;
+  NodeConfig config_;
+  std::shared_ptr<ivm::DeltaJournal> journal_;
+  db_worker_actor worker_;
+  tab_bus_actor bus_;
+  actors::peer_syncer_actor syncer_;
+  std::unique_ptr<NodeLeader> leader_;
+  std::unique_ptr<NodeFollower> follower_;
+};
+
+}  // namespace tandem

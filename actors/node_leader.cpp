@@ -1,0 +1,316 @@
+#include "actors/node_leader.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+#include <caf/all.hpp>
+
+#include "proto/node.pb.h"
+#include "runtime/node/wire.hpp"
+#include "runtime/sqlite/proto_value.hpp"
+
+namespace tandem {
+
+// A follower's socket, shared by its reader thread and its link actor: closed when both are
+// done with it, so a descriptor number is never reused under a writer.
+struct NodeLeader::Connection {
+  int fd = -1;
+  std::thread reader;
+  std::atomic<bool> done{false};
+  ~Connection() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+namespace {
+
+struct link_state {
+  std::shared_ptr<void> keep;  // the Connection (its descriptor lives while the link does)
+  int fd = -1;
+  std::string name;
+  db_worker_actor worker;
+  tab_bus_actor bus;
+  actors::peer_syncer_actor syncer;
+  std::chrono::milliseconds timeout{60000};
+  bool broken = false;
+};
+
+using link_pointer = caf::stateful_actor<link_state>*;
+
+void write(link_pointer self, const node::Envelope& e) {
+  auto& st = self->state;
+  if (st.broken) return;
+  Status s = node::write_frame(st.fd, e);
+  if (!s.ok()) {
+    // The reader thread sees the same failure and ends the link; stop writing meanwhile.
+    st.broken = true;
+    spdlog::info("{}: follower connection lost: {}", st.name, s.message());
+    ::shutdown(st.fd, SHUT_RDWR);
+  }
+}
+
+node::Envelope failed(uint64_t id, const Status& why) {
+  node::Envelope e;
+  e.set_id(id);
+  to_proto(why, e.mutable_failed());
+  return e;
+}
+
+// Forwards one db_worker request; the answer goes back under the same id.
+template <class Request, class Response>
+void forward(link_pointer self, uint64_t id, const Request& req, Response* (node::Envelope::*body)()) {
+  self->request(self->state.worker, self->state.timeout, req)
+      .then(
+          [self, id, body](Response& r) {
+            node::Envelope e;
+            e.set_id(id);
+            *(e.*body)() = std::move(r);
+            write(self, e);
+          },
+          [self, id](caf::error& err) { write(self, failed(id, Status::Unavailable("db_worker: " + caf::to_string(err)))); });
+}
+
+void sync_wait(link_pointer self, uint64_t id, const node::SyncWaitRequest& req) {
+  auto& st = self->state;
+  if (!st.syncer) {
+    write(self, failed(id, Status::Unavailable("the node's leader process (pid " + std::to_string(::getpid()) +
+                                                ") is not connected to a server")));
+    return;
+  }
+  auto within = std::chrono::milliseconds(std::max<int64_t>(1, req.timeout_ms()));
+  auto answer = [self, id](int64_t acked, int64_t cursor) {
+    node::Envelope e;
+    e.set_id(id);
+    e.mutable_sync_wait_response()->set_acked(acked);
+    e.mutable_sync_wait_response()->set_cursor(cursor);
+    write(self, e);
+  };
+  // The follower renders the error; a timeout says what the server connection last hit.
+  auto fail = [self, id](caf::error& err) {
+    std::string text = err.context().match_elements<std::string>() ? err.context().get_as<std::string>(0) : self->system().render(err);
+    if (err == caf::sec::request_timeout) text = "request_timeout";
+    write(self, failed(id, Status::Unavailable(text)));
+  };
+  if (req.kind() == node::SyncWaitRequest::ACKED)
+    self->request(st.syncer, within, actors::wait_acked_atom::value, req.version())
+        .then([answer](int64_t acked) { answer(acked, 0); }, fail);
+  else if (req.kind() == node::SyncWaitRequest::CAUGHT_UP)
+    self->request(st.syncer, within, actors::caught_up_atom::value)
+        .then([answer](int64_t local, int64_t cursor) { answer(local, cursor); }, fail);
+  else
+    self->request(st.syncer, within, actors::last_error_atom::value).then([self, id](std::string& why) {
+      node::Envelope e;
+      e.set_id(id);
+      to_proto(Status::Ok(), e.mutable_sync_wait_response()->mutable_error());
+      e.mutable_sync_wait_response()->mutable_error()->set_message(why);
+      write(self, e);
+    }, fail);
+}
+
+void dispatch(link_pointer self, node::Envelope& e) {
+  const uint64_t id = e.id();
+  switch (e.body_case()) {
+    case node::Envelope::kWrite: return forward(self, id, e.write(), &node::Envelope::mutable_write_response);
+    case node::Envelope::kQuery: return forward(self, id, e.query(), &node::Envelope::mutable_query_response);
+    case node::Envelope::kChangesSince: return forward(self, id, e.changes_since(), &node::Envelope::mutable_changes_since_response);
+    case node::Envelope::kMerge: return forward(self, id, e.merge(), &node::Envelope::mutable_merge_response);
+    case node::Envelope::kPeerAck: return forward(self, id, e.peer_ack(), &node::Envelope::mutable_peer_status_response);
+    case node::Envelope::kPeerStatus: return forward(self, id, e.peer_status(), &node::Envelope::mutable_peer_status_response);
+    case node::Envelope::kPeers: return forward(self, id, e.peers(), &node::Envelope::mutable_peers_response);
+    case node::Envelope::kStatus: return forward(self, id, e.status(), &node::Envelope::mutable_status_response);
+    case node::Envelope::kBind: return forward(self, id, e.bind(), &node::Envelope::mutable_bind_response);
+    case node::Envelope::kNewSite: return forward(self, id, e.new_site(), &node::Envelope::mutable_new_site_response);
+    case node::Envelope::kPending: return self->send(self->state.bus, e.pending());
+    case node::Envelope::kSettlement: return self->send(self->state.bus, e.settlement());
+    case node::Envelope::kSyncWait: return sync_wait(self, id, e.sync_wait());
+    default:
+      spdlog::warn("{}: unexpected frame (body {}) from the follower", self->state.name, static_cast<int>(e.body_case()));
+      if (id != 0) write(self, failed(id, Status::InvalidArgument("the leader does not serve this request")));
+  }
+}
+
+caf::behavior link(link_pointer self, std::shared_ptr<void> keep, int fd, NodeLeaderConfig config, std::string name) {
+  auto& st = self->state;
+  st.keep = std::move(keep);
+  st.fd = fd;
+  st.name = std::move(name);
+  st.worker = config.worker;
+  st.bus = config.bus;
+  st.syncer = config.syncer;
+  st.timeout = config.request_timeout;
+  self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& m) -> caf::result<caf::message> {
+    spdlog::warn("{}: dropped an unexpected message {}", self->state.name, caf::to_string(m.copy_content_to_message()));
+    return caf::make_error(caf::sec::unexpected_message);
+  });
+  self->set_error_handler([self](caf::error& err) { spdlog::warn("{}: {}", self->state.name, caf::to_string(err)); });
+  worker::SubscribeRequest sub;
+  sub.set_versions(true);
+  const bool online = static_cast<bool>(config.syncer);
+  self->request(st.worker, std::chrono::seconds(30), sub)
+      .then(
+          [self, online](const worker::SubscribeResponse& r) {
+            node::Envelope welcome;
+            welcome.mutable_welcome()->set_db_version(r.db_version());
+            welcome.mutable_welcome()->set_online(online);
+            write(self, welcome);
+            tab::RegisterView reg;
+            reg.set_name(self->state.name);
+            self->send(self->state.bus, reg);
+            spdlog::info("{}: follower admitted at db_version {}", self->state.name, r.db_version());
+          },
+          [self](caf::error& err) {
+            node::Envelope welcome;
+            to_proto(Status::Unavailable("the leader's db_worker did not answer: " + caf::to_string(err)), welcome.mutable_welcome()->mutable_error());
+            write(self, welcome);
+            ::shutdown(self->state.fd, SHUT_RDWR);
+            self->quit();
+          });
+  return {
+      [self](node::Envelope& e) { dispatch(self, e); },
+      [self](const change::RowDeltaBatch& batch) {
+        // The bus forwards the worker's deltas too: only the worker's own copy is written,
+        // so deltas and answers keep the worker's order.
+        if (caf::actor_cast<caf::actor_addr>(self->current_sender()) != self->state.worker.address()) return;
+        node::Envelope e;
+        *e.mutable_deltas() = batch;
+        write(self, e);
+      },
+      [self](const tab::PendingMutation& p) {
+        node::Envelope e;
+        *e.mutable_pending() = p;
+        write(self, e);
+      },
+      [self](const tab::Settlement& s) {
+        node::Envelope e;
+        *e.mutable_settlement() = s;
+        write(self, e);
+      },
+  };
+}
+
+}  // namespace
+
+Result<std::unique_ptr<NodeLeader>> NodeLeader::start(caf::actor_system& system, NodeLeaderConfig config) {
+  if (config.secret.empty()) return Status::InvalidArgument("node leader needs the node secret");
+  TANDEM_ASSIGN_OR_RETURN(int fd, node::listen_unix(node::socket_path(config.database_path)));
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) {
+    ::close(fd);
+    return Status::Internal("pipe: " + std::string(std::strerror(errno)));
+  }
+  std::unique_ptr<NodeLeader> leader(new NodeLeader(system, std::move(config), fd, pipefd[0], pipefd[1]));
+  leader->acceptor_ = std::thread([l = leader.get()] { l->accept_loop(); });
+  return leader;
+}
+
+NodeLeader::NodeLeader(caf::actor_system& system, NodeLeaderConfig config, int listen_fd, int wake_read, int wake_write)
+    : system_(system), config_(std::move(config)), listen_fd_(listen_fd), wake_read_(wake_read), wake_write_(wake_write) {}
+
+NodeLeader::~NodeLeader() {
+  stopping_ = true;
+  const char b = 1;
+  if (::write(wake_write_, &b, 1) != 1) spdlog::warn("{}: cannot wake the accept thread", config_.name);
+  if (acceptor_.joinable()) acceptor_.join();
+  // A follower that connects from now on finds no listener; then end every connection.
+  ::unlink(node::socket_path(config_.database_path).c_str());
+  ::close(listen_fd_);
+  std::vector<std::shared_ptr<Connection>> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    all.swap(connections_);
+  }
+  for (auto& c : all) ::shutdown(c->fd, SHUT_RDWR);
+  for (auto& c : all)
+    if (c->reader.joinable()) c->reader.join();
+  ::close(wake_read_);
+  ::close(wake_write_);
+}
+
+void NodeLeader::reap_locked() {
+  for (auto it = connections_.begin(); it != connections_.end();) {
+    if ((*it)->done) {
+      if ((*it)->reader.joinable()) (*it)->reader.join();
+      it = connections_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void NodeLeader::accept_loop() {
+  while (!stopping_) {
+    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_read_, POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("{}: poll: {}", config_.name, std::strerror(errno));
+      return;
+    }
+    if (fds[1].revents != 0 || stopping_) return;
+    auto fd = node::accept_unix(listen_fd_);
+    if (!fd.ok()) {
+      spdlog::warn("{}: {}", config_.name, fd.status().message());
+      continue;
+    }
+    auto conn = std::make_shared<Connection>();
+    conn->fd = *fd;
+    std::lock_guard<std::mutex> lock(mu_);
+    reap_locked();
+    connections_.push_back(conn);
+    conn->reader = std::thread([this, conn] { serve(conn); });
+  }
+}
+
+// The connection's thread: the handshake, then every frame to the link actor, in order.
+void NodeLeader::serve(std::shared_ptr<Connection> conn) {
+  node::FrameReader reader;
+  const std::string nonce = node::random_bytes(32);
+  Status s = node::write_frame(conn->fd, node::make_hello(nonce));
+  Result<node::Envelope> join = s.ok() ? node::read_frame(conn->fd, reader, std::chrono::milliseconds(5000)) : Result<node::Envelope>(s);
+  std::string who = "?";
+  if (join.ok()) {
+    who = join->join().name() + " (pid " + std::to_string(join->join().pid()) + ")";
+    auto uid = node::peer_uid(conn->fd);
+    if (!join->has_join()) s = Status::InvalidArgument("the first frame of a follower must be a join");
+    else if (!uid.ok()) s = uid.status();
+    else s = node::check_join(config_.secret, nonce, join->join(), config_.schema, ::geteuid(), *uid, config_.server);
+  } else {
+    s = join.status();
+  }
+  if (!s.ok()) {
+    spdlog::warn("{}: refused follower {}: {}", config_.name, who, s.to_string());
+    node::Envelope refusal;
+    to_proto(s, refusal.mutable_welcome()->mutable_error());
+    (void)node::write_frame(conn->fd, refusal);
+    ::shutdown(conn->fd, SHUT_RDWR);
+    conn->done = true;
+    return;
+  }
+  ++followers_;
+  auto actor = system_.spawn<caf::detached>(link, std::static_pointer_cast<void>(conn), conn->fd, config_, config_.name + "/" + who);
+  for (;;) {
+    auto e = node::read_frame(conn->fd, reader, std::nullopt);
+    if (!e.ok()) {
+      spdlog::info("{}: follower {} left: {}", config_.name, who, e.status().message());
+      break;
+    }
+    caf::anon_send(actor, std::move(*e));
+  }
+  caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+  --followers_;
+  conn->done = true;
+}
+
+void add_node_message_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<node::Envelope>("tandem.node.Envelope");
+  cfg.add_message_type<node::SyncWaitRequest>("tandem.node.SyncWaitRequest");
+  cfg.add_message_type<node::SyncWaitResponse>("tandem.node.SyncWaitResponse");
+  cfg.add_message_type<tab_bus_actor>("tandem.actors.tab_bus_actor");
+}
+
+}  // namespace tandem

@@ -1,0 +1,284 @@
+// A node over several processes of the real binary (docs/node.md): `tandem client` processes
+// on one --db form one node. The first is the leader; the others join it over `<db>.node`.
+// Every wait is bounded.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+
+#include <iostream>
+
+#include <algorithm>
+#include <map>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/net/process_util.hpp"
+
+using namespace std::chrono_literals;
+using namespace tandem_process_test;
+
+namespace {
+
+std::vector<std::string> with(std::vector<std::string> args, const std::vector<std::string>& more) {
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
+// The next JSON line of a watch, which must be a row change.
+nlohmann::json next_change(Process& p) {
+  auto line = p.line(10s);
+  REQUIRE(line);
+  return nlohmann::json::parse(*line);
+}
+
+}  // namespace
+
+TEST_CASE("node processes: a watch in one process shows another process's exec at once, a refused write shows nothing",
+          "[process][node]") {
+  World w;
+  w.start_server();
+  Process a(with(w.client("a.db"), {"watch", "SELECT id, title FROM todo ORDER BY id", "--json"}), w.dir / "a.log");
+  auto first = a.line();
+  REQUIRE(first);
+  CHECK(nlohmann::json::parse(*first)["rows"].empty());
+  // A second watch, in a follower process.
+  Process d(with(w.client("a.db"), {"watch", "SELECT id, title FROM todo ORDER BY id", "--json"}), w.dir / "d.log");
+  auto d_first = d.line();
+  INFO(slurp(w.dir / "d.log"));
+  REQUIRE(d_first);
+  CHECK(nlohmann::json::parse(*d_first)["rows"].empty());
+
+  const auto start = std::chrono::steady_clock::now();
+  auto r = w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (1, 'from b')"});
+  INFO(slurp(w.dir / "a.db.log"));
+  REQUIRE(r.code == 0);
+  auto out = nlohmann::json::parse(r.out);
+  CHECK(out["acknowledged"] == true);  // through the leader's connection to the server
+  auto change = next_change(a);
+  CHECK(change["type"] == "added");
+  CHECK(change["row"]["title"] == "from b");
+  CHECK(next_change(d)["row"]["title"] == "from b");
+  std::cout << "node processes: exec in process B to the row in A's watch (process start included): "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count() << " ms\n";
+
+  // A write the database refuses (duplicate key) fails in the writer and shows nowhere: the
+  // next line of each watch is the next accepted write.
+  r = w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (1, 'duplicate')"});
+  CHECK(r.code == 1);
+  CHECK_THAT(slurp(w.dir / "a.db.log"), Catch::Contains("refused the write"));
+  REQUIRE(w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (2, 'second')"}).code == 0);
+  CHECK(next_change(a)["row"]["title"] == "second");
+  CHECK(next_change(d)["row"]["title"] == "second");
+
+  // A query in a third process reads the node's database through the leader.
+  auto q = w.cmd("a.db", {"query", "SELECT id, title FROM todo ORDER BY id"});
+  REQUIRE(q.code == 0);
+  CHECK(nlohmann::json::parse(q.out).size() == 2);
+
+  // Another device's write arrives through the leader's sync, in both watches.
+  REQUIRE(w.cmd("b.db", {"exec", "INSERT INTO todo(id, title) VALUES (3, 'other device')"}).code == 0);
+  CHECK(next_change(a)["row"]["title"] == "other device");
+  CHECK(next_change(d)["row"]["title"] == "other device");
+
+  // The leader ends: the follower takes the lock, leads, and prints its result again.
+  a.signal(SIGTERM);
+  CHECK(a.wait(10s) == 0);
+  auto again = next_change(d);
+  CHECK(again["type"] == "result");
+  CHECK(again["rows"].size() == 3);
+  // Said on stderr just after the result is printed.
+  for (int i = 0; i < 500 && slurp(w.dir / "d.log").find("this process now leads the node") == std::string::npos; ++i)
+    std::this_thread::sleep_for(10ms);
+  CHECK_THAT(slurp(w.dir / "d.log"), Catch::Contains("this process now leads the node"));
+  CHECK(w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (4, 'after')"}).code == 0);
+  CHECK(next_change(d)["row"]["title"] == "after");
+  d.signal(SIGTERM);
+  CHECK(d.wait(10s) == 0);
+}
+
+TEST_CASE("node processes: a process without the secret, or with a secret others can read, is refused", "[process][node]") {
+  World w;
+  w.start_server();
+  Process a(with(w.client("a.db"), {"watch", "SELECT id, title FROM todo ORDER BY id", "--json"}), w.dir / "a.log");
+  REQUIRE(a.line());
+  const std::string secret = w.dir / "a.db.secret";
+  struct stat st {};
+  REQUIRE(::stat(secret.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  const std::string real = slurp(secret);
+
+  // Another secret in the file: the leader refuses the proof.
+  { std::ofstream(secret, std::ios::trunc | std::ios::binary) << std::string(32, 'x'); }
+  auto r = w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (1, 'intruder')"});
+  CHECK(r.code == 2);
+  CHECK_THAT(slurp(w.dir / "a.db.log"), Catch::Contains("refused this process"));
+
+  // The right secret, readable by others: the follower will not use it.
+  { std::ofstream(secret, std::ios::trunc | std::ios::binary) << real; }
+  REQUIRE(::chmod(secret.c_str(), 0644) == 0);
+  r = w.cmd("a.db", {"query", "SELECT * FROM todo"});
+  CHECK(r.code == 2);
+  CHECK_THAT(slurp(w.dir / "a.db.log"), Catch::Contains("must be 0600"));
+
+  // Nothing was written; with the secret restored a process joins again.
+  REQUIRE(::chmod(secret.c_str(), 0600) == 0);
+  r = w.cmd("a.db", {"query", "SELECT * FROM todo"});
+  REQUIRE(r.code == 0);
+  CHECK(nlohmann::json::parse(r.out).empty());
+  a.signal(SIGTERM);
+  CHECK(a.wait(10s) == 0);
+}
+
+TEST_CASE("node processes: a follower on another schema or another server is refused with a clear error", "[process][node]") {
+  World w;
+  w.start_server();
+  Process a(w.client("a.db"), w.dir / "a.log");  // the shell
+  // The shell has started once it answers a query.
+  a.write("query SELECT count(*) AS n FROM todo\n");
+  REQUIRE(a.line());
+  const std::string other = w.dir / "other.sql";
+  std::ofstream(other) << "CREATE TABLE note(id INTEGER PRIMARY KEY NOT NULL, body TEXT);\n";
+  auto r = run({kTandem, "client", "--db", w.dir / "a.db", "--schema", other, "query", "SELECT 1"}, w.dir / "b.log");
+  CHECK(r.code == 2);
+  CHECK_THAT(slurp(w.dir / "b.log"), Catch::Contains("same --schema"));
+  // Another --server than the leader's is refused too (its writes would reach the leader's).
+  auto args = w.client("a.db");
+  std::replace(args.begin(), args.end(), w.url, std::string("ws://127.0.0.1:9/sync"));
+  args.insert(args.end(), {"exec", "INSERT INTO todo(id, title) VALUES (1, 'elsewhere')"});
+  auto e = run(args, w.dir / "c.log");
+  CHECK(e.code == 2);
+  CHECK_THAT(slurp(w.dir / "c.log"), Catch::Contains("another server"));
+  a.close_stdin();
+  CHECK(a.wait(10s) == 0);
+}
+
+namespace {
+
+// A watch process and its copy of the result, kept from its JSON lines.
+struct Watcher {
+  std::unique_ptr<Process> p;
+  std::string log;
+  std::map<int64_t, std::string> rows;
+  int results = 0;
+
+  void apply(const nlohmann::json& j) {
+    if (j["type"] == "result") {
+      rows.clear();
+      ++results;
+      for (const auto& r : j["rows"]) rows[r["id"].get<int64_t>()] = r["title"].get<std::string>();
+    } else if (j["type"] == "removed") {
+      rows.erase(j["row"]["id"].get<int64_t>());
+    } else {
+      rows[j["row"]["id"].get<int64_t>()] = j["row"]["title"].get<std::string>();
+    }
+  }
+  // Reads lines until `done` holds; false after `within`.
+  template <class F>
+  bool until(F done, std::chrono::milliseconds within = 15s) {
+    const auto end = std::chrono::steady_clock::now() + within;
+    while (!done()) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      auto line = p->line(left);
+      if (!line) return false;
+      apply(nlohmann::json::parse(*line));
+    }
+    return true;
+  }
+  std::string render() const {
+    std::string out;
+    for (const auto& [id, title] : rows) out += std::to_string(id) + ":" + title + " ";
+    return out;
+  }
+};
+
+std::string render_rows(const std::string& json_rows) {
+  std::string out;
+  for (const auto& r : nlohmann::json::parse(json_rows)) out += std::to_string(r["id"].get<int64_t>()) + ":" + r["title"].get<std::string>() + " ";
+  return out;
+}
+
+pid_t lock_holder(const std::string& lock_file) {
+  const std::string text = slurp(lock_file);
+  if (text.rfind("pid ", 0) != 0) return 0;
+  return static_cast<pid_t>(std::stol(text.substr(4)));
+}
+
+}  // namespace
+
+TEST_CASE("node processes: kill -9 of the leader in a loop: a follower takes over each time, views stay exact, nothing acked is lost",
+          "[process][node][takeover]") {
+  World w;
+  w.start_server();
+  const std::string query = "SELECT id, title FROM todo ORDER BY id";
+  std::vector<Watcher> watchers(3);
+  int spawned = 0;
+  auto spawn = [&](Watcher& x) {
+    x = Watcher{};
+    x.log = w.dir / ("watch" + std::to_string(spawned++) + ".log");
+    x.p = std::make_unique<Process>(with(w.client("a.db"), {"watch", query, "--json"}), x.log);
+    REQUIRE(x.until([&] { return x.results == 1; }));
+  };
+  for (auto& x : watchers) spawn(x);
+
+  std::mt19937 rng(20261207);
+  std::vector<int64_t> acknowledged;
+  std::vector<double> takeover_ms;
+  const int cycles = 20;
+  for (int cycle = 0; cycle < cycles; ++cycle) {
+    INFO("cycle " << cycle);
+    // A write in flight in another process while the leader dies.
+    const int64_t id = 1 + cycle;
+    Process writer(with(w.client("a.db"), {"--timeout", "5s", "exec", "INSERT INTO todo(id, title) VALUES (?, ?)", std::to_string(id),
+                                           "w" + std::to_string(id)}),
+                   w.dir / "writer.log");
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 40));
+    const pid_t leader = lock_holder(w.dir / "a.db.lock");
+    auto victim = std::find_if(watchers.begin(), watchers.end(), [&](const Watcher& x) { return x.p->pid() == leader; });
+    REQUIRE(victim != watchers.end());  // the oldest watch process leads; writers are short-lived followers
+    const auto killed_at = std::chrono::steady_clock::now();
+    victim->p->signal(SIGKILL);
+    REQUIRE(victim->p->wait(5s) == 128 + SIGKILL);
+    // Every survivor opens the node again (one of them leads) and prints its result again.
+    for (auto& x : watchers) {
+      if (&x == &*victim) continue;
+      const int before = x.results;
+      INFO(slurp(x.log));
+      REQUIRE(x.until([&] { return x.results > before; }));
+    }
+    takeover_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - killed_at).count());
+    writer.close_stdin();
+    while (writer.line(1s)) {
+    }
+    const int code = writer.wait(30s);
+    CHECK((code == 0 || code == 3));
+    if (code == 0) acknowledged.push_back(id);
+    spawn(*victim);
+
+    // A marker write through the new leader reaches every watch; each equals the database.
+    const int64_t marker = 1000 + cycle;
+    auto r = w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (?, 'marker')", std::to_string(marker)});
+    INFO(slurp(w.dir / "a.db.log"));
+    REQUIRE(r.code == 0);
+    const std::string truth = render_rows(w.rows("a.db"));
+    for (auto& x : watchers) {
+      REQUIRE(x.until([&] { return x.rows.count(marker) == 1; }));
+      CHECK(x.render() == truth);
+    }
+  }
+  std::sort(takeover_ms.begin(), takeover_ms.end());
+  std::cout << "node takeover after kill -9 of the leader (to every survivor's view rehydrated), " << cycles
+            << " cycles: p50 " << takeover_ms[takeover_ms.size() / 2] << " ms, max " << takeover_ms.back() << " ms\n";
+  // Nothing acknowledged is lost, and another device converges with this one.
+  const auto final_rows = nlohmann::json::parse(w.rows("a.db"));
+  for (int64_t id : acknowledged)
+    CHECK(std::any_of(final_rows.begin(), final_rows.end(), [&](const nlohmann::json& r) { return r["id"] == id; }));
+  REQUIRE(w.cmd("a.db", {"sync"}).code == 0);
+  REQUIRE(w.cmd("b.db", {"sync"}).code == 0);
+  CHECK(w.rows("b.db") == w.rows("a.db"));
+  for (auto& x : watchers) {
+    x.p->signal(SIGTERM);
+    CHECK(x.p->wait(10s) == 0);
+  }
+}

@@ -1,0 +1,316 @@
+// A node spread over "processes" (actors/node.hpp): two actor systems in this test process
+// open one database file. The database lock is per open file, so the second finds it held
+// and joins the first over the real Unix-domain socket, exactly as another process would
+// (the real binary in separate processes: node_process_test.cpp).
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <caf/send.hpp>
+
+#include "actors/node.hpp"
+#include "actors/system_config.hpp"
+#include "runtime/node/wire.hpp"
+#include "runtime/sqlite/proto_value.hpp"
+#include "tests/common/temp_dir.hpp"
+
+using namespace tandem;
+using tandem::test::TempDir;
+using namespace std::chrono_literals;
+
+namespace {
+
+const char* kSchema =
+    "CREATE TABLE IF NOT EXISTS todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT CHECK (length(title) < 20), done INTEGER DEFAULT 0)";
+
+// A watcher's copy of its view, and every row event it saw ("+title" / "-title").
+struct Mirror {
+  std::mutex mu;
+  std::map<std::string, Row> rows;
+  std::vector<std::string> events;
+  bool ready = false;
+  std::string render() {
+    std::lock_guard<std::mutex> l(mu);
+    std::vector<Row> sorted;
+    for (auto& [k, r] : rows) sorted.push_back(r);
+    std::sort(sorted.begin(), sorted.end(), [](const Row& a, const Row& b) { return a[0].integer() < b[0].integer(); });
+    std::string out;
+    for (const auto& r : sorted) {
+      for (const auto& v : r) out += v.to_sql_literal() + " ";
+      out += "\n";
+    }
+    return out;
+  }
+  bool saw(const std::string& event) {
+    std::lock_guard<std::mutex> l(mu);
+    return std::find(events.begin(), events.end(), event) != events.end();
+  }
+};
+
+struct mirror_state {
+  std::shared_ptr<Mirror> mirror;
+  static inline const char* name = "node_test_watcher";
+};
+
+view_watcher_actor::behavior_type mirror_actor(view_watcher_actor::stateful_pointer<mirror_state> self, std::shared_ptr<Mirror> mirror,
+                                               ui_view_actor view) {
+  self->state.mirror = mirror;
+  self->set_default_handler(caf::drop);
+  view::WatchRequest req;
+  req.set_sql("SELECT id, title, done FROM todo");
+  self->request(view, std::chrono::seconds(30), std::move(req))
+      .then(
+          [self](view::WatchResponse& r) {
+            std::lock_guard<std::mutex> l(self->state.mirror->mu);
+            for (const auto& row : r.rows()) self->state.mirror->rows[row.key()] = from_proto(row.row());
+            self->state.mirror->ready = true;
+          },
+          [](caf::error&) {});
+  return {
+      [self](view::ViewChange& change) {
+        auto& m = *self->state.mirror;
+        std::lock_guard<std::mutex> l(m.mu);
+        for (const auto& c : change.changes()) {
+          Row row = from_proto(c.row());
+          const std::string title = row.size() > 1 ? row[1].to_sql_literal() : "?";
+          if (c.kind() == view::RowChange::REMOVED) {
+            m.rows.erase(c.key());
+            m.events.push_back("-" + title);
+          } else {
+            m.rows[c.key()] = row;
+            m.events.push_back("+" + title);
+          }
+        }
+      },
+  };
+}
+
+caf::actor_system_config& configured(caf::actor_system_config& cfg) {
+  configure_actor_system(cfg);
+  return cfg;
+}
+
+// One "process": an actor system, the node, one view and its watcher.
+struct Proc {
+  caf::actor_system_config cfg;
+  caf::actor_system system{configured(cfg)};
+  std::unique_ptr<tandem::Node> node;
+  ui_view_actor view;
+  view_watcher_actor watcher;
+  std::shared_ptr<Mirror> mirror = std::make_shared<Mirror>();
+  std::atomic<bool> lost{false};
+
+  Result<bool> open(const std::string& db, const std::string& name, const std::string& schema = kSchema) {
+    NodeConfig nc;
+    nc.database_path = db;
+    nc.schema = {schema};
+    nc.name = name;
+    nc.join_within = 2s;
+    nc.on_leader_lost = [this](const Status&) { lost = true; };
+    auto n = tandem::Node::open(system, nc);
+    if (!n.ok()) return n.status();
+    node = std::move(*n);
+    auto v = node->spawn_view("view");
+    if (!v.ok()) return v.status();
+    view = *v;
+    watcher = system.spawn(mirror_actor, mirror, view);
+    return node->is_leader();
+  }
+  ~Proc() { close(); }
+  void close() {
+    if (!node) return;
+    caf::anon_send_exit(watcher, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(view, caf::exit_reason::user_shutdown);
+    node.reset();
+    system.await_all_actors_done();
+  }
+
+  worker::WriteResponse exec(const std::string& sql) {
+    caf::scoped_actor self{system};
+    worker::WriteRequest req;
+    req.add_statements()->set_sql(sql);
+    worker::WriteResponse out;
+    self->request(node->worker(), 10s, req)
+        .receive([&](worker::WriteResponse& r) { out = std::move(r); },
+                 [&](caf::error& e) { to_proto(Status::Unavailable(caf::to_string(e)), out.mutable_error()); });
+    return out;
+  }
+  view::MutateResponse insert(int64_t id, const std::string& title) {
+    caf::scoped_actor self{system};
+    view::MutateRequest req;
+    auto* m = req.add_mutations();
+    m->set_table("todo");
+    m->mutable_insert()->add_columns("id");
+    m->mutable_insert()->add_columns("title");
+    *m->mutable_insert()->add_values() = to_proto(Value::Integer(id));
+    *m->mutable_insert()->add_values() = to_proto(Value::Text(title));
+    view::MutateResponse out;
+    self->request(view, 10s, req).receive([&](view::MutateResponse& r) { out = std::move(r); },
+                                          [&](caf::error& e) { to_proto(Status::Unavailable(caf::to_string(e)), out.mutable_error()); });
+    return out;
+  }
+  // The rows as SQLite holds them, rendered like Mirror::render.
+  std::string truth() {
+    caf::scoped_actor self{system};
+    worker::QueryRequest req;
+    req.set_sql("SELECT id, title, done FROM todo ORDER BY id");
+    std::string out;
+    self->request(node->worker(), 10s, req)
+        .receive(
+            [&](worker::QueryResponse& r) {
+              for (const auto& row : r.rows()) {
+                for (const auto& v : row.values()) out += from_proto(v).to_sql_literal() + " ";
+                out += "\n";
+              }
+            },
+            [&](caf::error& e) { out = "error: " + caf::to_string(e); });
+    return out;
+  }
+};
+
+template <class F>
+bool eventually(F f, std::chrono::milliseconds within = 10s) {
+  const auto end = std::chrono::steady_clock::now() + within;
+  while (std::chrono::steady_clock::now() < end) {
+    if (f()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return f();
+}
+
+}  // namespace
+
+TEST_CASE("node: the second opener joins the first, writes go through the leader, every view shows them", "[node]") {
+  TempDir dir;
+  const std::string db = dir / "a.db";
+  Proc a, b;
+  REQUIRE(*a.open(db, "a") == true);
+  auto joined = b.open(db, "b");
+  INFO(joined.status().to_string());
+  REQUIRE(joined.ok());
+  CHECK(*joined == false);
+  CHECK(b.node->leader_pid() == ::getpid());
+  REQUIRE(eventually([&] { return a.mirror->ready && b.mirror->ready; }));
+
+  auto w = b.exec("INSERT INTO todo(id, title) VALUES (1, 'from b')");
+  REQUIRE(w.error().code() == change::Error::OK);
+  CHECK(w.db_version() > 0);
+  CHECK(a.exec("INSERT INTO todo(id, title) VALUES (2, 'from a')").error().code() == change::Error::OK);
+  const std::string expected = "1 'from b' 0 \n2 'from a' 0 \n";
+  CHECK(a.truth() == expected);
+  CHECK(b.truth() == expected);
+  CHECK(eventually([&] { return a.mirror->render() == expected && b.mirror->render() == expected; }));
+  INFO(a.mirror->render() << "/" << b.mirror->render());
+}
+
+TEST_CASE("node: a follower's optimistic mutation shows in the leader's view, a CHECK-refused one is rolled back everywhere",
+          "[node]") {
+  TempDir dir;
+  const std::string db = dir / "a.db";
+  Proc a, b;
+  REQUIRE(*a.open(db, "a"));
+  REQUIRE(b.open(db, "b").ok());
+  REQUIRE(eventually([&] { return a.mirror->ready && b.mirror->ready; }));
+
+  auto ok = b.insert(1, "short");
+  CHECK(ok.error().code() == change::Error::OK);
+  auto refused = b.insert(2, "a title far too long for the check");
+  CHECK(refused.error().code() == change::Error::CONSTRAINT);
+  // The leader's view showed the refused mutation as pending, then took it back.
+  CHECK(eventually([&] { return a.mirror->saw("-'a title far too long for the check'"); }));
+  CHECK(a.mirror->saw("+'a title far too long for the check'"));
+  const std::string expected = "1 'short' 0 \n";
+  CHECK(a.truth() == expected);
+  CHECK(eventually([&] { return a.mirror->render() == expected && b.mirror->render() == expected; }));
+  // And the other way: the leader's mutation reaches the follower's view.
+  CHECK(a.insert(3, "from a").error().code() == change::Error::OK);
+  CHECK(eventually([&] { return b.mirror->render() == "1 'short' 0 \n3 'from a' 0 \n"; }));
+}
+
+TEST_CASE("node: a process with a wrong or exposed secret, or another schema, is refused with a clear error", "[node]") {
+  TempDir dir;
+  const std::string db = dir / "a.db";
+  Proc a;
+  REQUIRE(*a.open(db, "a"));
+  const std::string secret = node::secret_path(db);
+  const std::string real = *node::read_secret(secret);
+
+  SECTION("another schema") {
+    Proc b;
+    auto r = b.open(db, "b", "CREATE TABLE IF NOT EXISTS other(id INTEGER PRIMARY KEY)");
+    CHECK(r.status().code() == StatusCode::invalid_argument);
+    CHECK_THAT(r.status().message(), Catch::Contains("same --schema"));
+  }
+  SECTION("a wrong secret") {
+    {
+      std::ofstream out(secret, std::ios::trunc | std::ios::binary);
+      out << std::string(32, 'x');
+    }
+    Proc b;
+    auto r = b.open(db, "b");
+    CHECK(r.status().code() == StatusCode::permission_denied);
+    CHECK_THAT(r.status().message(), Catch::Contains("refused this process"));
+    CHECK_THAT(r.status().message(), Catch::Contains("wrong proof"));
+  }
+  SECTION("a secret others can read") {
+    REQUIRE(::chmod(secret.c_str(), 0644) == 0);
+    Proc b;
+    auto r = b.open(db, "b");
+    CHECK(r.status().code() == StatusCode::permission_denied);
+    CHECK_THAT(r.status().message(), Catch::Contains("must be 0600"));
+  }
+  // The leader is unaffected.
+  CHECK(a.exec("INSERT INTO todo(id, title) VALUES (1, 'still here')").error().code() == change::Error::OK);
+  (void)real;
+}
+
+TEST_CASE("node: when the leader ends, the follower hears it and its requests fail instead of hanging", "[node]") {
+  TempDir dir;
+  const std::string db = dir / "a.db";
+  auto a = std::make_unique<Proc>();
+  Proc b;
+  REQUIRE(*a->open(db, "a"));
+  REQUIRE(b.open(db, "b").ok());
+  a->close();
+  CHECK(eventually([&] { return b.lost.load(); }, 5s));
+  auto w = b.exec("INSERT INTO todo(id, title) VALUES (1, 'x')");
+  CHECK(w.error().code() != change::Error::OK);
+}
+
+TEST_CASE("node: a follower that ends with a mutation in flight leaves no phantom row in the leader's view", "[node]") {
+  TempDir dir;
+  const std::string db = dir / "a.db";
+  Proc a;
+  REQUIRE(*a.open(db, "a"));
+  for (int round = 0; round < 5; ++round) {
+    Proc b;
+    REQUIRE(b.open(db, "b").ok());
+    REQUIRE(eventually([&] { return b.mirror->ready; }));
+    // Sent without waiting, then the follower ends at once: the write may or may not have
+    // reached the leader; either way the leader's bus settles the pending overlay.
+    view::MutateRequest req;
+    auto* m = req.add_mutations();
+    m->set_table("todo");
+    m->mutable_insert()->add_columns("id");
+    m->mutable_insert()->add_columns("title");
+    *m->mutable_insert()->add_values() = to_proto(Value::Integer(100 + round));
+    *m->mutable_insert()->add_values() = to_proto(Value::Text("in flight"));
+    caf::anon_send(b.view, req);
+    b.close();
+  }
+  CHECK(eventually([&] { return a.mirror->ready && a.mirror->render() == a.truth(); }));
+  INFO(a.mirror->render() << " vs " << a.truth());
+}
