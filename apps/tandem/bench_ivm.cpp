@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "apps/tandem/bench_util.hpp"
 #include "apps/tandem/commands.hpp"
 #include "runtime/ivm/view.hpp"
 #include "runtime/query/parser.hpp"
@@ -38,32 +39,7 @@ struct Options {
   std::string dir = fs::temp_directory_path().string();
 };
 
-struct Dir {
-  fs::path path;
-  explicit Dir(const std::string& parent) {
-    std::string tmpl = (fs::path(parent) / "tandem-bench-ivm-XXXXXX").string();
-    char* p = mkdtemp(tmpl.data());
-    if (!p) throw CLI::RuntimeError(1);
-    path = p;
-  }
-  ~Dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-void check(const Status& s, const std::string& what) {
-  if (s.ok()) return;
-  std::cerr << "tandem bench ivm: " << what << ": " << s.to_string() << "\n";
-  throw CLI::RuntimeError(1);
-}
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
+void check(const Status& s, const std::string& what) { bench_check("ivm", s, what); }
 
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
@@ -131,7 +107,7 @@ double requery_ms(Database& db, const std::string& sql, size_t* rows) {
 }
 
 void run(const Options& opt) {
-  Dir dir(opt.dir);
+  BenchDir dir(opt.dir, "tandem-bench-ivm");
   std::string path = (dir.path / "bench.db").string();
   // The rows exist before Tandem opens the file (an application adopting Tandem): loaded
   // through a plain connection, then registered, which backfills their clocks.

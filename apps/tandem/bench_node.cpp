@@ -25,6 +25,7 @@
 
 #include "actors/node.hpp"
 #include "actors/system_config.hpp"
+#include "apps/tandem/bench_util.hpp"
 #include "apps/tandem/commands.hpp"
 #include "runtime/common/child_process.hpp"
 #include "runtime/sqlite/proto_value.hpp"
@@ -43,12 +44,6 @@ struct Options {
 
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
 // Latencies of ADDED rows seen by a view, and a wait for the n-th.

@@ -12,6 +12,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "apps/tandem/bench_util.hpp"
 #include "apps/tandem/commands.hpp"
 #include "runtime/store/store.hpp"
 
@@ -21,29 +22,8 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-struct BenchDir {
-  fs::path path;
-  explicit BenchDir(const std::string& parent) {
-    std::string tmpl = (fs::path(parent) / "tandem-bench-XXXXXX").string();
-    path = mkdtemp(tmpl.data());
-  }
-  ~BenchDir() { fs::remove_all(path); }
-};
-
-[[noreturn]] void fail(const Status& s, const std::string& what) {
-  std::cerr << "tandem bench schema: " << what << ": " << s.to_string() << "\n";
-  throw CLI::RuntimeError(1);
-}
-
-void check(const Status& s, const std::string& what) {
-  if (!s.ok()) fail(s, what);
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
+[[noreturn]] void fail(const Status& s, const std::string& what) { bench_fail("schema", s, what); }
+void check(const Status& s, const std::string& what) { bench_check("schema", s, what); }
 
 template <class F>
 double milliseconds(F&& body) {

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "apps/tandem/bench_util.hpp"
 #include "apps/tandem/commands.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 #include "runtime/store/store.hpp"
@@ -21,36 +22,15 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
+[[noreturn]] void fail(const Status& s, const std::string& what) { bench_fail("store", s, what); }
+void check(const Status& s, const std::string& what) { bench_check("store", s, what); }
+
 const char* kTable = "CREATE TABLE t(id INTEGER PRIMARY KEY NOT NULL, a TEXT, b INTEGER, c REAL)";
-
-struct BenchDir {
-  fs::path path;
-  explicit BenchDir(const std::string& parent) {
-    std::string tmpl = (fs::path(parent) / "tandem-bench-XXXXXX").string();
-    path = mkdtemp(tmpl.data());
-  }
-  ~BenchDir() { fs::remove_all(path); }
-};
-
-[[noreturn]] void fail(const Status& s, const std::string& what) {
-  std::cerr << "tandem bench: " << what << ": " << s.to_string() << "\n";
-  throw CLI::RuntimeError(1);
-}
-
-void check(const Status& s, const std::string& what) {
-  if (!s.ok()) fail(s, what);
-}
 
 // A CTE prefix naming the integers 0..n-1 as series(value).
 std::string series(int64_t n) {
   return "WITH RECURSIVE series(value) AS (SELECT 0 UNION ALL SELECT value + 1 FROM series WHERE value < " + std::to_string(n - 1) +
          ") ";
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }

@@ -44,6 +44,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "apps/tandem/bench_util.hpp"
 #include "apps/tandem/commands.hpp"
 #include "runtime/auth/token.hpp"
 #include "runtime/common/child_process.hpp"
@@ -69,13 +70,6 @@ struct Options {
   int rtt_samples = 2000;
   std::string dir;
 };
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
 
 [[noreturn]] void die(const std::string& m) {
   std::cerr << "tandem bench sync: " << m << "\n";

@@ -1,0 +1,66 @@
+// What every `tandem bench` subcommand shares: its scratch directory, its error exit, and
+// the order statistics its JSON lines report (one definition, so that p99 means the same in
+// every bench).
+#pragma once
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "runtime/common/status.hpp"
+
+namespace tandem::app {
+
+// A fresh directory under `parent`, removed with its contents at the end of the scope.
+struct BenchDir {
+  std::filesystem::path path;
+  explicit BenchDir(const std::string& parent, const std::string& prefix = "tandem-bench") {
+    std::string tmpl = (std::filesystem::path(parent) / (prefix + "-XXXXXX")).string();
+    if (::mkdtemp(tmpl.data()) == nullptr) {
+      std::cerr << "tandem bench: cannot create a directory under " << parent << "\n";
+      throw CLI::RuntimeError(1);
+    }
+    path = tmpl;
+  }
+  ~BenchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  BenchDir(const BenchDir&) = delete;
+  BenchDir& operator=(const BenchDir&) = delete;
+};
+
+// Exits the bench `bench` (exit code 1) saying what failed and why.
+[[noreturn]] inline void bench_fail(const char* bench, const Status& s, const std::string& what) {
+  std::cerr << "tandem bench " << bench << ": " << what << ": " << s.to_string() << "\n";
+  throw CLI::RuntimeError(1);
+}
+
+// bench_fail when `s` is an error.
+inline void bench_check(const char* bench, const Status& s, const std::string& what) {
+  if (!s.ok()) bench_fail(bench, s, what);
+}
+
+inline double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// The nearest-rank percentile, p in [0, 1].
+inline double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+}  // namespace tandem::app
