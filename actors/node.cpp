@@ -33,10 +33,9 @@ Result<std::unique_ptr<Node>> Node::open(caf::actor_system& system, NodeConfig c
       n->worker_ = *worker;
       n->bus_ = spawn_tab_bus(system, n->worker_, cfg.name + "/tab_bus");
       if (cfg.sync) n->syncer_ = actors::spawn_peer_syncer(system, n->worker_, *cfg.sync);
-      Result<std::string> secret = Status::Ok();
-      std::string why;
       if (!database_lock_path(cfg.database_path).empty()) {
-        secret = node::ensure_secret(node::secret_path(cfg.database_path));
+        std::string why;
+        auto secret = node::ensure_secret(node::secret_path(cfg.database_path));
         if (secret.ok()) {
           NodeLeaderConfig lc;
           lc.database_path = cfg.database_path;
