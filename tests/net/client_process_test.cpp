@@ -30,32 +30,6 @@ using namespace tandem_process_test;
 
 namespace {
 
-// A loopback TCP socket bound to a port. listen() without accept(): connections complete
-// (the kernel's backlog) and then hear nothing, like a server that hangs. Without listen():
-// connections to the port are refused.
-class LoopbackPort {
- public:
-  explicit LoopbackPort(bool listening) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    socklen_t len = sizeof a;
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    port_ = ntohs(a.sin_port);
-    if (listening) REQUIRE(::listen(fd_, 16) == 0);
-  }
-  ~LoopbackPort() { ::close(fd_); }
-  uint16_t port() const { return port_; }
-  std::string url(const std::string& scheme = "ws") const { return scheme + "://127.0.0.1:" + std::to_string(port_) + "/sync"; }
-
- private:
-  int fd_ = -1;
-  uint16_t port_ = 0;
-};
-
 // A child process on a pseudo-terminal (its controlling terminal, stdin, stdout and stderr):
 // Ctrl-C and Ctrl-D are typed as a user would, and the prompt is read from the terminal.
 class PtyProcess {

@@ -6,6 +6,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -38,6 +41,33 @@ inline constexpr std::chrono::milliseconds kStopWithin{1000};
 inline const char* kSchema = "CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT, done INTEGER DEFAULT 0);\n";
 
 using tandem::test::TempDir;
+
+// A loopback TCP socket bound to a port. listen() without accept(): connections complete
+// (the kernel's backlog) and then hear nothing, like a server that hangs. Without listen():
+// connections to the port are refused.
+class LoopbackPort {
+ public:
+  explicit LoopbackPort(bool listening) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    socklen_t len = sizeof a;
+    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port_ = ntohs(a.sin_port);
+    if (listening) REQUIRE(::listen(fd_, 16) == 0);
+  }
+  ~LoopbackPort() { ::close(fd_); }
+  uint16_t port() const { return port_; }
+  std::string url(const std::string& scheme = "ws") const { return scheme + "://127.0.0.1:" + std::to_string(port_) + "/sync"; }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
+
 
 // A child process with stdin and stdout as pipes and stderr to a file (runtime's
 // ChildProcess, with failures as test failures). Killed with SIGKILL if still running at the end.

@@ -20,28 +20,6 @@ using namespace tandem_process_test;
 
 namespace {
 
-// A loopback port bound without listen(): connections to it are refused at once.
-class RefusingPort {
- public:
-  RefusingPort() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    socklen_t len = sizeof a;
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    port_ = ntohs(a.sin_port);
-  }
-  ~RefusingPort() { ::close(fd_); }
-  std::string url() const { return "ws://127.0.0.1:" + std::to_string(port_) + "/sync"; }
-
- private:
-  int fd_ = -1;
-  uint16_t port_ = 0;
-};
-
 const char* kV1 = "CREATE TABLE todo(id INTEGER PRIMARY KEY, title TEXT);\n";
 const char* kV2 =
     "CREATE TABLE todo(id INTEGER PRIMARY KEY, title TEXT,\n"
@@ -57,7 +35,7 @@ const char* kV3 =
 
 struct Device {
   World& world;
-  RefusingPort& port;
+  LoopbackPort& port;
   std::string db = world.dir / "device.db";
 
   std::string schema_file(const std::string& name, const char* text) {
@@ -80,7 +58,7 @@ struct Device {
 
 TEST_CASE("a device reopened with an additive schema keeps its rows and uses the new columns", "[process][schema]") {
   World world;
-  RefusingPort port;
+  LoopbackPort port(/*listening=*/false);  // connections are refused at once
   Device device{world, port};
   const std::string v1 = device.schema_file("v1.sql", kV1);
   const std::string v2 = device.schema_file("v2.sql", kV2);
