@@ -103,6 +103,23 @@ void close(caf::actor_system& system, Opened opened) {
   system.await_all_actors_done();
 }
 
+// One JSON line of the latencies `seen` recorded along `path`.
+void print_latencies(Seen& seen, const std::string& path) {
+  std::vector<double> us;
+  {
+    std::lock_guard<std::mutex> lock(seen.mu);
+    us = seen.us;
+  }
+  std::cout << nlohmann::json{{"bench", "node"},
+                              {"path", path},
+                              {"changes", us.size()},
+                              {"us_p50", percentile(us, 0.5)},
+                              {"us_p99", percentile(us, 0.99)},
+                              {"us_max", percentile(us, 1.0)}}
+                   .dump()
+            << std::endl;
+}
+
 // The child: joins, says "ready", prints its latencies once it saw `count` rows.
 void run_follower(const Options& opt) {
   caf::actor_system_config cfg;
@@ -113,19 +130,7 @@ void run_follower(const Options& opt) {
   if (opened.node->is_leader()) die("--follower found no leader");
   std::cout << "ready" << std::endl;
   if (!seen.wait_for(static_cast<size_t>(opt.count), std::chrono::minutes(10))) die("not every write reached the follower's view");
-  std::vector<double> us;
-  {
-    std::lock_guard<std::mutex> lock(seen.mu);
-    us = seen.us;
-  }
-  std::cout << nlohmann::json{{"bench", "node"},
-                              {"path", "write in process A -> change in a watched query in process B"},
-                              {"changes", us.size()},
-                              {"us_p50", percentile(us, 0.5)},
-                              {"us_p99", percentile(us, 0.99)},
-                              {"us_max", percentile(us, 1.0)}}
-                   .dump()
-            << std::endl;
+  print_latencies(seen, "write in process A -> change in a watched query in process B");
   close(system, std::move(opened));
 }
 
@@ -174,19 +179,7 @@ void run_leader(const Options& opt) {
   if (!line) die("the follower printed no result (see " + co.stderr_file + ")");
   std::cout << *line << std::endl;
   (*child)->wait(std::chrono::seconds(30));
-  std::vector<double> us;
-  {
-    std::lock_guard<std::mutex> lock(local.mu);
-    us = local.us;
-  }
-  std::cout << nlohmann::json{{"bench", "node"},
-                              {"path", "baseline: write -> change in a watched query in the same process"},
-                              {"changes", us.size()},
-                              {"us_p50", percentile(us, 0.5)},
-                              {"us_p99", percentile(us, 0.99)},
-                              {"us_max", percentile(us, 1.0)}}
-                   .dump()
-            << std::endl;
+  print_latencies(local, "baseline: write -> change in a watched query in the same process");
   close(system, std::move(opened));
   if (opt.dir.empty() && std::system(("rm -rf '" + dir + "'").c_str()) != 0) std::cerr << "tandem bench node: could not remove " << dir << "\n";
 }
