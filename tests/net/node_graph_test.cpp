@@ -33,9 +33,12 @@
 #include "runtime/sqlite/proto_value.hpp"
 
 #include "tests/common/temp_dir.hpp"
+#include "tests/net/view_mirror.hpp"
 
 using namespace tandem;
 using tandem::test::TempDir;
+using tandem::test::Mirror;
+using tandem::test::mirror_actor;
 using namespace std::chrono_literals;
 
 namespace {
@@ -47,57 +50,6 @@ const char* kSchema = "CREATE TABLE IF NOT EXISTS todo(id INTEGER PRIMARY KEY NO
 caf::actor_system_config& make_config(caf::actor_system_config& cfg) {
   configure_actor_system(cfg);
   return cfg;
-}
-
-// What a node's view shows: the watched query's rows, kept by applying every ViewChange
-// (unordered view: rows by key), rendered like Graph::rows.
-struct Mirror {
-  std::mutex mu;
-  std::map<std::string, Row> rows;
-  bool ready = false;
-
-  std::string render() {
-    std::lock_guard<std::mutex> l(mu);
-    std::vector<Row> sorted;
-    for (auto& [k, r] : rows) sorted.push_back(r);
-    std::sort(sorted.begin(), sorted.end(), [](const Row& a, const Row& b) { return a[0].integer() < b[0].integer(); });
-    std::string out;
-    for (const auto& r : sorted) {
-      for (const auto& v : r) out += v.to_sql_literal() + " ";
-      out += "\n";
-    }
-    return out;
-  }
-};
-
-struct mirror_state {
-  std::shared_ptr<Mirror> mirror;
-  static inline const char* name = "test_watcher";
-};
-
-view_watcher_actor::behavior_type mirror_actor(view_watcher_actor::stateful_pointer<mirror_state> self,
-                                               std::shared_ptr<Mirror> mirror, ui_view_actor view) {
-  self->state.mirror = mirror;
-  self->set_default_handler(caf::drop);
-  view::WatchRequest req;
-  req.set_sql("SELECT id, title, done FROM todo");
-  self->request(view, std::chrono::seconds(30), std::move(req))
-      .then(
-          [self](view::WatchResponse& r) {
-            std::lock_guard<std::mutex> l(self->state.mirror->mu);
-            for (const auto& row : r.rows()) self->state.mirror->rows[row.key()] = from_proto(row.row());
-            self->state.mirror->ready = true;
-          },
-          [](caf::error&) {});
-  return {
-      [self](view::ViewChange& change) {
-        std::lock_guard<std::mutex> l(self->state.mirror->mu);
-        for (const auto& c : change.changes()) {
-          if (c.kind() == view::RowChange::REMOVED) self->state.mirror->rows.erase(c.key());
-          else self->state.mirror->rows[c.key()] = from_proto(c.row());
-        }
-      },
-  };
 }
 
 struct Node {

@@ -26,77 +26,18 @@
 #include "runtime/node/wire.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 #include "tests/common/temp_dir.hpp"
+#include "tests/net/view_mirror.hpp"
 
 using namespace tandem;
 using tandem::test::TempDir;
+using tandem::test::Mirror;
+using tandem::test::mirror_actor;
 using namespace std::chrono_literals;
 
 namespace {
 
 const char* kSchema =
     "CREATE TABLE IF NOT EXISTS todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT CHECK (length(title) < 20), done INTEGER DEFAULT 0)";
-
-// A watcher's copy of its view, and every row event it saw ("+title" / "-title").
-struct Mirror {
-  std::mutex mu;
-  std::map<std::string, Row> rows;
-  std::vector<std::string> events;
-  bool ready = false;
-  std::string render() {
-    std::lock_guard<std::mutex> l(mu);
-    std::vector<Row> sorted;
-    for (auto& [k, r] : rows) sorted.push_back(r);
-    std::sort(sorted.begin(), sorted.end(), [](const Row& a, const Row& b) { return a[0].integer() < b[0].integer(); });
-    std::string out;
-    for (const auto& r : sorted) {
-      for (const auto& v : r) out += v.to_sql_literal() + " ";
-      out += "\n";
-    }
-    return out;
-  }
-  bool saw(const std::string& event) {
-    std::lock_guard<std::mutex> l(mu);
-    return std::find(events.begin(), events.end(), event) != events.end();
-  }
-};
-
-struct mirror_state {
-  std::shared_ptr<Mirror> mirror;
-  static inline const char* name = "node_test_watcher";
-};
-
-view_watcher_actor::behavior_type mirror_actor(view_watcher_actor::stateful_pointer<mirror_state> self, std::shared_ptr<Mirror> mirror,
-                                               ui_view_actor view) {
-  self->state.mirror = mirror;
-  self->set_default_handler(caf::drop);
-  view::WatchRequest req;
-  req.set_sql("SELECT id, title, done FROM todo");
-  self->request(view, std::chrono::seconds(30), std::move(req))
-      .then(
-          [self](view::WatchResponse& r) {
-            std::lock_guard<std::mutex> l(self->state.mirror->mu);
-            for (const auto& row : r.rows()) self->state.mirror->rows[row.key()] = from_proto(row.row());
-            self->state.mirror->ready = true;
-          },
-          [](caf::error&) {});
-  return {
-      [self](view::ViewChange& change) {
-        auto& m = *self->state.mirror;
-        std::lock_guard<std::mutex> l(m.mu);
-        for (const auto& c : change.changes()) {
-          Row row = from_proto(c.row());
-          const std::string title = row.size() > 1 ? row[1].to_sql_literal() : "?";
-          if (c.kind() == view::RowChange::REMOVED) {
-            m.rows.erase(c.key());
-            m.events.push_back("-" + title);
-          } else {
-            m.rows[c.key()] = row;
-            m.events.push_back("+" + title);
-          }
-        }
-      },
-  };
-}
 
 caf::actor_system_config& configured(caf::actor_system_config& cfg) {
   configure_actor_system(cfg);
