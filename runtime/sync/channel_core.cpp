@@ -221,7 +221,24 @@ Status ChannelCore::push(uint64_t session, sync::Push push) {
   return Status::Ok();
 }
 
+namespace {
+// Sets a flag for one scope (emitting_ during flush and client_ack).
+struct FlagScope {
+  bool& flag;
+  explicit FlagScope(bool& f) : flag(f) { flag = true; }
+  ~FlagScope() { flag = false; }
+};
+}  // namespace
+
+void ChannelCore::put(Outbox& out, Outgoing&& o) {
+  if (emitting_ && emit_ && !o.close_after)
+    emit_(std::move(o));
+  else
+    out.push_back(std::move(o));
+}
+
 Outbox ChannelCore::flush() {
+  FlagScope emitting(emitting_);
   Outbox out;
   // One merge per session per flush: a session's queued batches are contiguous, so they
   // are one batch.
@@ -330,7 +347,7 @@ Outbox ChannelCore::flush() {
         m.ack_dirty = true;
         ack.envelope.mutable_ack()->set_forwarded_db_version(head);
       }
-      out.push_back(std::move(ack));
+      put(out, std::move(ack));
     }
   }
   ReadCache cache;
@@ -394,11 +411,12 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
     m.sent = to;
     m.resume = resume_after;
     ++stats_.forwards;
-    out.push_back(std::move(fwd));
+    put(out, std::move(fwd));
   }
 }
 
 Result<Outbox> ChannelCore::client_ack(uint64_t session, const sync::ClientAck& ack) {
+  FlagScope emitting(emitting_);
   auto it = members_.find(session);
   if (it == members_.end()) return Status::InvalidArgument("client ack from a session that has not joined");
   Member& m = it->second;
