@@ -27,23 +27,30 @@ struct channel_state {
 
 using self_ptr = channel_impl::stateful_pointer<channel_state>;
 
+// Sends one message to its session; returns the session's entry (end() when it is gone).
+std::map<uint64_t, envelope_sink>::iterator send_one(self_ptr self, sync_channel::Outgoing& o) {
+  auto it = self->state.sessions.find(o.session);
+  if (it == self->state.sessions.end()) return it;
+  if (o.envelope.has_forward() && spdlog::should_log(spdlog::level::debug))
+    spdlog::debug("hop=server.forward user={} session={} seq={} server_v=({},{}] changes={} cells=\"{}\"",
+                  self->state.user, o.session, o.envelope.forward().seq(),
+                  o.envelope.forward().batch().from_db_version(), o.envelope.forward().batch().to_db_version(),
+                  o.envelope.forward().batch().changes_size(), sync_frames::cells(o.envelope.forward().batch()));
+  else if (o.envelope.has_ack())
+    spdlog::debug("hop=server.ack user={} session={} seq={} client_v={} server_v={}", self->state.user, o.session,
+                  o.envelope.ack().seq(), o.envelope.ack().client_acked_db_version(),
+                  o.envelope.ack().server_db_version());
+  else if (o.envelope.has_error())
+    spdlog::warn("hop=server.error user={} session={} {}", self->state.user, o.session,
+                 sync_frames::describe(o.envelope));
+  self->send(it->second, std::move(o.envelope));
+  return it;
+}
+
 void deliver(self_ptr self, sync_channel::Outbox out) {
   for (auto& o : out) {
-    auto it = self->state.sessions.find(o.session);
+    auto it = send_one(self, o);
     if (it == self->state.sessions.end()) continue;
-    if (o.envelope.has_forward() && spdlog::should_log(spdlog::level::debug))
-      spdlog::debug("hop=server.forward user={} session={} seq={} server_v=({},{}] changes={} cells=\"{}\"",
-                    self->state.user, o.session, o.envelope.forward().seq(),
-                    o.envelope.forward().batch().from_db_version(), o.envelope.forward().batch().to_db_version(),
-                    o.envelope.forward().batch().changes_size(), sync_frames::cells(o.envelope.forward().batch()));
-    else if (o.envelope.has_ack())
-      spdlog::debug("hop=server.ack user={} session={} seq={} client_v={} server_v={}", self->state.user, o.session,
-                    o.envelope.ack().seq(), o.envelope.ack().client_acked_db_version(),
-                    o.envelope.ack().server_db_version());
-    else if (o.envelope.has_error())
-      spdlog::warn("hop=server.error user={} session={} {}", self->state.user, o.session,
-                   sync_frames::describe(o.envelope));
-    self->send(it->second, std::move(o.envelope));
     if (o.close_after) {
       self->state.core->leave(o.session);
       self->state.sessions.erase(it);
@@ -73,6 +80,7 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
   auto opened = sync_channel::ChannelCore::open(path, options);
   if (opened.ok()) {
     self->state.core = std::move(opened).value();
+    self->state.core->set_emit([self](sync_channel::Outgoing&& o) { send_one(self, o); });
     spdlog::info("hop=server.channel_open user={} file={} db_version={}", user, path, self->state.core->db_version());
   } else {
     self->state.open_error = opened.status().to_string();

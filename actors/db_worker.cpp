@@ -177,7 +177,7 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
       [self](const worker::PeerAckRequest& req) -> worker::PeerStatus {
         auto site = site_from_bytes(req.peer_site_id());
         if (!site) return error_response<worker::PeerStatus>(Status::InvalidArgument("peer site id must be 16 bytes"));
-        Status s = self->state.store->record_peer_ack(*site, req.acked_db_version());
+        Status s = self->state.store->record_peer_ack(*site, req.acked_db_version(), req.received_db_version());
         if (!s.ok()) return error_response<worker::PeerStatus>(s);
         return peer_status(*self->state.store, req.peer_site_id());
       },

@@ -275,7 +275,13 @@ net::Server::AcceptFn make_session_acceptor(caf::actor_system& system, std::shar
   return [&system, config, directory](const std::shared_ptr<net::Connection>& connection) {
     session_actor s = system.spawn(session, connection, config, directory);
     net::Handler h;
-    h.on_frame = [s](std::string frame) { caf::anon_send(s, frame_atom::value, std::move(frame)); };
+    h.on_frame = [s, weak = std::weak_ptr<net::Connection>(connection)](std::string frame) {
+      if (auto pong = sync_frames::pong_for(frame)) {
+        if (auto c = weak.lock()) c->send(std::move(*pong));
+        return;
+      }
+      caf::anon_send(s, frame_atom::value, std::move(frame));
+    };
     h.on_close = [s](const Status& why) { caf::anon_send(s, closed_atom::value, why.message()); };
     return h;
   };

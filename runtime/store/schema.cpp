@@ -32,6 +32,17 @@ bool real_affinity(const std::string& declared_type) {
   return t.find("REAL") != std::string::npos || t.find("FLOA") != std::string::npos || t.find("DOUB") != std::string::npos;
 }
 
+// `word` occurs in `text` as a whole word (not inside a longer identifier).
+bool mentions_word(const std::string& text, const std::string& word) {
+  auto ident = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+  for (size_t at = text.find(word); at != std::string::npos; at = text.find(word, at + 1)) {
+    const bool starts = at == 0 || !ident(text[at - 1]);
+    const bool ends = at + word.size() == text.size() || !ident(text[at + word.size()]);
+    if (starts && ends) return true;
+  }
+  return false;
+}
+
 Status refuse(const std::string& table, const std::string& why) {
   return Status::Unsupported("table " + table + " cannot be replicated: " + why);
 }
@@ -116,6 +127,14 @@ Result<TableInfo> inspect_table(Database& db, const std::string& requested) {
   }
 
   TANDEM_ASSIGN_OR_RETURN(info.columns, read_columns(db, info.name));
+  {
+    TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1"));
+    TANDEM_RETURN_IF_ERROR(st->bind(1, Value::Text(info.name)));
+    TANDEM_ASSIGN_OR_RETURN(bool found, st->step());
+    // A false positive (a column named "check") only costs the pragma; a table whose SQL
+    // cannot be read is treated as having one.
+    info.may_have_check = !found || st->column(0).is_null() || mentions_word(upper(st->column(0).bytes()), "CHECK");
+  }
   for (const auto& c : info.columns) {
     if (c.generated) return refuse(info.name, "generated column " + c.name + " is not supported");
     if (c.name == "-1") return refuse(info.name, "a column named \"-1\" would clash with the row sentinel");

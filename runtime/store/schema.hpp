@@ -42,6 +42,10 @@ struct TableInfo {
   std::vector<int> pk_columns;       // indexes into columns, in primary-key order
   std::vector<int> value_columns;    // non-key columns, in declared order (clock layout)
   bool integer_pk = false;           // a single INTEGER PRIMARY KEY (the rowid)
+  // The definition may hold a CHECK constraint (the word CHECK appears in its SQL): merges
+  // switch CHECKs off only around such tables, since the pragma that does it expires every
+  // compiled statement of the connection.
+  bool may_have_check = false;
   // Cells of the table's clock records in their original forms (store_format.hpp): its value
   // columns when it was registered. Set by the store, not by inspect_table.
   size_t base_cells = 0;

@@ -1006,9 +1006,11 @@ Result<PeerCursor> Store::peer(const SiteId& peer) {
 
 Status Store::record_peer_acks(const std::vector<std::pair<SiteId, int64_t>>& acks) {
   if (acks.empty()) return Status::Ok();
+  SyncScope mode(*impl_, CommitSync::kDeferred);
+  TANDEM_RETURN_IF_ERROR(mode.status());
   Transaction txn(*impl_->db);
   TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
-  for (const auto& [peer, acked] : acks) TANDEM_RETURN_IF_ERROR(record_peer_ack(peer, acked));
+  for (const auto& [peer, acked] : acks) TANDEM_RETURN_IF_ERROR(impl_->write_peer_cursor(peer, acked, 0));
   return txn.commit();
 }
 
@@ -1079,12 +1081,19 @@ Result<std::vector<PeerRecord>> Store::peers() {
   return out;
 }
 
-Status Store::record_peer_ack(const SiteId& peer, int64_t acked) {
-  TANDEM_ASSIGN_OR_RETURN(auto st, impl_->db->cached(
-      "INSERT INTO tandem_peers(site_id, acked) VALUES (?1, ?2) "
-      "ON CONFLICT(site_id) DO UPDATE SET acked = max(acked, excluded.acked)"));
+Status Store::record_peer_ack(const SiteId& peer, int64_t acked, int64_t received) {
+  SyncScope mode(*impl_, CommitSync::kDeferred);
+  TANDEM_RETURN_IF_ERROR(mode.status());
+  return impl_->write_peer_cursor(peer, acked, received);
+}
+
+Status Store::Impl::write_peer_cursor(const SiteId& peer, int64_t acked, int64_t received) {
+  TANDEM_ASSIGN_OR_RETURN(auto st, db->cached(
+      "INSERT INTO tandem_peers(site_id, acked, received) VALUES (?1, ?2, ?3) "
+      "ON CONFLICT(site_id) DO UPDATE SET acked = max(acked, excluded.acked), received = max(received, excluded.received)"));
   TANDEM_RETURN_IF_ERROR(st->bind(1, Value::Blob(site_bytes(peer))));
   TANDEM_RETURN_IF_ERROR(st->bind_int64(2, acked));
+  TANDEM_RETURN_IF_ERROR(st->bind_int64(3, received));
   return st->run();
 }
 

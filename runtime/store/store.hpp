@@ -182,9 +182,12 @@ class Store {
   // Every peer this store has merged from or recorded an ack of, the one it received the
   // most from first (a client's server).
   Result<std::vector<PeerRecord>> peers();
-  // Records that `peer` holds every change of ours up to `acked` (monotonic).
-  Status record_peer_ack(const SiteId& peer, int64_t acked);
-  // Several peers' acks in one transaction (as record_peer_ack each).
+  // Records that `peer` holds every change of ours up to `acked`, and, when `received` > 0,
+  // that every change of the peer's up to `received` is merged here (both monotonic). A
+  // deferred commit (no fsync, CommitSync::kDeferred): an ack lost to a power loss is told
+  // again by the peer (docs/protocol.md, "Durability"), so it is not worth an fsync per push.
+  Status record_peer_ack(const SiteId& peer, int64_t acked, int64_t received = 0);
+  // Several peers' acks in one deferred transaction (as record_peer_ack each).
   Status record_peer_acks(const std::vector<std::pair<SiteId, int64_t>>& acks);
 
   // Values that Tandem's layers above the store keep in the file (the sync binding):

@@ -116,6 +116,10 @@ class Store::Impl {
   // Rebuilds tandem_changelog from the clock records when it has outgrown them.
   Status compact_changelog_if_needed();
 
+  // Raises tandem_peers' cursors of `peer` (acked, and received when > 0) in the caller's
+  // transaction or its own.
+  Status write_peer_cursor(const SiteId& peer, int64_t acked, int64_t received);
+
   // Puts the connection in synchronous=FULL or NORMAL (nothing when it already is).
   Status set_synchronous(bool full);
 

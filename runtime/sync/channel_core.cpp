@@ -221,7 +221,24 @@ Status ChannelCore::push(uint64_t session, sync::Push push) {
   return Status::Ok();
 }
 
+namespace {
+// Sets a flag for one scope (emitting_ during flush and client_ack).
+struct FlagScope {
+  bool& flag;
+  explicit FlagScope(bool& f) : flag(f) { flag = true; }
+  ~FlagScope() { flag = false; }
+};
+}  // namespace
+
+void ChannelCore::put(Outbox& out, Outgoing&& o) {
+  if (emitting_ && emit_ && !o.close_after)
+    emit_(std::move(o));
+  else
+    out.push_back(std::move(o));
+}
+
 Outbox ChannelCore::flush() {
+  FlagScope emitting(emitting_);
   Outbox out;
   // One merge per session per flush: a session's queued batches are contiguous, so they
   // are one batch.
@@ -248,6 +265,7 @@ Outbox ChannelCore::flush() {
     jobs.push_back(std::move(job));
   }
   if (jobs.empty()) return out;
+  const int64_t before = store_->db_version();
 
   // Group commit: every merge but the last is deferred (no fsync); the last one commits with
   // an fsync of the WAL, which makes all of them durable. If the last one is refused, or its
@@ -311,6 +329,7 @@ Outbox ChannelCore::flush() {
     }
     ++stats_.group_commits;
     durability_owed_ = false;
+    const int64_t head = store_->db_version();
     for (auto& [session, seq] : to_ack) {
       Member& m = members_.at(session);
       m.acked_push_seq = seq;
@@ -319,8 +338,16 @@ Outbox ChannelCore::flush() {
       ack.session = session;
       ack.envelope.mutable_ack()->set_seq(seq);
       ack.envelope.mutable_ack()->set_client_acked_db_version(cursor.ok() ? cursor->received : 0);
-      ack.envelope.mutable_ack()->set_server_db_version(store_->db_version());
-      out.push_back(std::move(ack));
+      ack.envelope.mutable_ack()->set_server_db_version(head);
+      // The pusher alone was merged and it holds everything before: the new versions are
+      // all its own, so instead of an empty forward the Ack moves its cursor (saving the
+      // client a merge and an ack, and the server a read and a send per push).
+      if (merged_sites.size() == 1 && m.sent == before && m.in_flight.empty() && m.resume.empty() && head > before) {
+        m.sent = m.acked = head;
+        m.ack_dirty = true;
+        ack.envelope.mutable_ack()->set_forwarded_db_version(head);
+      }
+      put(out, std::move(ack));
     }
   }
   ReadCache cache;
@@ -384,11 +411,12 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
     m.sent = to;
     m.resume = resume_after;
     ++stats_.forwards;
-    out.push_back(std::move(fwd));
+    put(out, std::move(fwd));
   }
 }
 
 Result<Outbox> ChannelCore::client_ack(uint64_t session, const sync::ClientAck& ack) {
+  FlagScope emitting(emitting_);
   auto it = members_.find(session);
   if (it == members_.end()) return Status::InvalidArgument("client ack from a session that has not joined");
   Member& m = it->second;

@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -92,6 +93,14 @@ class ChannelCore {
   Status checkpoint();
   bool has_unrecorded_acks() const;
 
+  // Where flush() and client_ack() put each message as it is produced, instead of in the
+  // Outbox they return: the channel actor sends it at once, so the first session of a
+  // fan-out to many does not wait for the last one's forward to be built. Messages that
+  // close their session (close_after) still come back in the Outbox, for the caller to act
+  // on. join() returns everything (its caller registers the session first).
+  using Emit = std::function<void(Outgoing&&)>;
+  void set_emit(Emit emit) { emit_ = std::move(emit); }
+
   size_t session_count() const { return members_.size(); }
   int64_t db_version() const;
   const SiteId& site_id() const;
@@ -130,9 +139,13 @@ class ChannelCore {
 
   ChannelCore(std::unique_ptr<Store> store, const ChannelOptions& options);
   void pump(uint64_t session, Member& m, ReadCache& cache, Outbox& out);
+  // To emit_ while emitting_ (and the message keeps its session open), else into `out`.
+  void put(Outbox& out, Outgoing&& o);
 
   std::unique_ptr<Store> store_;
   ChannelOptions options_;
+  Emit emit_;
+  bool emitting_ = false;  // inside flush() or client_ack()
   std::map<uint64_t, Member> members_;
   size_t pending_pushes_ = 0;
   bool durability_owed_ = false;  // merges were committed without the fsync their acks need

@@ -546,11 +546,12 @@ void ClientCore::on_welcome(Outbox& out, const sync::Welcome& w) {
 // only once that is recorded, so that a process that exits right after (`tandem client
 // exec`) tells the server the same in its next hello (a device that knows of less than the
 // server holds of its site is refused as a copy, docs/protocol.md).
-void ClientCore::record_ack(Outbox& out) {
+void ClientCore::record_ack(Outbox& out, int64_t received) {
   RecordAck rec;
   rec.ticket = AckTicket{client_acked_, site_};
   rec.request.set_peer_site_id(server_site_);
   rec.request.set_acked_db_version(client_acked_);
+  rec.request.set_received_db_version(received);
   out.emplace_back(std::move(rec));
 }
 
@@ -576,11 +577,16 @@ void ClientCore::on_ack(Outbox& out, const sync::Ack& ack) {
   }
   client_acked_ = std::max(client_acked_, ack.client_acked_db_version());
   server_known_ = std::max(server_known_, ack.server_db_version());
+  // The server only advances the cursor this way once every forward before it is
+  // acknowledged, so every merge of this connection has committed; a merge still in flight
+  // would mean a forward the server thinks acknowledged, and then the cursor stays put.
+  int64_t received = 0;
+  if (ack.forwarded_db_version() > cursor_ && merges_in_flight_ == 0) received = cursor_ = ack.forwarded_db_version();
   log(LogLevel::debug, [&] {
     return "hop=client.acked seq=" + std::to_string(ack.seq()) + " client_v=" + std::to_string(ack.client_acked_db_version()) +
-           " server_v=" + std::to_string(ack.server_db_version());
+           " server_v=" + std::to_string(ack.server_db_version()) + " forwarded_v=" + std::to_string(ack.forwarded_db_version());
   });
-  record_ack(out);
+  record_ack(out, received);
   try_push(out);
   settle_waiters(out);
 }

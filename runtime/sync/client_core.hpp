@@ -246,7 +246,8 @@ class ClientCore {
   void drop_link(Outbox& out, const std::string& why);
   void protocol_failure(Outbox& out, const sync::Error& error, const std::string& why);
   void try_push(Outbox& out);
-  void record_ack(Outbox& out);
+  // Records client_acked_, and the server's cursor when `received` > 0 (Ack.forwarded_db_version).
+  void record_ack(Outbox& out, int64_t received = 0);
   void on_envelope(Outbox& out, sync::Envelope& e);
   void on_welcome(Outbox& out, const sync::Welcome& w);
   void on_ack(Outbox& out, const sync::Ack& ack);

@@ -24,6 +24,18 @@ Decoded decode(const std::string& frame) {
 
 std::string encode(const sync::Envelope& envelope) { return envelope.SerializeAsString(); }
 
+std::optional<std::string> pong_for(const std::string& frame) {
+  // Envelope.ping is field 8, length-delimited: tag byte 0x42. A Ping envelope is at most
+  // 1 + 1 + 11 bytes; anything larger or starting otherwise is not one.
+  constexpr char kPingTag = (8 << 3) | 2;
+  if (frame.empty() || frame.size() > 16 || frame[0] != kPingTag) return std::nullopt;
+  sync::Envelope e;
+  if (!e.ParseFromString(frame) || e.kind_case() != sync::Envelope::kPing) return std::nullopt;
+  sync::Envelope pong;
+  pong.mutable_pong()->set_nonce(e.ping().nonce());
+  return encode(pong);
+}
+
 size_t fragment_bytes_for(uint64_t max_frame_bytes) {
   if (max_frame_bytes == 0) return kFragmentBytes;
   return static_cast<size_t>(std::clamp<uint64_t>(max_frame_bytes > 64 ? max_frame_bytes - 64 : 1, 1, kFragmentBytes));

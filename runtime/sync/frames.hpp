@@ -28,6 +28,11 @@ Decoded decode(const std::string& frame);
 
 std::string encode(const sync::Envelope& envelope);
 
+// The Pong frame answering `frame` when it is a Ping, else nullopt. Cheap for every other
+// frame (it looks at the size and the first byte), so a connection's I/O thread can answer
+// pings itself instead of sending them through an actor and back (two thread hops).
+std::optional<std::string> pong_for(const std::string& frame);
+
 // Fragments (docs/protocol.md, "Fragments"): a Push or Forward whose serialized Envelope is
 // larger than kFragmentBytes travels as consecutive Fragment frames of kFragmentBytes of it
 // each (the last one shorter), so that no frame comes near the transport's limit.

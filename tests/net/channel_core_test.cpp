@@ -105,13 +105,13 @@ TEST_CASE("a push is merged, acked after the group commit, and forwarded to the 
   CHECK(ch.stats().group_commits == 1);
 
   auto to_a = for_session(out, 1);
-  REQUIRE(to_a.size() == 2);  // the ack, then a forward without its own changes
+  // The ack alone: the new versions are all a's, so the ack moves a's cursor instead of an
+  // empty forward.
+  REQUIRE(to_a.size() == 1);
   REQUIRE(to_a[0].has_ack());
   CHECK(to_a[0].ack().seq() == 1);
   CHECK(to_a[0].ack().client_acked_db_version() == a->db_version());
-  REQUIRE(to_a[1].has_forward());
-  CHECK(to_a[1].forward().batch().changes_size() == 0);
-  CHECK(to_a[1].forward().batch().to_db_version() == ch.db_version());
+  CHECK(to_a[0].ack().forwarded_db_version() == ch.db_version());
 
   auto to_b = for_session(out, 2);
   REQUIRE(to_b.size() == 1);
@@ -132,6 +132,48 @@ TEST_CASE("a push is merged, acked after the group commit, and forwarded to the 
   auto cursor = ch.store().peer(b->site_id());
   REQUIRE(cursor.ok());
   CHECK(cursor->acked == ch.db_version());
+  auto a_cursor = ch.store().peer(a->site_id());
+  REQUIRE(a_cursor.ok());
+  CHECK(a_cursor->acked == ch.db_version());  // a was told so in its ack
+}
+
+TEST_CASE("an ack moves the pusher's cursor only when nothing else is owed to it", "[channel]") {
+  TempDir dir;
+  auto channel = ChannelCore::open(dir.path + "/users/alice.db");
+  REQUIRE(channel.ok());
+  auto& ch = **channel;
+  auto a = client_store(1), b = client_store(2);
+  REQUIRE(ch.join(1, "alice", hello(*a)).ok());
+  REQUIRE(ch.join(2, "alice", hello(*b)).ok());
+
+  // Both push in one flush: each must be forwarded the other's changes, in a forward.
+  write(*a, "INSERT INTO todo(id, title) VALUES (1, 'milk')");
+  write(*b, "INSERT INTO todo(id, title) VALUES (2, 'eggs')");
+  REQUIRE(ch.push(1, push_since(*a, 1, 0)).ok());
+  REQUIRE(ch.push(2, push_since(*b, 1, 0)).ok());
+  Outbox out = ch.flush();
+  for (uint64_t session : {1, 2}) {
+    auto to = for_session(out, session);
+    REQUIRE(to.size() == 2);
+    REQUIRE(to[0].has_ack());
+    CHECK(to[0].ack().forwarded_db_version() == 0);
+    REQUIRE(to[1].has_forward());
+    CHECK(to[1].forward().batch().changes_size() == 2);  // the other's row: its sentinel and title
+  }
+
+  // a has not acknowledged its forward: its next ack cannot move its cursor either, and the
+  // forward it is then owed carries only the range after the unacknowledged one.
+  write(*a, "INSERT INTO todo(id, title) VALUES (3, 'jam')");
+  REQUIRE(ch.push(1, push_since(*a, 2, 1)).ok());
+  out = ch.flush();
+  auto to_a = for_session(out, 1);
+  REQUIRE_FALSE(to_a.empty());
+  REQUIRE(to_a[0].has_ack());
+  CHECK(to_a[0].ack().forwarded_db_version() == 0);
+  REQUIRE(to_a.size() == 2);
+  REQUIRE(to_a[1].has_forward());
+  CHECK(to_a[1].forward().batch().changes_size() == 0);
+  CHECK(to_a[1].forward().batch().to_db_version() == ch.db_version());
 }
 
 TEST_CASE("a reconnecting client gets exactly what it missed, by its cursor or the server's record", "[channel]") {

@@ -67,6 +67,7 @@ struct Node {
   ClientCore core;
   sync_binding::Binding binding;           // what the worker's database is bound to
   std::deque<Action> requests;             // db_worker requests, not answered yet
+  size_t merges_answered = 0;              // Merge requests answered so far
   std::vector<Send> sends;                 // everything the core sent, in order
   std::vector<uint64_t> connects;          // generations of the Connects asked for
   std::vector<StartTimer> timers;
@@ -164,6 +165,7 @@ struct Node {
       }
       take(core.on_changes_read(read->generation, std::move(r)));
     } else if (auto* m = std::get_if<Merge>(&action)) {
+      ++merges_answered;
       worker::MergeResponse r;
       auto merged = fail_merges ? Result<MergeResult>(Status::Internal("disk full")) : store->merge(m->request.batch());
       if (merged.ok()) {
@@ -177,7 +179,7 @@ struct Node {
     } else if (auto* a = std::get_if<RecordAck>(&action)) {
       auto peer = site_from_bytes(a->request.peer_site_id());
       REQUIRE(peer);
-      REQUIRE(store->record_peer_ack(*peer, a->request.acked_db_version()).ok());
+      REQUIRE(store->record_peer_ack(*peer, a->request.acked_db_version(), a->request.received_db_version()).ok());
       worker::PeerStatus r;
       r.set_peer_site_id(a->request.peer_site_id());
       take(core.on_ack_recorded(a->ticket, r));

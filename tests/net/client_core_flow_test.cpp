@@ -243,6 +243,30 @@ TEST_CASE("caught-up is answered only once everything is pushed, acknowledged, r
   CHECK(recorded->acked == own);
 }
 
+TEST_CASE("a lone writer's cursor moves with its ack, recorded, with no empty forward to merge", "[client-core]") {
+  Server server;
+  Node a(1), b(2);
+  uint64_t sa = 0, sb = 0;
+  connect(a, server, &sa);
+  connect(b, server, &sb);
+  server.settle({&a, &b});
+  const size_t merges_before = a.merges_answered;
+  for (int i = 0; i < 3; ++i) {
+    a.write("INSERT INTO todo(id, title) VALUES (" + std::to_string(10 + i) + ", 'mine')");
+    const uint64_t w = a.wait_caught_up();
+    server.settle({&a, &b});
+    REQUIRE(a.caught_up.count(w));
+    REQUIRE(a.caught_up.at(w).ok());
+    CHECK(a.caught_up.at(w)->cursor == server.channel->db_version());
+  }
+  CHECK(a.merges_answered == merges_before);  // a was never sent a forward of its own changes
+  // The cursor is in the peer table, so a restart says hello from it.
+  auto recorded = a.store->peer(server.channel->site_id());
+  REQUIRE(recorded.ok());
+  CHECK(recorded->received == server.channel->db_version());
+  CHECK(rows(*a.store) == rows(*b.store));
+}
+
 TEST_CASE("wait-acked answers once the ack is recorded, and fails on a fatal refusal", "[client-core]") {
   Server server;
   Node a(1);

@@ -1,5 +1,10 @@
 // Each merge rule of crdt-semantics.md and each consequence it lists, with hand-built
 // batches; and batches that must be refused whole.
+#include <sqlite3.h>
+
+#include <algorithm>
+
+#include "runtime/store/store_internal.hpp"
 #include "tests/store/store_test_util.hpp"
 
 using namespace tandem;
@@ -317,6 +322,38 @@ TEST_CASE("CHECK constraints hold for local writes, not for merged rows", "[stor
   INFO(r.status().to_string());
   REQUIRE(r.ok());
   REQUIRE(s->merge(make_batch(2, {make_change("c", {I(1)}, "hi", I(9), 1, 1, 2)})).ok());
+  CHECK(dump(*s, "c").size() == 1);
+  CHECK_FALSE(s->write({{"INSERT INTO c VALUES (2, 9, 1)", {}}}).ok());
+}
+
+TEST_CASE("merges switch CHECK constraints off only around tables that may have one", "[store][merge]") {
+  // The pragma expires every compiled statement of the connection: a merge into a table
+  // without CHECK must not run it, one into a table with CHECK must (and still merge).
+  auto s = store();
+  REQUIRE(s->execute_schema("CREATE TABLE c(id INTEGER PRIMARY KEY, lo DEFAULT 0, hi DEFAULT 0, check(lo <= hi));"
+                            "CREATE TABLE checked(id INTEGER PRIMARY KEY, checklist TEXT, \"unchecked\" INTEGER)")
+              .ok());
+  REQUIRE(s->register_table("c").ok());
+  REQUIRE(s->register_table("checked").ok());
+  std::vector<std::string> statements;
+  sqlite3_trace_v2(
+      store_connection(*s).raw(), SQLITE_TRACE_STMT,
+      [](unsigned, void* ctx, void* stmt, void*) {
+        const char* sql = sqlite3_sql(static_cast<sqlite3_stmt*>(stmt));
+        if (sql) static_cast<std::vector<std::string>*>(ctx)->push_back(sql);
+        return 0;
+      },
+      &statements);
+  auto pragmas = [&] {
+    return std::count_if(statements.begin(), statements.end(),
+                         [](const std::string& sql) { return sql.find("ignore_check_constraints") != std::string::npos; });
+  };
+  merge(*s, {make_change("t", {I(1)}, "a", T("x"), 1, 1, 2)});
+  merge(*s, {make_change("checked", {I(1)}, "checklist", T("x"), 1, 1, 2)});
+  CHECK(pragmas() == 0);
+  merge(*s, {make_change("c", {I(1)}, "lo", I(5), 1, 1, 2)});
+  CHECK(pragmas() == 2);  // on, then off
+  sqlite3_trace_v2(store_connection(*s).raw(), 0, nullptr, nullptr);
   CHECK(dump(*s, "c").size() == 1);
   CHECK_FALSE(s->write({{"INSERT INTO c VALUES (2, 9, 1)", {}}}).ok());
 }
