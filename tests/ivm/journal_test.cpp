@@ -77,14 +77,15 @@ TEST_CASE("a gap marked in the journal makes readers behind it rehydrate", "[ivm
   int64_t behind = j.register_reader(0);
   REQUIRE(j.append(batch(1)).ok());
   REQUIRE(j.append(batch(2)).ok());
-  j.mark_gap(7);
+  j.mark_gap(2, 7);
   CHECK(j.last_version() == 7);
   CHECK(j.retained_batches() == 0);
   CHECK(j.next_version(2).status().code() == StatusCode::resource_exhausted);
   CHECK(j.range(2, 7).status().code() == StatusCode::resource_exhausted);
-  // A mark at or below the last version changes nothing.
-  j.mark_gap(5);
+  // An empty range marks nothing.
+  j.mark_gap(7, 7);
   CHECK(j.last_version() == 7);
+  CHECK(j.next_version(7).ok());
   // Rehydrated at 7, the reader goes on with what follows.
   j.reset_reader(behind, 7);
   REQUIRE(j.append(batch(8)).ok());
