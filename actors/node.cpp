@@ -10,11 +10,23 @@
 #include "actors/node_follower.hpp"
 #include "actors/node_leader.hpp"
 #include "actors/node_proxy.hpp"
+#include "runtime/auth/token.hpp"
 #include "runtime/common/process_lock.hpp"
 #include "runtime/ivm/journal.hpp"
 #include "runtime/node/wire.hpp"
 
 namespace tandem {
+namespace {
+
+// Whose data this process would sync: its token's subject (read unverified, as the
+// binding check does; the server verifies). Empty offline or when unreadable.
+std::string token_user(const NodeConfig& cfg) {
+  if (!cfg.sync) return {};
+  auto user = auth::unverified_subject(cfg.sync->token);
+  return user.ok() ? *user : std::string();
+}
+
+}  // namespace
 
 Node::Node(caf::actor_system& system, NodeConfig config)
     : system_(system), config_(std::move(config)), journal_(std::make_shared<ivm::DeltaJournal>()) {}
@@ -60,6 +72,7 @@ Status Node::lead() {
       lc.schema = cfg.schema;
       lc.secret = *secret;
       lc.server = cfg.sync ? cfg.sync->url : std::string();
+      lc.user = token_user(cfg);
       lc.worker = worker;
       lc.bus = bus;
       lc.syncer = syncer;
@@ -98,6 +111,7 @@ Status Node::join() {
   fc.schema = cfg.schema;
   fc.name = cfg.name;
   fc.server = cfg.sync ? cfg.sync->url : std::string();
+  fc.user = token_user(cfg);
   fc.journal = journal_;
   fc.proxy = proxy_;
   fc.on_leader_lost = [this](const Status& why) { on_lost(why); };

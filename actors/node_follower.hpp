@@ -34,6 +34,7 @@ struct NodeFollowerConfig {
   std::vector<std::string> schema;
   std::string name = "follower";
   std::string server;  // the server this process would sync with ("" offline): the leader's must match
+  std::string user;    // the user of this process's token ("" none): the leader's must match
   std::shared_ptr<ivm::DeltaJournal> journal;  // required: fed from the leader's stream
   caf::actor proxy;                            // required: spawn_node_proxy, attached once joined
   std::chrono::milliseconds handshake_timeout{5000};

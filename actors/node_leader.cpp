@@ -252,7 +252,7 @@ void NodeLeader::serve(std::shared_ptr<Connection> conn) {
     auto uid = node::peer_uid(conn->fd);
     if (!join->has_join()) s = Status::InvalidArgument("the first frame of a follower must be a join");
     else if (!uid.ok()) s = uid.status();
-    else s = node::check_join(config_.secret, nonce, join->join(), config_.schema, ::geteuid(), *uid, config_.server);
+    else s = node::check_join(config_.secret, nonce, join->join(), config_.schema, ::geteuid(), *uid, config_.server, config_.user);
   } else {
     s = join.status();
   }

@@ -128,7 +128,7 @@ TEST_CASE("node processes: a process without the secret, or with a secret others
   CHECK(a.wait(10s) == 0);
 }
 
-TEST_CASE("node processes: a follower on another schema or another server is refused with a clear error", "[process][node]") {
+TEST_CASE("node processes: a follower on another schema, another server or another user is refused with a clear error", "[process][node]") {
   World w;
   w.start_server();
   Process a(w.client("a.db"), w.dir / "a.log");  // the shell
@@ -147,6 +147,12 @@ TEST_CASE("node processes: a follower on another schema or another server is ref
   auto e = run(args, w.dir / "c.log");
   CHECK(e.code == 2);
   CHECK_THAT(slurp(w.dir / "c.log"), Catch::Contains("another server"));
+  // A token of another user is refused too (its writes would reach the leader's user's data).
+  auto bob = w.client("a.db", "bob");
+  bob.insert(bob.end(), {"exec", "INSERT INTO todo(id, title) VALUES (1, 'bob')"});
+  auto refused = run(bob, w.dir / "d.log");
+  CHECK(refused.code == 2);
+  CHECK_THAT(slurp(w.dir / "d.log"), Catch::Contains("another user"));
   a.close_stdin();
   CHECK(a.wait(10s) == 0);
 }
