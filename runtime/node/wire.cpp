@@ -216,7 +216,9 @@ Status check_join(const std::string& secret, const std::string& nonce, const Joi
   if (theirs != schema)
     return Status::InvalidArgument("another schema: this process's schema (" + std::to_string(theirs.size()) +
                                    " statements) differs from the one the leader process opened the database with (" +
-                                   std::to_string(schema.size()) + " statements); open every process of a database with the same --schema");
+                                   std::to_string(schema.size()) + " statements); open every process of a database with the same --schema. A newer schema "
+                                   "(docs/schema.md) migrates the file when the process that opens it first has it: end every process of "
+                                   "this database, then start them again with the new --schema");
   if (!join.server().empty() && !leader_server.empty() && join.server() != leader_server)
     return Status::InvalidArgument("another server: this process names " + join.server() + " but the leader process syncs the database with " +
                                    leader_server);
