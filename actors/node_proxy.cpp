@@ -184,6 +184,17 @@ void on_frame(proxy_pointer self, node::Envelope& e) {
   }
 }
 
+// A pending mutation or settlement of this process for the other processes: written to a
+// remote leader, kept for the next one between leaders, nothing to do when this process
+// leads (its bus is the node's).
+void to_leader(proxy_pointer self, node::Envelope e) {
+  if (between_leaders(self)) {
+    self->state.queued.push_back([self, e]() mutable { to_leader(self, std::move(e)); });
+    return;
+  }
+  if (self->state.fd >= 0) (void)node::write_frame(self->state.fd, e);
+}
+
 // Requests sent to a leader that is gone: each fails now (it may or may not have committed).
 void fail_waiting(proxy_pointer self, const std::string& why) {
   auto waiting = std::move(self->state.waiting);
@@ -257,16 +268,14 @@ caf::behavior proxy_behavior(proxy_pointer self, std::string name, std::shared_p
       // only: a local leader's bus is this process's). The bus never sends a member its own
       // messages back, so nothing loops.
       [self](const tab::PendingMutation& p) {
-        if (self->state.fd < 0) return;
         node::Envelope e;
         *e.mutable_pending() = p;
-        (void)node::write_frame(self->state.fd, e);
+        to_leader(self, std::move(e));
       },
       [self](const tab::Settlement& s) {
-        if (self->state.fd < 0) return;
         node::Envelope e;
         *e.mutable_settlement() = s;
-        (void)node::write_frame(self->state.fd, e);
+        to_leader(self, std::move(e));
       },
       [self](const change::RowDeltaBatch& batch) {
         // Local: the worker's commits go on to the subscribers. Anything else is the bus's
@@ -280,7 +289,7 @@ caf::behavior proxy_behavior(proxy_pointer self, std::string name, std::shared_p
         attached(self);
       },
       [self](attach_local_atom, db_worker_actor worker, actors::peer_syncer_actor syncer) {
-        auto rp = self->make_response_promise<bool>();
+        auto rp = self->make_response_promise();
         self->request(worker, std::chrono::seconds(30), worker::SubscribeRequest{})
             .then(
                 [self, rp, worker, syncer](const worker::SubscribeResponse&) mutable {
