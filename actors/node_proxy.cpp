@@ -206,9 +206,8 @@ void fail_waiting(proxy_pointer self, const std::string& why) {
 }
 
 caf::behavior proxy_behavior(proxy_pointer self, std::string name, std::shared_ptr<ivm::DeltaJournal> journal) {
-  auto& st = self->state;
-  st.name = std::move(name);
-  st.journal = std::move(journal);
+  self->state.name = std::move(name);
+  self->state.journal = std::move(journal);
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& m) -> caf::result<caf::message> {
     spdlog::warn("{}: dropped an unexpected message {}", self->state.name, caf::to_string(m.copy_content_to_message()));
     return caf::make_error(caf::sec::unexpected_message);
