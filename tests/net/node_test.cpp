@@ -69,7 +69,8 @@ struct Proc {
     auto n = tandem::Node::open(system, nc);
     if (!n.ok()) return n.status();
     node = std::move(*n);
-    auto v = node->spawn_view("view");
+    // Named after the "process": the Procs of this test share one pid, which view names carry.
+    auto v = node->spawn_view("view-" + name);
     if (!v.ok()) return v.status();
     view = *v;
     watcher = system.spawn(mirror_actor, mirror, view);
@@ -245,7 +246,9 @@ TEST_CASE("node: when the leader ends, one follower takes over by itself, the ot
   // The same handles (worker, views) work on: writes from both, every view shows them.
   CHECK(follower.exec("INSERT INTO todo(id, title) VALUES (2, 'after f')").error().code() == change::Error::OK);
   CHECK(leader.insert(3, "after l").error().code() == change::Error::OK);
-  CHECK(follower.insert(4, "after f2").error().code() == change::Error::OK);
+  auto f2 = follower.insert(4, "after f2");
+  INFO(f2.error().message());
+  CHECK(f2.error().code() == change::Error::OK);
   const std::string expected = "1 'before' 0 \n2 'after f' 0 \n3 'after l' 0 \n4 'after f2' 0 \n";
   CHECK(leader.truth() == expected);
   CHECK(eventually([&] { return b.mirror->render() == expected && c.mirror->render() == expected; }));
