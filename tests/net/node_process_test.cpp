@@ -482,7 +482,7 @@ TEST_CASE("node processes: a follower killed with its mutation in flight leaves 
     // Refused: gone everywhere. Valid: committed if its write reached the leader before the
     // kill (almost always: it follows the pending at once), else rolled back; either way every
     // view equals the database.
-    if (!round.commits) CHECK(truth.find(std::to_string(round.id) + ":") == std::string::npos);
+    if (!round.commits) CHECK((" " + truth).find(" " + std::to_string(round.id) + ":") == std::string::npos);
     for (auto* s : {&a, &b}) {
       REQUIRE(s->until([&] { return s->rows.count(marker) == 1; }));
       CHECK(s->render() == truth);
