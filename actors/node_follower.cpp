@@ -76,8 +76,11 @@ void NodeFollower::read_loop() {
     caf::anon_send(config_.proxy, std::move(*e));
   }
   const std::string lost = "the node's leader process (pid " + std::to_string(leader_pid_) + ") is gone: " + why.message();
-  if (!closing_) caf::anon_send(config_.proxy, lost_atom::value, lost);
-  if (config_.on_leader_lost && !closing_) config_.on_leader_lost(Status::Unavailable(lost));
+  if (closing_) return;
+  // The owner hears of the loss before the requests waiting on the leader fail, so that
+  // whoever sees such a failure can tell it from a refusal.
+  if (config_.on_leader_lost) config_.on_leader_lost(Status::Unavailable(lost));
+  caf::anon_send(config_.proxy, lost_atom::value, lost);
 }
 
 NodeFollower::~NodeFollower() {

@@ -227,7 +227,7 @@ class ClientNode {
     worker::WriteResponse out;
     self->request(node_->worker(), timeout_ + std::chrono::seconds(30), req)
         .receive([&](worker::WriteResponse& r) { out = std::move(r); },
-                 [&](caf::error& e) { fail(leader_lost() ? 3 : 1, "write failed: " + error_text(*system_, e)); });
+                 [&](caf::error& e) { fail(connection_failed() ? 3 : 1, "write failed: " + error_text(*system_, e)); });
     return out;
   }
 
@@ -239,7 +239,7 @@ class ClientNode {
     worker::QueryResponse out;
     self->request(node_->worker(), timeout_ + std::chrono::seconds(30), req)
         .receive([&](worker::QueryResponse& r) { out = std::move(r); },
-                 [&](caf::error& e) { fail(leader_lost() ? 3 : 1, "query failed: " + error_text(*system_, e)); });
+                 [&](caf::error& e) { fail(connection_failed() ? 3 : 1, "query failed: " + error_text(*system_, e)); });
     return out;
   }
 
@@ -266,7 +266,11 @@ class ClientNode {
     return "no answer from the server within --timeout " + opts_.timeout + (last.empty() ? "" : "; last problem: " + last);
   }
 
-  // Follower only: the leader process ended (with why), so this process can do no more.
+  // A request failed on the way to the leader rather than in the database: the leader
+  // process ended (or its connection broke) with the request in flight.
+  bool connection_failed() { return leader_lost() || !node_->is_leader(); }
+
+  // Follower only: the leader process ended at least once.
   bool leader_lost() {
     std::lock_guard<std::mutex> lock(lost_mu_);
     return leader_lost_;

@@ -280,9 +280,11 @@ TEST_CASE("node processes: kill -9 of the leader in a loop: a follower takes ove
       }
     }
     const int code = writer.wait(30s);
+    INFO("writer exit " << code << ": " << slurp(w.dir / "writer.log"));
     CHECK((code == 0 || code == 3));
     if (code == 0) acknowledged.push_back(id);
     const int remote_code = remote.wait(30s);
+    INFO("remote exit " << remote_code << ": " << slurp(w.dir / "remote.log"));
     CHECK((remote_code == 0 || remote_code == 3));
     if (remote_code == 0) remote_acknowledged.push_back(remote_id);
     // The writer may have taken over itself and ended since: a watch process leads again.
