@@ -1,5 +1,6 @@
 #include "actors/node_proxy.hpp"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -48,20 +49,22 @@ node::Envelope failed_envelope(const Status& s) {
 }
 
 // Sends a request over the connection; `done` runs with the answer (or a `failed` body).
-void send_remote(proxy_pointer self, node::Envelope e, std::function<void(node::Envelope&)> done) {
+// false: the frame could not be written, so the leader never read it (a partial frame is
+// never handled): the connection is treated as gone and the caller queues the request for
+// the next leader (the reader thread reports the loss and the node takes over).
+bool send_remote(proxy_pointer self, node::Envelope e, std::function<void(node::Envelope&)> done) {
   auto& st = self->state;
   const uint64_t id = st.next_id++;
   e.set_id(id);
-  st.waiting[id] = std::move(done);
   Status s = node::write_frame(st.fd, e);
   if (!s.ok()) {
-    // The reader thread notices too and reports the leader lost; answer this one now.
-    auto it = st.waiting.find(id);
-    auto cb = std::move(it->second);
-    st.waiting.erase(it);
-    auto f = failed_envelope(s);
-    cb(f);
+    spdlog::info("{}: the leader connection broke ({}); the request waits for the next leader", st.name, s.message());
+    ::shutdown(st.fd, SHUT_RDWR);  // the reader thread ends too, and the node finds a leader again
+    st.fd = -1;
+    return false;
   }
+  st.waiting[id] = std::move(done);
+  return true;
 }
 
 // One db_worker request of this process, routed to whatever stands behind the proxy now.
@@ -81,10 +84,11 @@ void route(proxy_pointer self, const Request& req, void (node::Envelope::*set)(R
   }
   node::Envelope e;
   (e.*set)(new Request(req));
-  send_remote(self, std::move(e), [rp, get](node::Envelope& answer) mutable {
+  const bool sent = send_remote(self, std::move(e), [rp, get](node::Envelope& answer) mutable {
     if (answer.has_failed()) return rp.deliver(caf::make_error(caf::sec::runtime_error, answer.failed().message()));
     rp.deliver(std::move(*(answer.*get)()));
   });
+  if (!sent) route(self, req, set, get, rp);  // between leaders now: queued
 }
 
 template <class Request, class Response>
@@ -111,10 +115,11 @@ void sync_wait(proxy_pointer self, const node::SyncWaitRequest& req, caf::respon
   }
   node::Envelope e;
   *e.mutable_sync_wait() = req;
-  send_remote(self, std::move(e), [rp](node::Envelope& answer) mutable {
+  const bool sent = send_remote(self, std::move(e), [rp](node::Envelope& answer) mutable {
     if (answer.has_failed()) return rp.deliver(caf::make_error(caf::sec::runtime_error, answer.failed().message()));
     rp.deliver(std::move(*answer.mutable_sync_wait_response()));
   });
+  if (!sent) sync_wait(self, req, rp);  // between leaders now: queued
 }
 
 void to_subscribers(proxy_pointer self, const change::RowDeltaBatch& batch) {
@@ -192,7 +197,12 @@ void to_leader(proxy_pointer self, node::Envelope e) {
     self->state.queued.push_back([self, e]() mutable { to_leader(self, std::move(e)); });
     return;
   }
-  if (self->state.fd >= 0) (void)node::write_frame(self->state.fd, e);
+  if (self->state.fd < 0) return;
+  if (!node::write_frame(self->state.fd, e).ok()) {
+    ::shutdown(self->state.fd, SHUT_RDWR);
+    self->state.fd = -1;
+    to_leader(self, std::move(e));  // between leaders now: kept for the next one
+  }
 }
 
 // Requests sent to a leader that is gone: each fails now (it may or may not have committed).
