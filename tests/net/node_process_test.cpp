@@ -466,14 +466,20 @@ TEST_CASE("node processes: a follower killed with its mutation in flight leaves 
   };
   for (const Round& round : {Round{7, "a_title_far_too_long_for_the_check", false}, Round{8, "fits", true}}) {
     INFO("mutation " << round.id);
+    // A follower shell, joined (it answered a query).
+    Process m(w.client("a.db"), w.dir / "mutate.log");
+    m.write("query SELECT count(*) AS n FROM todo\n");
+    REQUIRE(m.line());
     // Another connection holds the write lock: the leader's db_worker waits (busy timeout)
     // with the mutation while every view shows it pending.
     auto blocker = tandem::Database::open(w.dir / "a.db");
     REQUIRE(blocker.ok());
     REQUIRE((*blocker)->exec("BEGIN IMMEDIATE").ok());
-    Process m(with(w.client("a.db"), {"mutate", "insert", "todo", "id=" + std::to_string(round.id), "title=" + round.title}),
-              w.dir / "mutate.log");
-    for (auto* s : {&a, &b}) REQUIRE(s->until([&] { return s->rows.count(round.id) == 1; }));
+    m.write("mutate insert todo id=" + std::to_string(round.id) + " title=" + round.title + "\n");
+    for (auto* s : {&a, &b}) {
+      INFO(slurp(w.dir / "mutate.log") << "\n" << slurp(s->log));
+      REQUIRE(s->until([&] { return s->rows.count(round.id) == 1; }));
+    }
     m.signal(SIGKILL);
     REQUIRE(m.wait(5s) == 128 + SIGKILL);
     REQUIRE((*blocker)->exec("COMMIT").ok());
