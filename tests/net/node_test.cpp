@@ -201,6 +201,14 @@ TEST_CASE("node: a process with a wrong or exposed secret, or another schema, is
     CHECK(r.status().code() == StatusCode::invalid_argument);
     CHECK_THAT(r.status().message(), Catch::Contains("same --schema"));
   }
+  SECTION("a newer additive schema: refused, and told how to migrate") {
+    Proc b;
+    auto r = b.open(db, "b",
+                    "CREATE TABLE IF NOT EXISTS todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT CHECK (length(title) < 20), done "
+                    "INTEGER DEFAULT 0, note TEXT)");
+    CHECK(r.status().code() == StatusCode::invalid_argument);
+    CHECK_THAT(r.status().message(), Catch::Contains("end every process of this database, then start them again with the new --schema"));
+  }
   SECTION("a wrong secret") {
     {
       std::ofstream out(secret, std::ios::trunc | std::ios::binary);
