@@ -9,94 +9,236 @@
 
 #include "actors/node_follower.hpp"
 #include "actors/node_leader.hpp"
+#include "actors/node_proxy.hpp"
+#include "runtime/auth/token.hpp"
 #include "runtime/common/process_lock.hpp"
 #include "runtime/ivm/journal.hpp"
 #include "runtime/node/wire.hpp"
 
 namespace tandem {
+namespace {
+
+// Whose data this process would sync: its token's subject (read unverified, as the
+// binding check does; the server verifies). Empty offline or when unreadable.
+std::string token_user(const NodeConfig& cfg) {
+  if (!cfg.sync) return {};
+  auto user = auth::unverified_subject(cfg.sync->token);
+  return user.ok() ? *user : std::string();
+}
+
+}  // namespace
 
 Node::Node(caf::actor_system& system, NodeConfig config)
     : system_(system), config_(std::move(config)), journal_(std::make_shared<ivm::DeltaJournal>()) {}
 
+Status Node::lead() {
+  const auto& cfg = config_;
+  const int64_t before = journal_->last_version();
+  DbWorkerConfig wc;
+  wc.path = cfg.database_path;
+  wc.schema = cfg.schema;
+  wc.name = cfg.name;
+  wc.journal = journal_;
+  TANDEM_ASSIGN_OR_RETURN(db_worker_actor worker, spawn_db_worker(system_, wc));
+  // After a takeover: the commits the dead leader made and never streamed here are a gap in
+  // the journal (spawn_db_worker noted the file's version): views behind it rehydrate.
+  if (proxy_) journal_->mark_gap(before, journal_->last_version());
+  actors::peer_syncer_actor syncer;
+  tab_bus_actor bus = bus_;
+  if (!proxy_) bus = spawn_tab_bus(system_, worker, cfg.name + "/tab_bus");
+  if (cfg.sync) syncer = actors::spawn_peer_syncer(system_, worker, *cfg.sync);
+  auto undo = [&](Status why) {
+    if (syncer) caf::anon_send_exit(syncer, caf::exit_reason::user_shutdown);
+    if (!proxy_) caf::anon_send_exit(bus, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(worker, caf::exit_reason::user_shutdown);
+    return why;
+  };
+  if (proxy_) {
+    // The proxy must be subscribed before anyone else can write (followers, the syncer's
+    // merges), so that the views hear of every commit.
+    bool attached = false;
+    caf::scoped_actor self{system_};
+    self->request(proxy_, std::chrono::seconds(30), attach_local_atom::value, worker, syncer)
+        .receive([&](bool ok) { attached = ok; }, [&](caf::error&) {});
+    if (!attached) return undo(Status::Internal("the node's proxy did not take this process's db_worker"));
+  }
+  std::unique_ptr<NodeLeader> leader;
+  if (!database_lock_path(cfg.database_path).empty()) {
+    auto secret = node::ensure_secret(node::secret_path(cfg.database_path));
+    Status why = secret.status();
+    if (secret.ok()) {
+      NodeLeaderConfig lc;
+      lc.database_path = cfg.database_path;
+      lc.schema = cfg.schema;
+      lc.secret = *secret;
+      lc.server = cfg.sync ? cfg.sync->url : std::string();
+      lc.user = token_user(cfg);
+      lc.worker = worker;
+      lc.bus = bus;
+      lc.syncer = syncer;
+      lc.name = cfg.name + "/leader";
+      auto started = NodeLeader::start(system_, lc);
+      if (started.ok()) leader = std::move(*started);
+      else why = started.status();
+    }
+    // This process holds the database: without a node socket it would lock everyone else
+    // out, which is what the caller must hear.
+    if (!leader) {
+      const StatusCode code = secret.ok() || secret.status().code() == StatusCode::unavailable ? StatusCode::internal : secret.status().code();
+      return undo(Status(code, "cannot serve other processes: " + why.to_string()));
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  own_worker_ = worker;
+  syncer_ = syncer;
+  leader_ = std::move(leader);
+  if (!proxy_) {
+    worker_ = worker;
+    bus_ = bus;
+  }
+  leader_pid_ = ::getpid();
+  online_ = static_cast<bool>(syncer);
+  leads_ = true;
+  return Status::Ok();
+}
+
+Status Node::join() {
+  const auto& cfg = config_;
+  const bool first = !proxy_;
+  if (first) proxy_ = spawn_node_proxy(system_, cfg.name + "/proxy", journal_);
+  NodeFollowerConfig fc;
+  fc.database_path = cfg.database_path;
+  fc.schema = cfg.schema;
+  fc.name = cfg.name;
+  fc.server = cfg.sync ? cfg.sync->url : std::string();
+  fc.user = token_user(cfg);
+  fc.journal = journal_;
+  fc.proxy = proxy_;
+  fc.on_leader_lost = [this](const Status& why) { on_lost(why); };
+  auto follower = NodeFollower::join(system_, fc);
+  if (!follower.ok()) {
+    if (first) {
+      caf::anon_send_exit(proxy_, caf::exit_reason::user_shutdown);
+      proxy_ = caf::actor{};
+    }
+    return follower.status();
+  }
+  if (first) {
+    worker_ = caf::actor_cast<db_worker_actor>(proxy_);
+    bus_ = spawn_tab_bus(system_, worker_, cfg.name + "/tab_bus");
+    caf::anon_send(proxy_, bus_);
+  }
+  spdlog::info("{}: joined the node's leader process (pid {}) at db_version {}", cfg.name, (*follower)->leader_pid(),
+               (*follower)->joined_at());
+  std::lock_guard<std::mutex> lock(mu_);
+  leader_pid_ = (*follower)->leader_pid();
+  online_ = (*follower)->leader_online();
+  leads_ = false;
+  follower_ = std::move(*follower);
+  if (first) takeover_ = std::thread([this] { takeover_loop(); });
+  return Status::Ok();
+}
+
+Status Node::lead_or_join(const Status& first) {
+  const auto deadline = std::chrono::steady_clock::now() + config_.join_within;
+  Status led = first;
+  for (bool again = false;; again = true) {
+    if (again) {
+      led = lead();
+      if (led.code() != StatusCode::unavailable) return led;
+    }
+    Status joined = join();
+    if (joined.code() != StatusCode::unavailable) return joined;
+    if (stopping_) return Status::Unavailable("the node is stopping");
+    if (std::chrono::steady_clock::now() >= deadline)
+      return Status::Unavailable(led.message() + "; and its leader did not answer on " + node::socket_path(config_.database_path) +
+                                 ": " + joined.message());
+    std::this_thread::sleep_for(std::chrono::milliseconds(proxy_ ? 5 : 20));
+  }
+}
+
 Result<std::unique_ptr<Node>> Node::open(caf::actor_system& system, NodeConfig config) {
   std::unique_ptr<Node> n(new Node(system, std::move(config)));
-  const auto& cfg = n->config_;
-  const auto deadline = std::chrono::steady_clock::now() + cfg.join_within;
+  Status s = n->lead();
+  if (s.code() == StatusCode::unavailable) s = n->lead_or_join(s);
+  if (!s.ok()) return s;
+  return n;
+}
+
+void Node::on_lost(const Status& why) {
+  if (config_.on_leader_lost) config_.on_leader_lost(why);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    lost_ = true;
+    lost_why_ = why;
+  }
+  wake_.notify_all();
+}
+
+// The follower's side of an election: its leader died, so it leads or joins whoever took
+// the lock. Views keep their handles (the proxy): the proxy queues requests meanwhile.
+void Node::takeover_loop() {
   for (;;) {
-    DbWorkerConfig wc;
-    wc.path = cfg.database_path;
-    wc.schema = cfg.schema;
-    wc.name = cfg.name;
-    wc.journal = n->journal_;
-    auto worker = spawn_db_worker(system, wc);
-    if (worker.ok()) {
-      n->worker_ = *worker;
-      n->bus_ = spawn_tab_bus(system, n->worker_, cfg.name + "/tab_bus");
-      if (cfg.sync) n->syncer_ = actors::spawn_peer_syncer(system, n->worker_, *cfg.sync);
-      if (!database_lock_path(cfg.database_path).empty()) {
-        std::string why;
-        auto secret = node::ensure_secret(node::secret_path(cfg.database_path));
-        if (secret.ok()) {
-          NodeLeaderConfig lc;
-          lc.database_path = cfg.database_path;
-          lc.schema = cfg.schema;
-          lc.secret = *secret;
-          lc.server = cfg.sync ? cfg.sync->url : std::string();
-          lc.worker = n->worker_;
-          lc.bus = n->bus_;
-          lc.syncer = n->syncer_;
-          lc.name = cfg.name + "/leader";
-          auto leader = NodeLeader::start(system, lc);
-          if (leader.ok()) return (n->leader_ = std::move(*leader), std::move(n));
-          why = leader.status().to_string();
-        } else {
-          why = secret.status().to_string();
-        }
-        // This process holds the database: without a node socket it would lock everyone
-        // else out, which is what the caller must hear.
-        return Status(secret.ok() ? StatusCode::internal : secret.status().code(), "cannot serve other processes: " + why);
-      }
-      return n;  // in memory: no other process can open it
+    Status why;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [&] { return lost_ || stopping_; });
+      if (stopping_) return;
+      lost_ = false;
+      why = lost_why_;
     }
-    if (worker.status().code() != StatusCode::unavailable) return worker.status();
-    NodeFollowerConfig fc;
-    fc.database_path = cfg.database_path;
-    fc.schema = cfg.schema;
-    fc.name = cfg.name;
-    fc.server = cfg.sync ? cfg.sync->url : std::string();
-    fc.journal = n->journal_;
-    fc.on_leader_lost = cfg.on_leader_lost;
-    auto follower = NodeFollower::join(system, fc);
-    if (follower.ok()) {
-      n->follower_ = std::move(*follower);
-      n->worker_ = n->follower_->worker();
-      n->bus_ = spawn_tab_bus(system, n->worker_, cfg.name + "/tab_bus");
-      n->follower_->attach_bus(n->bus_);
-      spdlog::info("{}: joined the node's leader process (pid {}) at db_version {}", cfg.name, n->follower_->leader_pid(),
-                   n->follower_->joined_at());
-      return n;
+    const auto start = std::chrono::steady_clock::now();
+    std::unique_ptr<NodeFollower> old;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      old = std::move(follower_);
     }
-    if (follower.status().code() != StatusCode::unavailable) return follower.status();
-    if (std::chrono::steady_clock::now() >= deadline)
-      return Status::Unavailable(worker.status().message() + "; and its leader did not answer on " +
-                                 node::socket_path(cfg.database_path) + ": " + follower.status().message());
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    old.reset();  // joins its reader thread and detaches the proxy
+    TakeoverReport report;
+    report.status = lead();
+    if (report.status.code() == StatusCode::unavailable) report.status = lead_or_join(report.status);
+    report.took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+    report.leads = leads_;
+    report.leader_pid = leader_pid_;
+    if (report.status.ok()) {
+      spdlog::info("{}: {}; {} ({} us)", config_.name, why.message(),
+                   report.leads ? std::string("this process now leads the node")
+                                : "joined the new leader process (pid " + std::to_string(report.leader_pid) + ")",
+                   report.took.count());
+    } else {
+      report.status = Status(report.status.code(), why.message() + "; no process could lead the node again: " + report.status.message());
+      spdlog::error("{}: {}", config_.name, report.status.message());
+      caf::anon_send(proxy_, dead_atom::value, report.status.message());
+    }
+    if (config_.on_takeover) config_.on_takeover(report);
+    if (!report.status.ok()) return;
   }
 }
 
 Node::~Node() {
-  // Followers first (they see the leader gone), then the actors, newest first.
-  const bool owns_worker = follower_ == nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (takeover_.joinable()) takeover_.join();
+  // The listener first (its followers see the leader gone), then the actors, newest first.
   leader_.reset();
   if (syncer_) caf::anon_send_exit(syncer_, caf::exit_reason::user_shutdown);
   if (bus_) caf::anon_send_exit(bus_, caf::exit_reason::user_shutdown);
-  follower_.reset();  // stops the proxy
-  if (worker_ && owns_worker) caf::anon_send_exit(worker_, caf::exit_reason::user_shutdown);
+  if (proxy_) {
+    // Ended before the connection closes: it writes to the connection until it ends.
+    caf::anon_send_exit(proxy_, caf::exit_reason::user_shutdown);
+    caf::scoped_actor self{system_};
+    self->wait_for(proxy_);
+  }
+  follower_.reset();
+  if (own_worker_) caf::anon_send_exit(own_worker_, caf::exit_reason::user_shutdown);
 }
 
-int64_t Node::leader_pid() const { return follower_ ? follower_->leader_pid() : static_cast<int64_t>(::getpid()); }
+int64_t Node::leader_pid() const { return leader_pid_; }
 
-bool Node::online() const { return follower_ ? follower_->leader_online() : static_cast<bool>(syncer_); }
+bool Node::online() const { return online_; }
 
 Result<ui_view_actor> Node::spawn_view(const std::string& name, std::function<void(const view::ViewChange&)> on_change) {
   UiViewConfig vc;
@@ -119,10 +261,10 @@ Result<node::SyncWaitResponse> Node::sync_wait(node::SyncWaitRequest req, std::c
     if (e.context().match_elements<std::string>()) return e.context().get_as<std::string>(0);
     return system_.render(e);
   };
-  if (follower_) {
+  if (proxy_) {
     // The leader's own request times out first and says why; this bound only covers a
     // leader that stopped answering altogether.
-    self->request(follower_->proxy(), within + std::chrono::seconds(5), req)
+    self->request(proxy_, within + std::chrono::seconds(5), req)
         .receive([&](node::SyncWaitResponse& r) { out = std::move(r); },
                  [&](caf::error& e) { out = Status::Unavailable(render(e)); });
     return out;
@@ -163,8 +305,13 @@ Result<std::pair<int64_t, int64_t>> Node::caught_up(std::chrono::milliseconds wi
 }
 
 void Node::interrupt() {
-  if (syncer_) caf::anon_send_exit(syncer_, caf::exit_reason::user_shutdown);
-  if (follower_) caf::anon_send_exit(follower_->proxy(), caf::exit_reason::user_shutdown);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    if (syncer_) caf::anon_send_exit(syncer_, caf::exit_reason::user_shutdown);
+  }
+  wake_.notify_all();
+  if (proxy_) caf::anon_send(proxy_, dead_atom::value, std::string("the node was interrupted"));
 }
 
 std::string Node::last_sync_error() {

@@ -11,6 +11,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/node_proxy.hpp"
 #include "proto/node.pb.h"
 #include "runtime/node/wire.hpp"
 #include "runtime/sqlite/proto_value.hpp"
@@ -77,40 +78,13 @@ void forward(link_pointer self, uint64_t id, const Request& req, Response* (node
 }
 
 void sync_wait(link_pointer self, uint64_t id, const node::SyncWaitRequest& req) {
-  auto& st = self->state;
-  if (!st.syncer) {
-    write(self, failed(id, Status::Unavailable("the node's leader process (pid " + std::to_string(::getpid()) +
-                                                ") is not connected to a server")));
-    return;
-  }
-  auto within = std::chrono::milliseconds(std::max<int64_t>(1, req.timeout_ms()));
-  auto answer = [self, id](int64_t acked, int64_t cursor) {
+  ask_syncer(self, self->state.syncer, req, [self, id](Result<node::SyncWaitResponse> r) {
+    if (!r.ok()) return write(self, failed(id, r.status()));
     node::Envelope e;
     e.set_id(id);
-    e.mutable_sync_wait_response()->set_acked(acked);
-    e.mutable_sync_wait_response()->set_cursor(cursor);
+    *e.mutable_sync_wait_response() = std::move(*r);
     write(self, e);
-  };
-  // The follower renders the error; a timeout says what the server connection last hit.
-  auto fail = [self, id](caf::error& err) {
-    std::string text = err.context().match_elements<std::string>() ? err.context().get_as<std::string>(0) : self->system().render(err);
-    if (err == caf::sec::request_timeout) text = "request_timeout";
-    write(self, failed(id, Status::Unavailable(text)));
-  };
-  if (req.kind() == node::SyncWaitRequest::ACKED)
-    self->request(st.syncer, within, actors::wait_acked_atom::value, req.version())
-        .then([answer](int64_t acked) { answer(acked, 0); }, fail);
-  else if (req.kind() == node::SyncWaitRequest::CAUGHT_UP)
-    self->request(st.syncer, within, actors::caught_up_atom::value)
-        .then([answer](int64_t local, int64_t cursor) { answer(local, cursor); }, fail);
-  else
-    self->request(st.syncer, within, actors::last_error_atom::value).then([self, id](std::string& why) {
-      node::Envelope e;
-      e.set_id(id);
-      to_proto(Status::Ok(), e.mutable_sync_wait_response()->mutable_error());
-      e.mutable_sync_wait_response()->mutable_error()->set_message(why);
-      write(self, e);
-    }, fail);
+  });
 }
 
 void dispatch(link_pointer self, node::Envelope& e) {
@@ -278,7 +252,7 @@ void NodeLeader::serve(std::shared_ptr<Connection> conn) {
     auto uid = node::peer_uid(conn->fd);
     if (!join->has_join()) s = Status::InvalidArgument("the first frame of a follower must be a join");
     else if (!uid.ok()) s = uid.status();
-    else s = node::check_join(config_.secret, nonce, join->join(), config_.schema, ::geteuid(), *uid, config_.server);
+    else s = node::check_join(config_.secret, nonce, join->join(), config_.schema, ::geteuid(), *uid, config_.server, config_.user);
   } else {
     s = join.status();
   }
@@ -311,6 +285,7 @@ void add_node_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<node::SyncWaitRequest>("tandem.node.SyncWaitRequest");
   cfg.add_message_type<node::SyncWaitResponse>("tandem.node.SyncWaitResponse");
   cfg.add_message_type<tab_bus_actor>("tandem.actors.tab_bus_actor");
+  cfg.add_message_type<actors::peer_syncer_actor>("tandem.actors.peer_syncer_actor");
 }
 
 }  // namespace tandem

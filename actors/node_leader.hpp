@@ -36,6 +36,7 @@ struct NodeLeaderConfig {
   std::vector<std::string> schema;  // what followers must have opened the database with
   std::string secret;               // the node secret (node::ensure_secret)
   std::string server;               // the server the leader syncs with ("" offline)
+  std::string user;                 // the user of the leader's token ("" offline)
   db_worker_actor worker;
   tab_bus_actor bus;
   actors::peer_syncer_actor syncer;  // null: followers' sync waits answer "offline"

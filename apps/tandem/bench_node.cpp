@@ -4,7 +4,9 @@
 // (CLOCK_MONOTONIC, shared by the processes of one machine) read just before its write was
 // sent: the follower's view callback measures write -> change visible in process B. The
 // baseline is the same path within one process: a ui_view of the leader, measured the same
-// way in the same run. One JSON line each (docs/testing.md, Benchmarks).
+// way in the same run. One JSON line each (docs/testing.md, Benchmarks). Then the takeover
+// figure (bench_node_takeover.cpp): kill -9 of the leader to a write acknowledged on the new
+// leader, over --cycles.
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +27,7 @@
 
 #include "actors/node.hpp"
 #include "actors/system_config.hpp"
+#include "apps/tandem/bench_node_takeover.hpp"
 #include "apps/tandem/bench_util.hpp"
 #include "apps/tandem/commands.hpp"
 #include "runtime/common/child_process.hpp"
@@ -37,9 +40,12 @@ const char* kSchema = "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY NOT N
 
 struct Options {
   int count = 2000;
+  int cycles = 20;
   std::string dir;
   bool follower = false;
+  std::string role;  // takeover children (bench_node_takeover.cpp)
   std::string db;
+  std::string schema_sql;
 };
 
 int64_t now_ns() {
@@ -181,6 +187,7 @@ void run_leader(const Options& opt) {
   (*child)->wait(std::chrono::seconds(30));
   print_latencies(local, "baseline: write -> change in a watched query in the same process");
   close(system, std::move(opened));
+  if (opt.cycles > 0) run_takeover_bench(dir, kSchema, opt.cycles);
   if (opt.dir.empty() && std::system(("rm -rf '" + dir + "'").c_str()) != 0) std::cerr << "tandem bench node: could not remove " << dir << "\n";
 }
 
@@ -192,9 +199,13 @@ void add_bench_node(CLI::App& bench) {
   cmd->add_option("--count", opt->count, "Writes, one at a time")->check(CLI::Range(1, 1000000));
   cmd->add_option("--dir", opt->dir, "Where to create the temporary database");
   cmd->add_flag("--follower", opt->follower, "(internal) the watching process");
+  cmd->add_option("--cycles", opt->cycles, "Takeover cycles (kill -9 of the leader process); 0: none")->check(CLI::Range(0, 10000));
   cmd->add_option("--db", opt->db, "(internal) the leader's database");
+  cmd->add_option("--role", opt->role, "(internal) a takeover child: leader or follower");
+  cmd->add_option("--schema-sql", opt->schema_sql, "(internal) a takeover child's schema");
   cmd->callback([opt] {
     spdlog::set_level(spdlog::level::warn);
+    if (!opt->role.empty()) return run_takeover_role(opt->role, opt->db, opt->schema_sql);
     opt->follower ? run_follower(*opt) : run_leader(*opt);
   });
 }

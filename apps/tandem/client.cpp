@@ -6,14 +6,17 @@
 //   exec SQL [PARAMS...]  write locally in one transaction, wait until the server acked it
 //   query SQL             print the rows of the local database as JSON (no network)
 //   sync                  connect, push and pull until caught up
+//   mutate OP TABLE ARGS  an optimistic mutation through a view (insert/update/delete),
+//                         shown at once in every view of the node, then settled
 //   watch SQL [--json]    stay connected; print the live result as it changes
 //   (no command)          an interactive shell with the same commands
 //
-// Exit status: 0 success; 1 the database refused the statement, or a watch's query is
+// Exit status: 0 success; 1 the database refused the statement or mutation, or a watch's query is
 // outside the live-query subset; 2 bad arguments or files, or the database is held by a
 // process that cannot be joined; 3 the server did not acknowledge in time, could not be reached, or
 // refused the client (the write stays local), or (a follower) the leader process ended
-// during the command; 128 + N stopped by signal N (SIGINT, SIGTERM)
+// with the command's request in flight (it may or may not have committed; a request made
+// after that waits for the node's next leader); 128 + N stopped by signal N (SIGINT, SIGTERM)
 // before the command finished. `watch` ends with 0 on SIGINT or SIGTERM, its normal end.
 #include "actors/system_config.hpp"
 #include "actors/node.hpp"
@@ -57,6 +60,7 @@ struct ClientOptions {
   // exec / query / watch
   std::string sql;
   std::vector<std::string> params;
+  std::string mutate_op, mutate_table;
   bool json = false;
 };
 
@@ -144,6 +148,18 @@ class ClientNode {
       lost_ = why.message();
       leader_lost_ = true;
     };
+    // The node takes over by itself (docs/node.md): say so, and how long it took.
+    nc_.on_takeover = [](const TakeoverReport& r) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(r.took).count();
+      if (!r.status.ok()) {
+        std::cerr << "tandem client: " << r.status.message() << std::endl;
+        return;
+      }
+      std::cerr << "tandem client: the node's leader process is gone; "
+                << (r.leads ? std::string("this process now leads the node")
+                            : "joined the new leader process (pid " + std::to_string(r.leader_pid) + ")")
+                << " (" << ms << " ms)" << std::endl;
+    };
     auto node = Node::open(*system_, nc_);
     if (!node.ok()) fail(2, "cannot open --db '" + opts.db + "': " + node.status().message());
     node_ = std::move(*node);
@@ -155,35 +171,19 @@ class ClientNode {
     });
   }
 
-  // A follower whose leader ended opens the node again: it takes the lock and leads, or
-  // joins whichever process took it (docs/node.md, "Who leads"). Its watches end with the
-  // old node; the caller starts them again (they rehydrate from the database).
-  Status reopen() {
-    for (auto& w : watches_) {
-      caf::anon_send_exit(w.watcher, caf::exit_reason::user_shutdown);
-      caf::anon_send_exit(w.view, caf::exit_reason::user_shutdown);
+  // The view mutations go through (one per process: its mutation ids stay unique).
+  ui_view_actor mutate_view() {
+    if (!mutate_view_) {
+      auto view = node_->spawn_view("mutate");
+      if (!view.ok()) fail(2, "mutate: " + view.status().message());
+      mutate_view_ = *view;
     }
-    watches_.clear();
-    std::unique_ptr<Node> old;
-    {
-      std::lock_guard<std::mutex> lock(node_mu_);
-      old = std::move(node_);
-    }
-    old.reset();
-    {
-      std::lock_guard<std::mutex> lock(lost_mu_);
-      leader_lost_ = false;
-      lost_.clear();
-    }
-    auto node = Node::open(*system_, nc_);
-    if (!node.ok()) return node.status();
-    std::lock_guard<std::mutex> lock(node_mu_);
-    node_ = std::move(*node);
-    return Status::Ok();
+    return mutate_view_;
   }
 
   ~ClientNode() {
     remove_stop_callback(stop_callback_);
+    if (mutate_view_) caf::anon_send_exit(mutate_view_, caf::exit_reason::user_shutdown);
     for (auto& w : watches_) {
       caf::anon_send_exit(w.watcher, caf::exit_reason::user_shutdown);
       caf::anon_send_exit(w.view, caf::exit_reason::user_shutdown);
@@ -228,7 +228,7 @@ class ClientNode {
     worker::WriteResponse out;
     self->request(node_->worker(), timeout_ + std::chrono::seconds(30), req)
         .receive([&](worker::WriteResponse& r) { out = std::move(r); },
-                 [&](caf::error& e) { fail(leader_lost() ? 3 : 1, "write failed: " + error_text(*system_, e)); });
+                 [&](caf::error& e) { fail(connection_failed() ? 3 : 1, "write failed: " + error_text(*system_, e)); });
     return out;
   }
 
@@ -240,7 +240,7 @@ class ClientNode {
     worker::QueryResponse out;
     self->request(node_->worker(), timeout_ + std::chrono::seconds(30), req)
         .receive([&](worker::QueryResponse& r) { out = std::move(r); },
-                 [&](caf::error& e) { fail(leader_lost() ? 3 : 1, "query failed: " + error_text(*system_, e)); });
+                 [&](caf::error& e) { fail(connection_failed() ? 3 : 1, "query failed: " + error_text(*system_, e)); });
     return out;
   }
 
@@ -267,17 +267,17 @@ class ClientNode {
     return "no answer from the server within --timeout " + opts_.timeout + (last.empty() ? "" : "; last problem: " + last);
   }
 
-  // Follower only: the leader process ended (with why), so this process can do no more.
+  // A request failed on the way to the leader rather than in the database: the leader
+  // process ended (or its connection broke) with the request in flight.
+  bool connection_failed() { return leader_lost() || !node_->is_leader(); }
+
+  // Follower only: the leader process ended at least once.
   bool leader_lost() {
     std::lock_guard<std::mutex> lock(lost_mu_);
     return leader_lost_;
   }
-  std::string lost_reason() {
-    std::lock_guard<std::mutex> lock(lost_mu_);
-    return lost_;
-  }
-
   caf::actor_system& system() { return *system_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
   Node& node() { return *node_; }
   void keep(const Watch& w) { watches_.push_back(w); }
 
@@ -289,9 +289,10 @@ class ClientNode {
   std::unique_ptr<caf::actor_system> system_;
   std::shared_ptr<net::EventLoop> loop_;
   NodeConfig nc_;
-  std::mutex node_mu_;  // node_ is replaced by reopen while a stop signal may interrupt it
+  std::mutex node_mu_;  // node_ is reset at the end while a stop signal may interrupt it
   std::unique_ptr<Node> node_;
   std::vector<Watch> watches_;
+  ui_view_actor mutate_view_;
   int stop_callback_ = 0;
   std::string token_;
   std::mutex lost_mu_;
@@ -309,17 +310,15 @@ std::string rows_json(const worker::QueryResponse& r) {
   return rows.dump();
 }
 
-int do_exec(ClientNode& node, const std::string& sql, const std::vector<std::string>& params) {
-  auto r = node.write(sql, params);
-  if (r.error().code() != change::Error::OK) fail(1, "the database refused the write: " + r.error().message());
-  nlohmann::json out{{"db_version", r.db_version()}, {"rows_changed", r.rows_changed()}};
-  if (r.last_key() != 0) out["last_key"] = r.last_key();
+// Prints `out` once the server acknowledged `version` (exit 0), or says that it is kept
+// locally (exit 3).
+int report_acked(ClientNode& node, nlohmann::json out, int64_t version) {
   std::string why;
-  auto acked = node.wait_acked(r.db_version(), &why);
+  auto acked = node.wait_acked(version, &why);
   if (!acked) {
     out["acknowledged"] = false;
     std::cout << out.dump() << std::endl;
-    std::cerr << "tandem client: written locally at db_version " << r.db_version()
+    std::cerr << "tandem client: written locally at db_version " << version
               << "; NOT yet acknowledged by the server (" << (why.empty() ? "timed out" : why)
               << "). The write is kept in the local database and pushed on the next sync.\n";
     return 3;
@@ -328,6 +327,62 @@ int do_exec(ClientNode& node, const std::string& sql, const std::vector<std::str
   out["server_acked_db_version"] = *acked;
   std::cout << out.dump() << std::endl;
   return 0;
+}
+
+int do_exec(ClientNode& node, const std::string& sql, const std::vector<std::string>& params) {
+  auto r = node.write(sql, params);
+  if (r.error().code() != change::Error::OK) fail(1, "the database refused the write: " + r.error().message());
+  nlohmann::json out{{"db_version", r.db_version()}, {"rows_changed", r.rows_changed()}};
+  if (r.last_key() != 0) out["last_key"] = r.last_key();
+  return report_acked(node, std::move(out), r.db_version());
+}
+
+// An optimistic mutation through a view of this process (docs/ivm.md, "Optimistic overlay"):
+// every view of the node shows it at once, then its outcome. OP is insert (COL=VALUE...),
+// update (KEY COL=VALUE...) or delete (KEY); KEY is the value of a one-column primary key.
+int do_mutate(ClientNode& node, const std::string& op, const std::string& table, const std::vector<std::string>& args) {
+  view::MutateRequest req;
+  auto* m = req.add_mutations();
+  m->set_table(table);
+  auto assign = [&](size_t from, google::protobuf::RepeatedPtrField<std::string>* columns,
+                    google::protobuf::RepeatedPtrField<change::Value>* values) {
+    for (size_t i = from; i < args.size(); ++i) {
+      const auto eq = args[i].find('=');
+      if (eq == std::string::npos || eq == 0) fail(2, "mutate: '" + args[i] + "' is not COLUMN=VALUE");
+      *columns->Add() = args[i].substr(0, eq);
+      *values->Add() = parse_param(args[i].substr(eq + 1));
+    }
+  };
+  if (op == "insert") {
+    if (args.empty()) fail(2, "mutate insert: no COLUMN=VALUE");
+    assign(0, m->mutable_insert()->mutable_columns(), m->mutable_insert()->mutable_values());
+  } else if (op == "update") {
+    if (args.size() < 2) fail(2, "mutate update: KEY and at least one COLUMN=VALUE are needed");
+    *m->mutable_update()->add_pk() = parse_param(args[0]);
+    assign(1, m->mutable_update()->mutable_columns(), m->mutable_update()->mutable_values());
+  } else if (op == "delete") {
+    if (args.size() != 1) fail(2, "mutate delete: exactly one KEY is needed");
+    *m->mutable_delete_()->add_pk() = parse_param(args[0]);
+  } else {
+    fail(2, "mutate: the operation is insert, update or delete, not '" + op + "'");
+  }
+  auto view = node.mutate_view();
+  view::MutateResponse r;
+  std::string broken;
+  {
+    caf::scoped_actor self{node.system()};
+    self->request(view, node.timeout() + std::chrono::seconds(30), req)
+        .receive([&](view::MutateResponse& x) { r = std::move(x); }, [&](caf::error& e) { broken = error_text(node.system(), e); });
+  }
+  if (!broken.empty()) fail(3, "mutate: the view did not answer: " + broken);
+  if (r.error().code() != change::Error::OK) {
+    // UNAVAILABLE: the leader process died with the write in flight; the views show what
+    // the database holds, whichever it was.
+    const bool unknown = r.error().code() == change::Error::UNAVAILABLE;
+    fail(unknown ? 3 : 1, (unknown ? "mutation " + r.mutation_id() + " did not complete: " : "the database refused mutation " + r.mutation_id() + ": ") +
+                              r.error().message());
+  }
+  return report_acked(node, nlohmann::json{{"mutation_id", r.mutation_id()}, {"db_version", r.db_version()}}, r.db_version());
 }
 
 int do_query(ClientNode& node, const std::string& sql, const std::vector<std::string>& params) {
@@ -356,22 +411,8 @@ int do_watch(ClientNode& node, const std::string& sql, const std::vector<std::st
   if (!watch.ok()) fail(1, "cannot watch: " + watch.status().message());
   node.keep(*watch);
   if (!wait_for_signal) return 0;
-  // A follower's leader ended: open the node again (this process may lead now) and watch
-  // again; the new result is printed whole, read from the database.
-  while (!wait_for_stop(std::chrono::milliseconds(20))) {
-    if (!node.leader_lost()) continue;
-    const auto start = std::chrono::steady_clock::now();
-    const std::string why = node.lost_reason();
-    Status reopened = node.reopen();
-    if (!reopened.ok()) fail(3, why + "; the node could not be opened again: " + reopened.message());
-    auto again = start_watch(node.system(), node.node(), sql, values, json);
-    if (!again.ok()) fail(1, "cannot watch: " + again.status().message());
-    node.keep(*again);
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
-    std::cerr << "tandem client: " << why << "; "
-              << (node.node().is_leader() ? std::string("this process now leads the node")
-                                          : "joined the new leader process (pid " + std::to_string(node.node().leader_pid()) + ")")
-              << " (" << ms << " ms); the result is printed again" << std::endl;
+  // The node keeps the watch across a change of leader (it takes over by itself).
+  while (!wait_for_stop(std::chrono::milliseconds(200))) {
   }
   return 0;
 }
@@ -412,7 +453,7 @@ std::optional<std::string> read_line(std::string& pending) {
 int run_shell(ClientNode& node) {
   std::string pending;
   const bool tty = ::isatty(0);
-  if (tty) std::cerr << "tandem shell: exec SQL [-- PARAMS], query SQL, watch SQL, sync, quit\n";
+  if (tty) std::cerr << "tandem shell: exec SQL [-- PARAMS], query SQL, watch SQL, mutate OP TABLE ARGS, sync, quit\n";
   while (true) {
     if (tty) std::cerr << "tandem> " << std::flush;
     auto next = read_line(pending);
@@ -437,7 +478,14 @@ int run_shell(ClientNode& node) {
       else if (cmd == "query") do_query(node, rest, params);
       else if (cmd == "sync") do_sync(node);
       else if (cmd == "watch") do_watch(node, rest, params, true, false);
-      else std::cerr << "unknown command '" << cmd << "' (exec, query, watch, sync, quit)\n";
+      else if (cmd == "mutate") {
+        std::istringstream words(rest);
+        std::string op, table;
+        words >> op >> table;
+        std::vector<std::string> args;
+        for (std::string a; words >> a;) args.push_back(a);
+        do_mutate(node, op, table, args);
+      } else std::cerr << "unknown command '" << cmd << "' (exec, query, watch, mutate, sync, quit)\n";
     } catch (const ExitError& e) {
       std::cerr << "error: " << e.message << "\n";
     }
@@ -456,6 +504,7 @@ int run_client(const ClientOptions& opts, const std::string& command) {
     if (command == "exec") code = do_exec(node, opts.sql, opts.params);
     else if (command == "query") code = do_query(node, opts.sql, opts.params);
     else if (command == "sync") code = do_sync(node);
+    else if (command == "mutate") code = do_mutate(node, opts.mutate_op, opts.mutate_table, opts.params);
     else if (command == "watch") code = do_watch(node, opts.sql, opts.params, opts.json, true);
     else code = run_shell(node);
   } catch (const ExitError& e) {
@@ -492,6 +541,10 @@ void add_client_command(CLI::App& app) {
   query->add_option("sql", opts->sql, "The SELECT statement")->required();
   query->add_option("params", opts->params, "Parameters, as for exec");
   cmd->add_subcommand("sync", "Connect, push and pull until caught up, exit");
+  auto* mutate = cmd->add_subcommand("mutate", "An optimistic mutation: shown at once in every view of the node, then settled; waits until the server acked it");
+  mutate->add_option("op", opts->mutate_op, "insert, update or delete")->required();
+  mutate->add_option("table", opts->mutate_table, "The replicated table")->required();
+  mutate->add_option("args", opts->params, "insert: COL=VALUE...; update: KEY COL=VALUE...; delete: KEY (values as for exec)");
   auto* watch = cmd->add_subcommand("watch", "Stay connected; print the live result as it changes");
   watch->add_option("sql", opts->sql, "The query (the live-query subset)")->required();
   watch->add_option("params", opts->params, "Parameters, as for exec");

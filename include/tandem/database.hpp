@@ -43,9 +43,9 @@ struct Options {
   // Tandem logs through spdlog's default logger (stdout unless the application set one).
   // Set: open sets that logger's level ("trace" ... "off"); empty: leaves it alone.
   std::string log_level = "warn";
-  // Follower only: the leader process ended; the Database can do no more (calls fail with
-  // unavailable): close it and open it again to lead or join the new leader. Runs on a
-  // library thread.
+  // Follower only, a notice: the leader process ended. The node takes over by itself (this
+  // process leads, or joins the survivor that does) and the Database carries on; a call in
+  // flight at the dead leader fails with unavailable. Runs on a library thread.
   std::function<void(const Status&)> on_leader_lost;
 };
 

@@ -42,6 +42,19 @@ void DeltaJournal::note_version(int64_t version) {
   appended_.notify_all();
 }
 
+void DeltaJournal::mark_gap(int64_t after, int64_t version) {
+  if (version <= after) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    last_version_ = std::max(last_version_, version);
+    dropped_through_ = std::max(dropped_through_, version);
+    // Every entry is older than the gap: no reader can use it past a rehydration.
+    for (const auto& e : entries_) bytes_ -= e.second;
+    entries_.clear();
+  }
+  appended_.notify_all();
+}
+
 int64_t DeltaJournal::last_version() const {
   std::lock_guard<std::mutex> lock(mu_);
   return last_version_;

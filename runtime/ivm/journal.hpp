@@ -35,6 +35,10 @@ class DeltaJournal {
   // Tells the journal that everything up to `version` has been appended, for commits that
   // advanced db_version without producing a batch.
   void note_version(int64_t version);
+  // The commits in (after, version] happened but were never appended here (a node's leader
+  // process died before it streamed them): a reader behind `version` fell off and must
+  // rehydrate, exactly as one the byte bound dropped. Nothing when version <= after.
+  void mark_gap(int64_t after, int64_t version);
   int64_t last_version() const;
 
   // A reader that has applied everything up to `from_version`.

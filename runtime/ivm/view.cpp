@@ -286,6 +286,8 @@ Status LiveView::apply(const BatchPtr& batch) { return impl_->apply(batch); }
 
 Status LiveView::catch_up() {
   if (!impl_->journal_) return Status::Ok();
+  // A gap in the journal (DeltaJournal::mark_gap) must be seen even when no batch follows it.
+  if (auto next = impl_->journal_->next_version(impl_->applied_); !next.ok()) return next.status();
   for (const auto& b : impl_->journal_->since(impl_->applied_)) TANDEM_RETURN_IF_ERROR(impl_->apply(b));
   return Status::Ok();
 }

@@ -192,7 +192,7 @@ Envelope make_hello(const std::string& nonce) {
 }
 
 Envelope make_join(const std::string& secret, const Hello& hello, const std::vector<std::string>& schema, const std::string& name,
-                   const std::string& server) {
+                   const std::string& server, const std::string& user) {
   Envelope e;
   auto* j = e.mutable_join();
   j->set_proof(join_proof(secret, hello.nonce()));
@@ -200,11 +200,12 @@ Envelope make_join(const std::string& secret, const Hello& hello, const std::vec
   j->set_name(name);
   j->set_pid(::getpid());
   j->set_server(server);
+  j->set_user(user);
   return e;
 }
 
 Status check_join(const std::string& secret, const std::string& nonce, const Join& join, const std::vector<std::string>& schema,
-                  uid_t leader_uid, uid_t peer_uid, const std::string& leader_server) {
+                  uid_t leader_uid, uid_t peer_uid, const std::string& leader_server, const std::string& leader_user) {
   if (peer_uid != leader_uid)
     return Status::PermissionDenied("the node's leader runs as uid " + std::to_string(leader_uid) + "; uid " +
                                     std::to_string(peer_uid) + " may not join it");
@@ -215,10 +216,16 @@ Status check_join(const std::string& secret, const std::string& nonce, const Joi
   if (theirs != schema)
     return Status::InvalidArgument("another schema: this process's schema (" + std::to_string(theirs.size()) +
                                    " statements) differs from the one the leader process opened the database with (" +
-                                   std::to_string(schema.size()) + " statements); open every process of a database with the same --schema");
+                                   std::to_string(schema.size()) + " statements); open every process of a database with the same --schema. A newer schema "
+                                   "(docs/schema.md) migrates the file when the process that opens it first has it: end every process of "
+                                   "this database, then start them again with the new --schema");
   if (!join.server().empty() && !leader_server.empty() && join.server() != leader_server)
     return Status::InvalidArgument("another server: this process names " + join.server() + " but the leader process syncs the database with " +
                                    leader_server);
+  if (!join.user().empty() && !leader_user.empty() && join.user() != leader_user)
+    return Status::PermissionDenied("another user: this process's token is for user '" + join.user() +
+                                    "' but the leader process syncs the database as user '" + leader_user +
+                                    "'; every process of a database must use a token of the same user");
   return Status::Ok();
 }
 

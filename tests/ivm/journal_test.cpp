@@ -70,6 +70,29 @@ TEST_CASE("a reader that lags past the memory bound must rehydrate", "[ivm][jour
   REQUIRE(versions(*j.range(50, 51)) == std::vector<int64_t>{51});
 }
 
+TEST_CASE("a gap marked in the journal makes readers behind it rehydrate", "[ivm][journal]") {
+  // A follower's journal after its leader died: commits up to 7 reached the new leader's
+  // file but never this journal.
+  ivm::DeltaJournal j(1 << 20, 50);
+  int64_t behind = j.register_reader(0);
+  REQUIRE(j.append(batch(1)).ok());
+  REQUIRE(j.append(batch(2)).ok());
+  j.mark_gap(2, 7);
+  CHECK(j.last_version() == 7);
+  CHECK(j.retained_batches() == 0);
+  CHECK(j.next_version(2).status().code() == StatusCode::resource_exhausted);
+  CHECK(j.range(2, 7).status().code() == StatusCode::resource_exhausted);
+  // An empty range marks nothing.
+  j.mark_gap(7, 7);
+  CHECK(j.last_version() == 7);
+  CHECK(j.next_version(7).ok());
+  // Rehydrated at 7, the reader goes on with what follows.
+  j.reset_reader(behind, 7);
+  REQUIRE(j.append(batch(8)).ok());
+  CHECK(*j.next_version(7) == 8);
+  CHECK(versions(*j.range(7, 8)) == std::vector<int64_t>{8});
+}
+
 TEST_CASE("readers wait for a version committed but not yet appended", "[ivm][journal]") {
   // The writer commits, then appends: a reader that already saw version v in SQLite asks the
   // journal for v and must get it once the writer catches up, in order, without loss.

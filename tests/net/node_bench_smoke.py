@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""Smoke test of `tandem bench node` with a few writes: two JSON lines (across processes and
-the in-process baseline), every write seen by both views, sane numbers. Not a timed test: it
+"""Smoke test of `tandem bench node` with a few writes and two takeover cycles: three JSON
+lines (across processes, the in-process baseline, kill -9 of the leader to a write on the new
+leader), every write seen by both views, sane numbers. Not a timed test: it
 checks that the benchmark runs and measures, not how fast."""
 import json
 import subprocess
 import sys
 
 binary = sys.argv[1]
-out = subprocess.run([binary, "bench", "node", "--count", "50"], capture_output=True, text=True, timeout=120)
+out = subprocess.run([binary, "bench", "node", "--count", "50", "--cycles", "2"], capture_output=True, text=True, timeout=120)
 if out.returncode != 0:
     sys.exit("tandem bench node failed: " + out.stderr)
 lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-if len(lines) != 2 or any(l.get("bench") != "node" for l in lines):
-    sys.exit("expected two node lines; got " + out.stdout)
+if len(lines) != 3 or any(l.get("bench") != "node" for l in lines):
+    sys.exit("expected three node lines; got " + out.stdout)
+takeover = lines.pop()
+if takeover.get("cycles") != 2 or not (0 < takeover.get("ms_p50", 0) <= takeover.get("ms_max", 0)) or "kill -9" not in takeover.get("path", ""):
+    sys.exit(f"implausible takeover figures: {takeover}")
 for l in lines:
     for field in ("us_p50", "us_p99", "us_max", "changes", "path"):
         if field not in l:

@@ -24,6 +24,7 @@
 #include "actors/node.hpp"
 #include "actors/system_config.hpp"
 #include "runtime/node/wire.hpp"
+#include "runtime/sqlite/database.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 #include "tests/common/temp_dir.hpp"
 #include "tests/net/view_mirror.hpp"
@@ -53,6 +54,7 @@ struct Proc {
   view_watcher_actor watcher;
   std::shared_ptr<Mirror> mirror = std::make_shared<Mirror>();
   std::atomic<bool> lost{false};
+  std::atomic<int> taken_over{0};  // takeovers reported OK
 
   Result<bool> open(const std::string& db, const std::string& name, const std::string& schema = kSchema) {
     NodeConfig nc;
@@ -61,10 +63,14 @@ struct Proc {
     nc.name = name;
     nc.join_within = 2s;
     nc.on_leader_lost = [this](const Status&) { lost = true; };
+    nc.on_takeover = [this](const TakeoverReport& r) {
+      if (r.status.ok()) ++taken_over;
+    };
     auto n = tandem::Node::open(system, nc);
     if (!n.ok()) return n.status();
     node = std::move(*n);
-    auto v = node->spawn_view("view");
+    // Named after the "process": the Procs of this test share one pid, which view names carry.
+    auto v = node->spawn_view("view-" + name);
     if (!v.ok()) return v.status();
     view = *v;
     watcher = system.spawn(mirror_actor, mirror, view);
@@ -195,6 +201,14 @@ TEST_CASE("node: a process with a wrong or exposed secret, or another schema, is
     CHECK(r.status().code() == StatusCode::invalid_argument);
     CHECK_THAT(r.status().message(), Catch::Contains("same --schema"));
   }
+  SECTION("a newer additive schema: refused, and told how to migrate") {
+    Proc b;
+    auto r = b.open(db, "b",
+                    "CREATE TABLE IF NOT EXISTS todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT CHECK (length(title) < 20), done "
+                    "INTEGER DEFAULT 0, note TEXT)");
+    CHECK(r.status().code() == StatusCode::invalid_argument);
+    CHECK_THAT(r.status().message(), Catch::Contains("end every process of this database, then start them again with the new --schema"));
+  }
   SECTION("a wrong secret") {
     {
       std::ofstream out(secret, std::ios::trunc | std::ios::binary);
@@ -218,17 +232,79 @@ TEST_CASE("node: a process with a wrong or exposed secret, or another schema, is
   (void)real;
 }
 
-TEST_CASE("node: when the leader ends, the follower hears it and its requests fail instead of hanging", "[node]") {
+TEST_CASE("node: when the leader ends, one follower takes over by itself, the other joins it, views stay exact", "[node][takeover]") {
   TempDir dir;
   const std::string db = dir / "a.db";
   auto a = std::make_unique<Proc>();
-  Proc b;
+  Proc b, c;
   REQUIRE(*a->open(db, "a"));
   REQUIRE(b.open(db, "b").ok());
+  REQUIRE(c.open(db, "c").ok());
+  REQUIRE(eventually([&] { return b.mirror->ready && c.mirror->ready; }));
+  CHECK(a->exec("INSERT INTO todo(id, title) VALUES (1, 'before')").error().code() == change::Error::OK);
+  CHECK(eventually([&] { return b.mirror->render() == "1 'before' 0 \n" && c.mirror->render() == "1 'before' 0 \n"; }));
   a->close();
-  CHECK(eventually([&] { return b.lost.load(); }, 5s));
-  auto w = b.exec("INSERT INTO todo(id, title) VALUES (1, 'x')");
-  CHECK(w.error().code() != change::Error::OK);
+  CHECK(eventually([&] { return b.lost.load() && c.lost.load(); }, 5s));
+  CHECK(eventually([&] { return b.taken_over.load() == 1 && c.taken_over.load() == 1; }, 5s));
+  // Exactly one of them leads; the other follows it.
+  CHECK(b.node->is_leader() != c.node->is_leader());
+  Proc& leader = b.node->is_leader() ? b : c;
+  Proc& follower = b.node->is_leader() ? c : b;
+  CHECK(follower.node->leader_pid() == ::getpid());
+  // The same handles (worker, views) work on: writes from both, every view shows them.
+  CHECK(follower.exec("INSERT INTO todo(id, title) VALUES (2, 'after f')").error().code() == change::Error::OK);
+  CHECK(leader.insert(3, "after l").error().code() == change::Error::OK);
+  auto f2 = follower.insert(4, "after f2");
+  INFO(f2.error().message());
+  CHECK(f2.error().code() == change::Error::OK);
+  const std::string expected = "1 'before' 0 \n2 'after f' 0 \n3 'after l' 0 \n4 'after f2' 0 \n";
+  CHECK(leader.truth() == expected);
+  CHECK(eventually([&] { return b.mirror->render() == expected && c.mirror->render() == expected; }));
+  INFO(b.mirror->render() << "/" << c.mirror->render());
+}
+
+TEST_CASE("node: mutations pending at a leader that ends are settled in every surviving view, commits it never streamed show",
+          "[node][takeover]") {
+  TempDir dir;
+  const std::string db = dir / "a.db";
+  auto a = std::make_unique<Proc>();
+  Proc b, c;
+  REQUIRE(*a->open(db, "a"));
+  REQUIRE(b.open(db, "b").ok());
+  REQUIRE(c.open(db, "c").ok());
+  REQUIRE(eventually([&] { return a->mirror->ready && b.mirror->ready && c.mirror->ready; }));
+  // Another connection holds the write lock: the leader's db_worker waits on it with both
+  // mutations, while every view shows them pending.
+  auto blocker = Database::open(db);
+  REQUIRE(blocker.ok());
+  REQUIRE((*blocker)->exec("BEGIN IMMEDIATE").ok());
+  auto mutate = [&](int64_t id, const std::string& title) {
+    view::MutateRequest req;
+    auto* m = req.add_mutations();
+    m->set_table("todo");
+    m->mutable_insert()->add_columns("id");
+    m->mutable_insert()->add_columns("title");
+    *m->mutable_insert()->add_values() = to_proto(Value::Integer(id));
+    *m->mutable_insert()->add_values() = to_proto(Value::Text(title));
+    caf::anon_send(a->view, req);
+  };
+  mutate(5, "commits");
+  mutate(6, "a title far too long for the check");
+  const std::string both = "5 'commits' 0 \n6 'a title far too long for the check' 0 \n";
+  REQUIRE(eventually([&] { return b.mirror->render() == both && c.mirror->render() == both; }));
+  // The leader ends with both in its worker's hands: its connections close at once, the
+  // worker commits one and refuses the other once the lock is free, then lets the lock go.
+  std::thread closing([&] { a->close(); });
+  std::this_thread::sleep_for(300ms);
+  REQUIRE((*blocker)->exec("COMMIT").ok());
+  closing.join();
+  CHECK(eventually([&] { return b.taken_over.load() == 1 && c.taken_over.load() == 1; }, 5s));
+  Proc& leader = b.node->is_leader() ? b : c;
+  const std::string expected = "5 'commits' 0 \n";
+  CHECK(leader.truth() == expected);
+  // No phantom of the refused one; the committed one shows although its deltas never came.
+  CHECK(eventually([&] { return b.mirror->render() == expected && c.mirror->render() == expected; }));
+  INFO(b.mirror->render() << "/" << c.mirror->render());
 }
 
 TEST_CASE("node: a follower that ends with a mutation in flight leaves no phantom row in the leader's view", "[node]") {

@@ -103,6 +103,16 @@ TEST_CASE("node wire: the join handshake accepts the secret's holder and refuses
   CHECK(node::check_join(secret, nonce, elsewhere.join(), schema, 1000, 1000, "ws://other:7000/sync").ok());
   CHECK(node::check_join(secret, nonce, elsewhere.join(), schema, 1000, 1000, "").ok());
   CHECK(node::check_join(secret, nonce, join.join(), schema, 1000, 1000, "ws://127.0.0.1:7000/sync").ok());
+  // A token of another user is refused when both have one; no token on either side is not compared.
+  const std::string url = "ws://127.0.0.1:7000/sync";
+  auto bob = node::make_join(secret, hello.hello(), schema, "b", url, "bob");
+  s = node::check_join(secret, nonce, bob.join(), schema, 1000, 1000, url, "alice");
+  CHECK(s.code() == StatusCode::permission_denied);
+  CHECK_THAT(s.message(), Catch::Contains("another user"));
+  CHECK_THAT(s.message(), Catch::Contains("'bob'"));
+  CHECK(node::check_join(secret, nonce, bob.join(), schema, 1000, 1000, url, "bob").ok());
+  CHECK(node::check_join(secret, nonce, bob.join(), schema, 1000, 1000, "", "").ok());
+  CHECK(node::check_join(secret, nonce, join.join(), schema, 1000, 1000, url, "alice").ok());
 }
 
 TEST_CASE("node wire: a leader and a follower exchange frames over the socket, the peer's uid is ours", "[node]") {
