@@ -121,6 +121,16 @@ class ChannelCore {
     size_t in_flight_bytes = 0;
     std::vector<sync::Push> pending;
     uint64_t pending_bytes = 0;  // serialized Push messages in `pending`
+    // A late upgrade's backfill (runtime/sync/backfill.hpp), forwarded before the ordinary
+    // stream; reset once the client acknowledged its last forward.
+    struct Backfill {
+      sync_schema::DeclaredColumns columns;  // table -> columns (none listed: the whole table)
+      int64_t through = 0;       // the join's forward_from: later changes come by the stream
+      int64_t read_from = 0;     // server db_version read through so far
+      std::string resume;        // set while version read_from + 1 is read in parts
+      uint64_t done_seq = 0;     // the forward carrying backfill_done (0: not sent yet)
+    };
+    std::optional<Backfill> backfill;
   };
   struct CachedRead {
     change::ChangeBatch batch;
@@ -130,6 +140,10 @@ class ChannelCore {
 
   ChannelCore(std::unique_ptr<Store> store, const ChannelOptions& options);
   void pump(uint64_t session, Member& m, ReadCache& cache, Outbox& out);
+  // Sends backfill forwards while the window allows; false when the backfill still holds
+  // the ordinary stream back (not all of it sent).
+  bool pump_backfill(uint64_t session, Member& m, Outbox& out);
+  void send_forward(uint64_t session, Member& m, change::ChangeBatch batch, int64_t to, bool backfill_done, Outbox& out);
 
   std::unique_ptr<Store> store_;
   ChannelOptions options_;
