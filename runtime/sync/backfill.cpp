@@ -1,6 +1,7 @@
 #include "runtime/sync/backfill.hpp"
 
-#include <sstream>
+#include <set>
+#include <utility>
 
 namespace tandem::sync_backfill {
 

@@ -12,6 +12,10 @@
 //     at the receiving client, in db_version order; each session's forwards are contiguous
 //     and at most `forward_window` are unacknowledged at once. Sessions at the same cursor
 //     share one read of the change log (fan-out costs one query, not one per session).
+//   - A hello declaring tables or columns its site is not covered for (a late schema upgrade,
+//     runtime/sync/backfill.hpp) gets them first, as backfill forwards with an empty range at
+//     its cursor, read from version 0; its coverage is recorded in the file once the client
+//     acknowledged the last of them.
 //   - What each client acknowledged is kept in memory and written to the store's peer table
 //     by checkpoint() (the channel actor calls it periodically and before closing) and when
 //     the session leaves; losing it in a crash only means some changes are forwarded again,
