@@ -4,6 +4,7 @@
 // same run, alternating the two. Both files run in WAL mode with synchronous=FULL; each
 // addition is one committed transaction. The tables are filled once (not measured) and each
 // run adds the next column to both, so the figures are medians over --runs additions.
+// Then the backfill figure (bench_backfill.cpp).
 #include <unistd.h>
 
 #include <algorithm>
@@ -84,14 +85,23 @@ void run_schema(const std::string& dir, int runs, int64_t rows) {
 }  // namespace
 
 void add_bench_schema(CLI::App& bench) {
-  auto* cmd = bench.add_subcommand("schema", "Adding a column to a replicated table of --rows rows vs plain SQLite's ALTER TABLE ADD COLUMN");
+  auto* cmd = bench.add_subcommand("schema",
+                                   "Adding a column to a replicated table of --rows rows vs plain SQLite's ALTER TABLE ADD COLUMN; "
+                                   "a late-upgraded device's backfill of --backfill-rows rows vs an ordinary catch-up");
   auto dir = std::make_shared<std::string>("/tmp");
   auto runs = std::make_shared<int>(5);
   auto rows = std::make_shared<int64_t>(1000000);
+  auto backfill_rows = std::make_shared<int64_t>(100000);
   cmd->add_option("--dir", *dir, "Folder for the temporary databases")->capture_default_str();
   cmd->add_option("--runs", *runs, "Columns added per kind (medians are printed)")->capture_default_str()->check(CLI::Range(1, 50));
   cmd->add_option("--rows", *rows, "Rows in the table")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{100000000}));
-  cmd->callback([=] { run_schema(*dir, *runs, *rows); });
+  cmd->add_option("--backfill-rows", *backfill_rows, "Rows backfilled through the server (0: skip that figure)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{10000000}));
+  cmd->callback([=] {
+    run_schema(*dir, *runs, *rows);
+    if (*backfill_rows > 0) run_backfill_bench(*dir, *backfill_rows);
+  });
 }
 
 }  // namespace tandem::app

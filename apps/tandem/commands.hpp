@@ -3,6 +3,9 @@
 // through CLI11 (throw CLI::RuntimeError(code) on failure after printing a clear message).
 #pragma once
 
+#include <cstdint>
+#include <string>
+
 #include <CLI/CLI.hpp>
 
 namespace tandem::app {
@@ -14,6 +17,7 @@ void add_bench_store(CLI::App& bench);     // bench_store.cpp: write, merge
 void add_bench_ivm(CLI::App& bench);       // bench_ivm.cpp: ivm
 void add_bench_sync(CLI::App& bench);      // bench_sync.cpp: sync
 void add_bench_schema(CLI::App& bench);    // bench_schema.cpp: schema
+void run_backfill_bench(const std::string& dir, int64_t rows);  // bench_backfill.cpp: bench schema's backfill figure
 void add_bench_node(CLI::App& bench);      // bench_node.cpp: node (two processes)
 
 void add_server_command(CLI::App& app);  // server.cpp

@@ -98,6 +98,26 @@ Result<change::ChangeBatch> Store::changes(const ChangesRequest& request) {
   const auto wanted = [&](int64_t site) { return site != excluded && (only == -1 || site == only); };
   std::map<int64_t, size_t> table_by_id;
   for (size_t i = 0; i < s.tables.size(); ++i) table_by_id[s.tables[i]->id] = i;
+  // Per table position: whether its entries are read at all, and which cells (empty: all,
+  // and the sentinel) when only_columns lists some.
+  std::vector<bool> table_wanted(s.tables.size(), true);
+  std::vector<std::vector<bool>> cells_wanted(s.tables.size());
+  if (!request.only_columns.empty()) {
+    const auto lower = [](std::string v) {
+      for (auto& ch : v)
+        if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+      return v;
+    };
+    for (size_t i = 0; i < s.tables.size(); ++i) {
+      const TableInfo& t = *s.tables[i];
+      auto listed = request.only_columns.find(lower(t.name));
+      table_wanted[i] = listed != request.only_columns.end();
+      if (!table_wanted[i] || listed->second.empty()) continue;
+      cells_wanted[i].resize(t.value_columns.size());
+      for (size_t c = 0; c < t.value_columns.size(); ++c)
+        cells_wanted[i][c] = listed->second.count(lower(t.columns[static_cast<size_t>(t.value_columns[c])].name)) > 0;
+    }
+  }
 
   change::ChangeBatch batch;
   batch.set_sender_site_id(site_bytes(s.site));
@@ -140,7 +160,9 @@ Result<change::ChangeBatch> Store::changes(const ChangesRequest& request) {
     auto table_it = table_by_id.find(entries->column_int64(2));
     if (table_it == table_by_id.end()) return Status::Internal("tandem_changelog names an unknown table");
     const size_t position = table_it->second;
+    if (!table_wanted[position]) continue;
     const TableInfo& t = *s.tables[position];
+    const std::vector<bool>& only_cells = cells_wanted[position];
     auto* p = static_cast<const char*>(sqlite3_column_blob(entries->raw(), 3));
     auto n = static_cast<size_t>(sqlite3_column_bytes(entries->raw(), 3));
     TANDEM_RETURN_IF_ERROR(read_keys(std::string_view(p ? p : "", n), &keys));
@@ -162,9 +184,10 @@ Result<change::ChangeBatch> Store::changes(const ChangesRequest& request) {
       cells.clear();
       for (size_t i = 0; i < clock.cells.size(); ++i) {
         const CellClock& c = clock.cells[i];
-        if (c.col_version >= 1 && c.db_version == version && wanted(c.site)) cells.push_back({c.seq, static_cast<int>(i), &c});
+        if (c.col_version >= 1 && c.db_version == version && wanted(c.site) && (only_cells.empty() || only_cells[i]))
+          cells.push_back({c.seq, static_cast<int>(i), &c});
       }
-      if (clock.sentinel.present() && clock.sentinel.db_version == version && wanted(clock.sentinel.site))
+      if (only_cells.empty() && clock.sentinel.present() && clock.sentinel.db_version == version && wanted(clock.sentinel.site))
         cells.push_back({clock.sentinel.seq, -1, &clock.sentinel});
       if (cells.empty()) continue;
       std::sort(cells.begin(), cells.end(), [](const Emitted& a, const Emitted& b) {

@@ -13,8 +13,10 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -169,6 +171,10 @@ class Store {
     // `limit`; a batch always holds at least one row, so one row larger than this is a
     // batch of its own. 0: no byte bound.
     size_t max_bytes = 0;
+    // Non-empty: only these tables (lower-case names) and, for a table listing columns, only
+    // those columns' cells (lower case; no sentinel); a table listing none gives all its
+    // changes. A late-upgraded device's backfill reads just its new cells this way.
+    std::map<std::string, std::set<std::string>> only_columns;
   };
   Result<change::ChangeBatch> changes(const ChangesRequest& request);
   // Merges a batch in one transaction and advances the sender's received cursor to the

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "runtime/sync/backfill.hpp"
 #include "runtime/sync/frames.hpp"
 #include "runtime/sync/schema_sync.hpp"
 
@@ -136,6 +137,22 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   from = std::min(from, store_->db_version());
   m.sent = m.acked = from;
   m.next_push_from = cursor.received;
+  {
+    // A late upgrade: what the device declares now but is not covered for comes first,
+    // from the start of the history (runtime/sync/backfill.hpp).
+    const std::string key = sync_backfill::covered_note_key(*site);
+    TANDEM_ASSIGN_OR_RETURN(auto note, store_->note(key));
+    std::optional<sync_schema::DeclaredColumns> covered;
+    if (note) covered = sync_backfill::decode_columns(*note);  // unreadable: backfill everything
+    auto plan = sync_backfill::plan(m.tables, covered, from);
+    if (plan.record_now)
+      TANDEM_RETURN_IF_ERROR(store_->put_notes({{key, sync_backfill::encode_columns(*plan.record_now)}}));
+    if (!plan.backfill.empty()) {
+      m.backfill.emplace();
+      m.backfill->columns = std::move(plan.backfill);
+      m.backfill->through = from;
+    }
+  }
 
   Outbox out;
   Outgoing welcome;
@@ -151,6 +168,7 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   w->set_max_frame_bytes(options_.max_frame_bytes);
   w->set_max_message_bytes(sync_frames::kMaxMessageBytes);
   w->set_push_window_bytes(options_.push_window_bytes);
+  w->set_backfill(m.backfill.has_value());
   out.push_back(std::move(welcome));
 
   auto& member = members_[session] = std::move(m);
@@ -342,7 +360,7 @@ Outbox ChannelCore::flush() {
       // The pusher alone was merged and it holds everything before: the new versions are
       // all its own, so instead of an empty forward the Ack moves its cursor (saving the
       // client a merge and an ack, and the server a read and a send per push).
-      if (merged_sites.size() == 1 && m.sent == before && m.in_flight.empty() && m.resume.empty() && head > before) {
+      if (merged_sites.size() == 1 && m.sent == before && m.in_flight.empty() && m.resume.empty() && !m.backfill && head > before) {
         m.sent = m.acked = head;
         m.ack_dirty = true;
         ack.envelope.mutable_ack()->set_forwarded_db_version(head);
@@ -355,7 +373,64 @@ Outbox ChannelCore::flush() {
   return out;
 }
 
+void ChannelCore::send_forward(uint64_t session, Member& m, change::ChangeBatch batch, int64_t to, bool backfill_done,
+                               Outbox& out) {
+  batch.set_to_db_version(to);  // what the client's ClientAck must name (client_ack())
+  Outgoing fwd;
+  fwd.session = session;
+  fwd.envelope.mutable_forward()->set_seq(m.next_forward_seq);
+  fwd.envelope.mutable_forward()->set_backfill_done(backfill_done);
+  *fwd.envelope.mutable_forward()->mutable_batch() = std::move(batch);
+  const size_t bytes = fwd.envelope.forward().ByteSizeLong();
+  m.in_flight.push_back({m.next_forward_seq, to, bytes});
+  m.in_flight_bytes += bytes;
+  ++m.next_forward_seq;
+  ++stats_.forwards;
+  put(out, std::move(fwd));
+}
+
+bool ChannelCore::pump_backfill(uint64_t session, Member& m, Outbox& out) {
+  Member::Backfill& b = *m.backfill;
+  if (b.done_seq != 0) return true;
+  while (m.in_flight.size() < options_.forward_window &&
+         (m.in_flight.empty() || m.in_flight_bytes < options_.forward_window_bytes)) {
+    Store::ChangesRequest request;
+    request.since = b.read_from;
+    request.exclude = m.site;  // what the device wrote itself it holds
+    request.limit = options_.forward_batch_changes;
+    request.split_versions = true;
+    request.resume_after = b.resume;
+    request.max_bytes = options_.forward_batch_bytes;
+    request.only_columns = b.columns;
+    auto read = store_->changes(request);
+    ++stats_.change_reads;
+    if (!read.ok()) {
+      out.push_back({session, sync_frames::error_envelope(sync::Error::INTERNAL,
+                                                           "reading the backfill failed: " + read.status().message(), true),
+                     true});
+      return false;
+    }
+    // Done once every version up to `through` was read: later ones (also read, harmlessly
+    // sent twice) come by the ordinary stream, which starts at `through`.
+    const bool done = read->complete() || read->to_db_version() >= b.through;
+    b.read_from = read->to_db_version();
+    b.resume = read->resume_after();
+    change::ChangeBatch batch = std::move(*read);
+    // An empty range at the cursor: the client merges the cells and its cursor stays.
+    batch.set_from_db_version(m.sent);
+    batch.set_complete(true);
+    batch.clear_resume_after();
+    send_forward(session, m, std::move(batch), m.sent, done, out);
+    if (done) {
+      b.done_seq = m.next_forward_seq - 1;
+      return true;
+    }
+  }
+  return false;
+}
+
 void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& out) {
+  if (m.backfill && !pump_backfill(session, m, out)) return;
   const int64_t head = store_->db_version();
   while ((m.sent < head || !m.resume.empty()) && m.in_flight.size() < options_.forward_window &&
          (m.in_flight.empty() || m.in_flight_bytes < options_.forward_window_bytes)) {
@@ -380,7 +455,8 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
       }
       // The read is shared by the sessions at the same point; the last of them takes it.
       int users = 0;
-      for (const auto& [id, other] : members_) users += other.sent == m.sent && other.resume == m.resume;
+      for (const auto& [id, other] : members_)
+        users += other.sent == m.sent && other.resume == m.resume && !(other.backfill && other.backfill->done_seq == 0);
       cached = cache.emplace(key, CachedRead{std::move(*read), users}).first;
     }
     const change::ChangeBatch& all = cached->second.batch;
@@ -399,19 +475,9 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
     } else {
       mine = for_client(all, m.site, m.tables);
     }
-    mine.set_to_db_version(to);  // what the client's ClientAck must name (client_ack())
-    Outgoing fwd;
-    fwd.session = session;
-    fwd.envelope.mutable_forward()->set_seq(m.next_forward_seq);
-    *fwd.envelope.mutable_forward()->mutable_batch() = std::move(mine);
-    const size_t bytes = fwd.envelope.forward().ByteSizeLong();
-    m.in_flight.push_back({m.next_forward_seq, to, bytes});
-    m.in_flight_bytes += bytes;
-    ++m.next_forward_seq;
+    send_forward(session, m, std::move(mine), to, false, out);
     m.sent = to;
     m.resume = resume_after;
-    ++stats_.forwards;
-    put(out, std::move(fwd));
   }
 }
 
@@ -437,6 +503,13 @@ Result<Outbox> ChannelCore::client_ack(uint64_t session, const sync::ClientAck& 
     m.in_flight_bytes -= m.in_flight.front().bytes;
     m.in_flight.pop_front();
     m.ack_dirty = true;
+  }
+  if (m.backfill && m.backfill->done_seq != 0 && ack.seq() >= m.backfill->done_seq) {
+    // The device holds the whole backfill: it is covered for everything it declared. A
+    // failed write only means the next connection backfills again (idempotent merges), so
+    // the session goes on either way.
+    (void)store_->put_notes({{sync_backfill::covered_note_key(m.site), sync_backfill::encode_columns(m.tables)}});
+    m.backfill.reset();
   }
   Outbox out;
   ReadCache cache;

@@ -12,6 +12,10 @@
 //     at the receiving client, in db_version order; each session's forwards are contiguous
 //     and at most `forward_window` are unacknowledged at once. Sessions at the same cursor
 //     share one read of the change log (fan-out costs one query, not one per session).
+//   - A hello declaring tables or columns its site is not covered for (a late schema upgrade,
+//     runtime/sync/backfill.hpp) gets them first, as backfill forwards with an empty range at
+//     its cursor, read from version 0; its coverage is recorded in the file once the client
+//     acknowledged the last of them.
 //   - What each client acknowledged is kept in memory and written to the store's peer table
 //     by checkpoint() (the channel actor calls it periodically and before closing) and when
 //     the session leaves; losing it in a crash only means some changes are forwarded again,
@@ -130,6 +134,16 @@ class ChannelCore {
     size_t in_flight_bytes = 0;
     std::vector<sync::Push> pending;
     uint64_t pending_bytes = 0;  // serialized Push messages in `pending`
+    // A late upgrade's backfill (runtime/sync/backfill.hpp), forwarded before the ordinary
+    // stream; reset once the client acknowledged its last forward.
+    struct Backfill {
+      sync_schema::DeclaredColumns columns;  // table -> columns (none listed: the whole table)
+      int64_t through = 0;       // the join's forward_from: later changes come by the stream
+      int64_t read_from = 0;     // server db_version read through so far
+      std::string resume;        // set while version read_from + 1 is read in parts
+      uint64_t done_seq = 0;     // the forward carrying backfill_done (0: not sent yet)
+    };
+    std::optional<Backfill> backfill;
   };
   struct CachedRead {
     change::ChangeBatch batch;
@@ -141,6 +155,10 @@ class ChannelCore {
   void pump(uint64_t session, Member& m, ReadCache& cache, Outbox& out);
   // To emit_ while emitting_ (and the message keeps its session open), else into `out`.
   void put(Outbox& out, Outgoing&& o);
+  // Sends backfill forwards while the window allows; false when the backfill still holds
+  // the ordinary stream back (not all of it sent).
+  bool pump_backfill(uint64_t session, Member& m, Outbox& out);
+  void send_forward(uint64_t session, Member& m, change::ChangeBatch batch, int64_t to, bool backfill_done, Outbox& out);
 
   std::unique_ptr<Store> store_;
   ChannelOptions options_;

@@ -36,7 +36,7 @@ void ClientCore::send(Outbox& out, sync::Envelope envelope, bool fragmentable) c
 bool ClientCore::caught_up() const {
   return phase_ == Phase::live && in_flight_.empty() && !reading_ && merges_in_flight_ == 0 &&
          recorded_acked_ >= client_acked_ && pushed_through_ >= local_version_ && resume_.empty() &&
-         cursor_ >= server_known_;
+         cursor_ >= server_known_ && !backfilling_;
 }
 
 void ClientCore::settle_waiters(Outbox& out) {
@@ -520,6 +520,7 @@ void ClientCore::on_welcome(Outbox& out, const sync::Welcome& w) {
   server_site_ = w.server_site_id();
   cursor_ = w.forward_from();
   server_known_ = std::max(cursor_, w.server_db_version());
+  backfilling_ = w.backfill();
   client_acked_ = w.client_acked_db_version();
   pushed_through_ = client_acked_;
   push_from_ = client_acked_;
@@ -535,7 +536,8 @@ void ClientCore::on_welcome(Outbox& out, const sync::Welcome& w) {
   log(LogLevel::info, [&] {
     return "hop=client.welcome user=" + w.user() + " server=" + short_site(w.server_site_id()) +
            " server_v=" + std::to_string(w.server_db_version()) + " client_acked=" + std::to_string(w.client_acked_db_version()) +
-           " forward_from=" + std::to_string(w.forward_from()) + " local_v=" + std::to_string(local_version_);
+           " forward_from=" + std::to_string(w.forward_from()) + " local_v=" + std::to_string(local_version_) +
+           (w.backfill() ? " backfill=1" : "");
   });
   record_ack(out);
   try_push(out);
@@ -594,7 +596,7 @@ void ClientCore::on_ack(Outbox& out, const sync::Ack& ack) {
 void ClientCore::on_forward(Outbox& out, sync::Forward& forward) {
   Merge merge;
   merge.ticket = MergeTicket{generation_, forward.seq(), forward.batch().from_db_version(), forward.batch().to_db_version(),
-                             forward.batch().changes_size()};
+                             forward.batch().changes_size(), forward.backfill_done()};
   const MergeTicket& t = merge.ticket;
   log(LogLevel::debug, [&] {
     return "hop=client.forward seq=" + std::to_string(t.seq) + " server_v=(" + std::to_string(t.from) + "," +
@@ -628,6 +630,7 @@ Outbox ClientCore::on_merged(const MergeTicket& t, const Result<worker::MergeRes
     return out;
   }
   cursor_ = std::max(cursor_, t.to);
+  if (t.backfill_done && t.generation == generation_) backfilling_ = false;
   log(LogLevel::debug, [&] {
     return "hop=client.merged seq=" + std::to_string(t.seq) + range + " changes=" + std::to_string(t.changes) +
            " applied=" + std::to_string(merged->changes_applied()) + " local_v=" + std::to_string(merged->db_version());

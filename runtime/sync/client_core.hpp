@@ -14,6 +14,8 @@
 //     forgets what was in flight: the next welcome says where to start again.
 //   - Forwards: merged by the db_worker in arrival order, each acknowledged (ClientAck) only
 //     after its merge committed; a forward in Fragments is merged only once whole.
+//   - Backfill (a late schema upgrade, docs/schema.md): when the welcome announces one, the
+//     client is not caught up before it merged the forward that ends it.
 //   - Acks: recorded in the peer table before the callers waiting for them are answered, so
 //     that the next hello (maybe of the next process) tells the server what it holds.
 //   - Waiters (wait_acked, wait_caught_up) are answered with a value once the state allows,
@@ -118,6 +120,7 @@ struct MergeTicket {
   uint64_t seq = 0;        // the forward's
   int64_t from = 0, to = 0;
   int changes = 0;
+  bool backfill_done = false;  // the last forward of a backfill (Welcome.backfill)
 };
 struct Merge {             // -> on_merged(ticket, ...)
   using Response = worker::MergeResponse;
@@ -281,6 +284,7 @@ class ClientCore {
   sync_frames::Reassembler fragments_;  // a fragmented Forward under way
   bool reading_ = false;         // a ReadChanges is out
   int merges_in_flight_ = 0;
+  bool backfilling_ = false;     // the welcome announced a backfill whose last forward is not merged yet
   std::string fatal_error_;      // the server refused us for good (token, version, data, binding)
   std::string last_error_;       // why the last attempt or connection failed
   bool ever_live_ = false;       // a welcome arrived in this run

@@ -219,6 +219,8 @@ Result<std::vector<std::string>> adopt_tables(Store& store, const std::vector<st
     }
     const TableInfo* existing = store.table(name);
     if (existing == nullptr) {
+      // (A table a failed registration left unregistered is declared again here, and its
+      // CREATE ... IF NOT EXISTS below is then a no-op.)
       missing.emplace_back(name, tables[i + 1]);
     } else if (!same_shape(*existing, *declared)) {
       // A device on an older schema (a prefix of ours) is fine; a newer one's columns are
@@ -231,12 +233,26 @@ Result<std::vector<std::string>> adopt_tables(Store& store, const std::vector<st
       newer.emplace_back(name, if_not_exists(tables[i + 1]));
     }
   }
-  for (const auto& [name, sql] : newer)
-    TANDEM_RETURN_IF_ERROR(store.execute_schema(sql).with_context("adopting the newer declaration of table " + name));
-  for (const auto& [name, sql] : missing) {
-    TANDEM_RETURN_IF_ERROR(store.execute_schema(sql).with_context("creating table " + name));
-    TANDEM_RETURN_IF_ERROR(store.register_table(name).with_context("registering table " + name));
+  // Every schema change of the hello in one transaction (Store::execute_schema): a refusal
+  // from SQLite itself (a DEFAULT it will not add) leaves nothing adopted nor created. The
+  // new tables are registered afterwards, each in a transaction of its own; a registration
+  // that fails leaves a table that is created but not replicated, which the next hello
+  // registers (IF NOT EXISTS makes its CREATE a no-op then).
+  if (!newer.empty() || !missing.empty()) {
+    std::string sql;
+    std::string names;
+    for (const auto& [name, statement] : newer) {
+      sql += statement + ";\n";
+      names += (names.empty() ? "" : ", ") + name;
+    }
+    for (const auto& [name, statement] : missing) {
+      sql += if_not_exists(statement) + ";\n";
+      names += (names.empty() ? "" : ", ") + name;
+    }
+    TANDEM_RETURN_IF_ERROR(store.execute_schema(sql).with_context("adopting the declaration of table(s) " + names));
   }
+  for (const auto& [name, sql] : missing)
+    TANDEM_RETURN_IF_ERROR(store.register_table(name).with_context("registering table " + name));
   std::vector<std::string> names;
   for (size_t i = 0; i < tables.size(); i += 2) names.push_back(tables[i]);
   return names;
