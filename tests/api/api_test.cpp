@@ -180,6 +180,38 @@ TEST_CASE("api: a second Database on the same file follows the first", "[api]") 
   CHECK((*leader)->close().ok());
 }
 
+TEST_CASE("api: when the leading Database closes, the follower takes over and its watch goes on", "[api]") {
+  tandem::test::TempDir dir;
+  auto leader = Database::open(options_for(dir / "app.db"));
+  REQUIRE(leader.ok());
+  Options o = options_for(dir / "app.db");
+  o.name = "widget";
+  auto follower = Database::open(o);
+  REQUIRE(follower.ok());
+  REQUIRE_FALSE((*follower)->is_leader());
+  Seen seen;
+  auto watch = (*follower)->watch("SELECT id, title FROM todo ORDER BY id", {}, [&](const WatchEvent& e) { seen.on_event(e); });
+  REQUIRE(watch.ok());
+  REQUIRE((*leader)->exec("INSERT INTO todo(id, title) VALUES (1, 'before')").ok());
+  REQUIRE(seen.wait_for("+'before'"));
+  CHECK((*leader)->close().ok());
+  // The application does nothing: the same Database and watch carry on on the new leader.
+  Status written;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    auto r = (*follower)->exec("INSERT INTO todo(id, title) VALUES (2, 'after')");
+    written = r.ok() ? Status() : r.status();
+    if (written.ok() || written.code() != Code::unavailable) break;
+    std::this_thread::sleep_for(50ms);  // a call in flight at the leader's end may fail once
+  }
+  INFO(written.to_string());
+  REQUIRE(written.ok());
+  REQUIRE(seen.wait_for("+'after'"));
+  CHECK((*follower)->is_leader());
+  CHECK(seen.size() == 2);
+  watch->stop();
+  CHECK((*follower)->close().ok());
+}
+
 TEST_CASE("api: callbacks may mutate but not block, and nothing works after close", "[api]") {
   tandem::test::TempDir dir;
   auto db = Database::open(options_for(dir / "app.db"));
