@@ -180,7 +180,7 @@ TEST_CASE("api: a second Database on the same file follows the first", "[api]") 
   CHECK((*leader)->close().ok());
 }
 
-TEST_CASE("api: when the leading Database closes, the follower takes over and its watch goes on", "[api]") {
+TEST_CASE("api: when the leading Database closes the follower takes over and its watch goes on", "[api]") {
   tandem::test::TempDir dir;
   auto leader = Database::open(options_for(dir / "app.db"));
   REQUIRE(leader.ok());
