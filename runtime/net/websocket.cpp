@@ -124,7 +124,11 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
   ~WsConnection() override = default;
 
   Stream& ws() { return ws_; }
-  void set_peer(std::string peer) { peer_ = std::move(peer); }
+  void set_peer(std::string peer, bool loopback = false) {
+    peer_ = std::move(peer);
+    peer_loopback_ = loopback;
+  }
+  void set_http(HttpFn http) { http_ = std::move(http); }
   void keep_context(std::shared_ptr<ssl::context> tls) { tls_ = std::move(tls); }
 
   // Server side: TLS handshake (if any), HTTP upgrade request, WebSocket accept.
@@ -224,7 +228,7 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
     http::async_read(ws_.next_layer(), http_buffer_, *parser_,
                      [self = this->shared_from_this()](beast::error_code ec, size_t) {
                        if (ec) return self->fail_handshake(ec, "reading the upgrade request");
-                       if (!websocket::is_upgrade(self->parser_->get())) return self->refuse_plain_http();
+                       if (!websocket::is_upgrade(self->parser_->get())) return self->answer_plain_http();
                        self->configure_websocket(beast::role_type::server);
                        self->ws_.async_accept(self->parser_->get(), [self](beast::error_code ec2) {
                          if (ec2) return self->fail_handshake(ec2, "WebSocket handshake");
@@ -234,13 +238,34 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
                      });
   }
 
-  // A plain HTTP request (a browser, a health check): answer 426 and close.
-  void refuse_plain_http() {
-    auto res = std::make_shared<http::response<http::string_body>>(http::status::upgrade_required, 11);
-    res->set(http::field::upgrade, "websocket");
+  // A plain HTTP request (a browser, a health check, a scrape): the server's HttpFn answers
+  // it, or without one 426 tells the client to upgrade. Either way the connection closes.
+  void answer_plain_http() {
+    std::shared_ptr<http::response<http::string_body>> res;
+    if (http_) {
+      const auto& req = parser_->get();
+      HttpRequest r;
+      const auto method = req.method_string();
+      const auto target = req.target();
+      r.method.assign(method.data(), method.size());
+      r.target.assign(target.data(), target.size());
+      if (auto it = req.find(http::field::authorization); it != req.end())
+        r.authorization.assign(it->value().data(), it->value().size());
+      r.peer = peer_;
+      r.peer_loopback = peer_loopback_;
+      HttpResponse answer = http_(r);
+      res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(answer.status), 11);
+      res->set(http::field::content_type, answer.content_type);
+      if (!answer.www_authenticate.empty()) res->set(http::field::www_authenticate, answer.www_authenticate);
+      res->body() = std::move(answer.body);
+    } else {
+      res = std::make_shared<http::response<http::string_body>>(http::status::upgrade_required, 11);
+      res->set(http::field::upgrade, "websocket");
+      res->set(http::field::content_type, "text/plain");
+      res->body() = "tandem sync: this endpoint speaks WebSocket (see docs/protocol.md)\n";
+    }
     res->set(http::field::connection, "close");
-    res->set(http::field::content_type, "text/plain");
-    res->body() = "tandem sync: this endpoint speaks WebSocket (see docs/protocol.md)\n";
+    res->set(http::field::server, "tandem-server");
     res->prepare_payload();
     http::async_write(ws_.next_layer(), *res, [self = this->shared_from_this(), res](beast::error_code, size_t) {
       beast::error_code ignored;
@@ -433,6 +458,8 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
   std::shared_ptr<ssl::context> tls_;  // keeps the context alive as long as the stream
   uint64_t id_;
   std::string peer_;
+  bool peer_loopback_ = false;
+  HttpFn http_;  // server side: answers plain HTTP requests
   Url url_;
   Server::AcceptFn on_accept_;
   ConnectFn done_;
@@ -475,14 +502,22 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     beast::error_code ec;
     auto remote = socket.remote_endpoint(ec);
     const std::string peer = ec ? "?" : endpoint_string(remote);
+    bool loopback = false;
+    if (!ec) {
+      const auto a = remote.address();
+      loopback = a.is_loopback() || (a.is_v6() && a.to_v6().is_v4_mapped() &&
+                                     asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).is_loopback());
+    }
     socket.set_option(tcp::no_delay(true), ec);
     if (tls) {
       auto c = std::make_shared<TlsConnection>(options.transport, registry, std::move(socket), *tls);
-      c->set_peer(peer);
+      c->set_peer(peer, loopback);
+      c->set_http(options.http);
       c->accept(tls, on_accept);
     } else {
       auto c = std::make_shared<PlainConnection>(options.transport, registry, std::move(socket));
-      c->set_peer(peer);
+      c->set_peer(peer, loopback);
+      c->set_http(options.http);
       c->accept(nullptr, on_accept);
     }
   }

@@ -95,12 +95,33 @@ class EventLoop {
   std::unique_ptr<Impl> impl_;
 };
 
+// A plain HTTP request on the server's port (anything but a WebSocket upgrade): health
+// checks and metrics scrapes. Only what the answers depend on is kept.
+struct HttpRequest {
+  std::string method;         // "GET"
+  std::string target;         // "/metrics?x=1" as sent
+  std::string authorization;  // the Authorization header, empty when absent
+  std::string peer;           // "127.0.0.1:40512"
+  bool peer_loopback = false; // the peer's address is 127.0.0.0/8 or ::1 (or v4-mapped loopback)
+};
+struct HttpResponse {
+  int status = 404;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+  std::string www_authenticate;  // sent with a 401 when not empty
+};
+// Answers one plain request, on a loop thread: it must not block for long. Thread-safe.
+using HttpFn = std::function<HttpResponse(const HttpRequest&)>;
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 0;          // 0: any free port (read it back with Server::port)
   std::string tls_cert_file;  // PEM chain; with tls_key_file, the server speaks wss only
   std::string tls_key_file;
   TransportOptions transport;
+  // Plain HTTP requests (not upgrades) on the same port; without it every one is answered
+  // 426 Upgrade Required. The answer closes the connection (no keep-alive).
+  HttpFn http;
 };
 
 class Server {
