@@ -4,6 +4,7 @@
 #include <caf/send.hpp>
 #include <spdlog/spdlog.h>
 
+#include "runtime/metrics/metrics.hpp"
 #include "runtime/store/store.hpp"
 #include "runtime/sync/frames.hpp"
 
@@ -23,6 +24,10 @@ struct channel_state {
   std::map<uint64_t, envelope_sink> sessions;  // session id -> session actor
   bool flush_scheduled = false;
   static inline const char* name = "channel";
+  // tandem_channels_open counts channels whose file is open: from the open to the state's end.
+  ~channel_state() {
+    if (core) metrics::server_metrics().channels_open.sub();
+  }
 };
 
 using self_ptr = channel_impl::stateful_pointer<channel_state>;
@@ -31,6 +36,8 @@ using self_ptr = channel_impl::stateful_pointer<channel_state>;
 std::map<uint64_t, envelope_sink>::iterator send_one(self_ptr self, sync_channel::Outgoing& o) {
   auto it = self->state.sessions.find(o.session);
   if (it == self->state.sessions.end()) return it;
+  if (o.envelope.has_forward()) metrics::server_metrics().forwards.inc();
+  else if (o.envelope.has_ack()) metrics::server_metrics().acks.inc();
   if (o.envelope.has_forward() && spdlog::should_log(spdlog::level::debug))
     spdlog::debug("hop=server.forward user={} session={} seq={} server_v=({},{}] changes={} cells=\"{}\"",
                   self->state.user, o.session, o.envelope.forward().seq(),
@@ -80,6 +87,7 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
   auto opened = sync_channel::ChannelCore::open(path, options);
   if (opened.ok()) {
     self->state.core = std::move(opened).value();
+    metrics::server_metrics().channels_open.add();
     self->state.core->set_emit([self](sync_channel::Outgoing&& o) { send_one(self, o); });
     spdlog::info("hop=server.channel_open user={} file={} db_version={}", user, path, self->state.core->db_version());
   } else {
@@ -141,6 +149,7 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
       },
       [self](cluster::SessionPush& push) {
         if (!self->state.core || !self->state.sessions.count(push.session())) return;
+        metrics::server_metrics().pushes.inc();
         if (spdlog::should_log(spdlog::level::debug))
           spdlog::debug("hop=server.push user={} session={} seq={} client_v=({},{}] changes={} cells=\"{}\"",
                         self->state.user, push.session(), push.push().seq(), push.push().batch().from_db_version(),
@@ -162,7 +171,17 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
       [self](flush_atom) {
         self->state.flush_scheduled = false;
         if (!self->state.core || !self->state.core->has_pending()) return;
+        const auto before = self->state.core->stats();
+        const auto start = std::chrono::steady_clock::now();
         auto out = self->state.core->flush();
+        const auto& after = self->state.core->stats();
+        auto& m = metrics::server_metrics();
+        if (after.group_commits > before.group_commits) {
+          m.group_commits.inc(static_cast<uint64_t>(after.group_commits - before.group_commits));
+          m.changes_merged.inc(static_cast<uint64_t>(after.changes_merged - before.changes_merged));
+          m.merge_commit_seconds.observe(std::chrono::steady_clock::now() - start);
+          m.commit_sync_seconds.observe(std::chrono::nanoseconds(after.sync_nanos - before.sync_nanos));
+        }
         spdlog::debug("hop=server.commit user={} server_v={} group_commits={}", self->state.user,
                       self->state.core->db_version(), self->state.core->stats().group_commits);
         deliver(self, std::move(out));

@@ -9,6 +9,7 @@
 
 #include <optional>
 
+#include "runtime/metrics/metrics.hpp"
 #include "runtime/sync/frames.hpp"
 
 namespace tandem::actors {
@@ -32,28 +33,56 @@ struct session_state {
   sync_frames::Reassembler fragments;  // a fragmented Push under way
   int join_attempts = 0;
   static inline const char* name = "session";
+
+  // The phase, counted in tandem_sessions{state}: every change goes through set_phase, and
+  // the state's end leaves the gauge of its last phase whichever way the actor ended.
+  session_state() { gauge(phase, 1); }
+  ~session_state() { gauge(phase, -1); }
+  void set_phase(Phase p) {
+    if (p == phase) return;
+    gauge(phase, -1);
+    gauge(p, 1);
+    phase = p;
+  }
+  static void gauge(Phase p, int64_t delta) {
+    using metrics::SessionPhase;
+    auto& sessions = metrics::server_metrics().sessions;
+    switch (p) {
+      case Phase::awaiting_hello: return sessions[static_cast<int>(SessionPhase::kAwaitingHello)].add(delta);
+      case Phase::joining: return sessions[static_cast<int>(SessionPhase::kJoining)].add(delta);
+      case Phase::joined: return sessions[static_cast<int>(SessionPhase::kJoined)].add(delta);
+      case Phase::closed: return;
+    }
+  }
 };
 
 using self_ptr = session_impl::stateful_pointer<session_state>;
 
 void send_frame(self_ptr self, const sync::Envelope& e) {
-  if (self->state.connection) self->state.connection->send(sync_frames::encode(e));
+  if (!self->state.connection) return;
+  std::string frame = sync_frames::encode(e);
+  metrics::server_metrics().bytes_sent.inc(frame.size());
+  self->state.connection->send(std::move(frame));
 }
 
 // A forward holding a large value goes out in Fragments (docs/protocol.md).
 void send_message(self_ptr self, sync::Envelope&& e) {
   if (!self->state.connection) return;
   auto& connection = *self->state.connection;
-  sync_frames::send_frames(std::move(e), [&connection](std::string frame) { connection.send(std::move(frame)); });
+  sync_frames::send_frames(std::move(e), [&connection](std::string frame) {
+    metrics::server_metrics().bytes_sent.inc(frame.size());
+    connection.send(std::move(frame));
+  });
 }
 
 // Sends a fatal error and closes; the session stops when the connection reports it is down.
 void fail(self_ptr self, sync::Error::Code code, const std::string& message) {
   if (self->state.phase == session_state::Phase::closed) return;
+  metrics::server_metrics().count_error(code);
   spdlog::info("hop=server.session_refused client={} user={} code={} reason=\"{}\"", self->state.client,
                self->state.user, sync::Error::Code_Name(code), sync_frames::log_escape(message, 1024));
   send_frame(self, sync_frames::error_envelope(code, message, true));
-  self->state.phase = session_state::Phase::closed;
+  self->state.set_phase(session_state::Phase::closed);
   if (self->state.connection) self->state.connection->close(net::kClosePolicyViolation, sync::Error::Code_Name(code));
 }
 
@@ -124,7 +153,7 @@ void on_hello(self_ptr self, const sync::Hello& hello) {
   self->state.hello.clear_token();
   // The name is the client's free text: escaped, so that it cannot forge log records.
   self->state.client = sync_frames::log_escape(hello.client_name(), 64) + "@" + self->state.connection->peer();
-  self->state.phase = session_state::Phase::joining;
+  self->state.set_phase(session_state::Phase::joining);
   spdlog::debug("hop=server.hello user={} client={} cursor={}", self->state.user, self->state.client, hello.cursor());
   join(self);
 }
@@ -186,7 +215,7 @@ void on_envelope(self_ptr self, sync::Envelope& e) {
       spdlog::info("hop=server.client_error client={} user={} {}", self->state.client, self->state.user,
                    sync_frames::describe(e));
       if (e.error().fatal()) {
-        self->state.phase = session_state::Phase::closed;
+        self->state.set_phase(session_state::Phase::closed);
         self->state.connection->close(net::kCloseNormal, "client error");
       }
       return;
@@ -220,21 +249,22 @@ session_impl::behavior_type session(self_ptr self, std::shared_ptr<net::Connecti
       [self](closed_atom, std::string& why) {
         spdlog::debug("hop=server.disconnect client={} user={} why=\"{}\"", self->state.client, self->state.user, why);
         leave_channel(self);
-        self->state.phase = session_state::Phase::closed;
+        self->state.set_phase(session_state::Phase::closed);
         self->state.connection.reset();
         self->quit();
       },
       [self](sync::Envelope& e) {
         if (self->state.phase == session_state::Phase::closed) return;
+        if (e.has_error()) metrics::server_metrics().count_error(e.error().code());
         if (e.has_welcome()) {
-          self->state.phase = session_state::Phase::joined;
+          self->state.set_phase(session_state::Phase::joined);
           spdlog::info("hop=server.welcome user={} client={} server_v={} client_acked={} forward_from={}",
                        self->state.user, self->state.client, e.welcome().server_db_version(),
                        e.welcome().client_acked_db_version(), e.welcome().forward_from());
         }
         if (e.has_error() && e.error().fatal()) {
           send_frame(self, e);
-          self->state.phase = session_state::Phase::closed;
+          self->state.set_phase(session_state::Phase::closed);
           self->state.channel = channel_actor{};  // the channel already dropped this session
           self->state.connection->close(net::kClosePolicyViolation, sync::Error::Code_Name(e.error().code()));
           return;
@@ -274,15 +304,23 @@ net::Server::AcceptFn make_session_acceptor(caf::actor_system& system, std::shar
                                             directory_actor directory) {
   return [&system, config, directory](const std::shared_ptr<net::Connection>& connection) {
     session_actor s = system.spawn(session, connection, config, directory);
+    auto& m = metrics::server_metrics();
+    m.connections_open.add();
+    m.connections_total.inc();
     net::Handler h;
     h.on_frame = [s, weak = std::weak_ptr<net::Connection>(connection)](std::string frame) {
+      metrics::server_metrics().bytes_received.inc(frame.size());
       if (auto pong = sync_frames::pong_for(frame)) {
+        metrics::server_metrics().bytes_sent.inc(pong->size());
         if (auto c = weak.lock()) c->send(std::move(*pong));
         return;
       }
       caf::anon_send(s, frame_atom::value, std::move(frame));
     };
-    h.on_close = [s](const Status& why) { caf::anon_send(s, closed_atom::value, why.message()); };
+    h.on_close = [s](const Status& why) {
+      metrics::server_metrics().connections_open.sub();
+      caf::anon_send(s, closed_atom::value, why.message());
+    };
     return h;
   };
 }

@@ -1,7 +1,8 @@
 // `tandem server`: the sync server. Accepts WebSocket (or TLS) connections, authenticates
 // each client's hello, and keeps one SQLite file per user under --data-dir.
 // Prints "listening on ws://HOST:PORT" on stdout once it accepts connections; runs until
-// SIGINT or SIGTERM, then closes every connection and every channel file cleanly.
+// SIGINT or SIGTERM, then closes every connection and every channel file cleanly. The same
+// port answers plain HTTP GETs of /healthz, /readyz and /metrics (runtime/metrics/admin_http.hpp).
 #include "actors/system_config.hpp"
 #include "actors/session.hpp"
 
@@ -26,6 +27,7 @@
 #include "proto/cluster.pb.h"
 #include "runtime/auth/token.hpp"
 #include "runtime/common/process_lock.hpp"
+#include "runtime/metrics/admin_http.hpp"
 
 namespace tandem::app {
 namespace {
@@ -36,6 +38,7 @@ struct ServerCommand {
   std::string secret_file;
   std::string tls_cert, tls_key;
   std::string log_level;
+  std::string metrics_token;  // empty: /metrics for loopback peers only
   size_t max_channels = 256;
   std::string idle_close = "60s";
   std::string hello_timeout = "10s";
@@ -152,6 +155,10 @@ void run_server(const ServerCommand& opts) {
   server_opts.transport.max_frame_bytes = opts.max_frame_bytes;
   server_opts.transport.idle_timeout = duration_or_die("--idle-timeout", opts.idle_timeout);
   server_opts.transport.handshake_timeout = session_cfg->hello_timeout;
+  auto admin = std::make_shared<metrics::AdminOptions>();
+  admin->data_dir = opts.data_dir;
+  admin->metrics_token = opts.metrics_token;
+  server_opts.http = [admin](const net::HttpRequest& request) { return metrics::answer_admin(*admin, request); };
   auto server = net::Server::listen(loop, server_opts, actors::make_session_acceptor(system, session_cfg, directory));
   if (!server.ok()) {
     caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
@@ -210,6 +217,9 @@ void add_server_command(CLI::App& app) {
                   "Several server hosts: this host's HOST:PORT for the others (trusted network only)");
   cmd->add_option("--cluster-member", opts->cluster_members,
                   "Another host's --cluster-listen (repeat; the same set on every host)");
+  cmd->add_option("--metrics-token", opts->metrics_token,
+                  "Serve /metrics to anyone sending 'Authorization: Bearer TOKEN' (and only them); "
+                  "without it /metrics answers loopback peers only");
   add_log_level_option(cmd, &opts->log_level);
   cmd->callback([opts] { run_server(*opts); });
 }

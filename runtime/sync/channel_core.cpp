@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "runtime/sync/backfill.hpp"
@@ -12,6 +13,10 @@
 
 namespace tandem::sync_channel {
 namespace {
+
+int64_t elapsed_nanos(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - since).count();
+}
 
 Status make_parent_dirs(const std::string& path) {
   for (size_t pos = path.find('/', 1); pos != std::string::npos; pos = path.find('/', pos + 1)) {
@@ -312,7 +317,9 @@ Outbox ChannelCore::flush() {
     }
     MergeOptions merge_options;
     merge_options.sync = last ? CommitSync::kFull : CommitSync::kDeferred;
+    const auto merge_start = std::chrono::steady_clock::now();
     auto merged = store_->merge(jobs[j].batch, merge_options);
+    if (last) stats_.sync_nanos += elapsed_nanos(merge_start);
     ++stats_.merges;
     if (!merged.ok()) {
       out.push_back({jobs[j].session,
@@ -335,7 +342,9 @@ Outbox ChannelCore::flush() {
     to_ack.emplace_back(jobs[j].session, jobs[j].last_seq);
   }
   if (!merged_sites.empty()) {
+    const auto sync_start = std::chrono::steady_clock::now();
     Status durable = synced ? Status::Ok() : store_->sync();
+    if (!synced) stats_.sync_nanos += elapsed_nanos(sync_start);
     if (!durable.ok()) {
       // Nothing may be acknowledged that is not known durable; the clients push again.
       durability_owed_ = true;

@@ -69,6 +69,9 @@ struct ChannelStats {
   int64_t changes_applied = 0; // of which won
   int64_t forwards = 0;
   int64_t change_reads = 0;    // changes_since calls (shared across sessions at one cursor)
+  // Time in the durable step of group commits: each group's last merge, which commits with
+  // synchronous=FULL (the WAL fsync), and Store::sync() when that commit could not sync.
+  int64_t sync_nanos = 0;
 };
 
 class ChannelCore {
