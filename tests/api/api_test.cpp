@@ -61,6 +61,22 @@ struct Seen {
   }
 };
 
+// Two Databases on one file: the first opened leads, the second ("widget") follows it.
+struct LeaderAndFollower {
+  tandem::test::TempDir dir;
+  std::unique_ptr<Database> leader, follower;
+  LeaderAndFollower() {
+    auto l = Database::open(options_for(dir / "app.db"));
+    REQUIRE(l.ok());
+    leader = std::move(*l);
+    Options o = options_for(dir / "app.db");
+    o.name = "widget";
+    auto f = Database::open(o);
+    REQUIRE(f.ok());
+    follower = std::move(*f);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("api: open, write a transaction, query", "[api]") {
@@ -158,47 +174,39 @@ TEST_CASE("api: a refused watch and a wrong schema come back as errors", "[api]"
 }
 
 TEST_CASE("api: a second Database on the same file follows the first", "[api]") {
-  tandem::test::TempDir dir;
-  auto leader = Database::open(options_for(dir / "app.db"));
-  REQUIRE(leader.ok());
-  Options o = options_for(dir / "app.db");
-  o.name = "widget";
-  auto follower = Database::open(o);
-  REQUIRE(follower.ok());
-  CHECK((*leader)->is_leader());
-  CHECK_FALSE((*follower)->is_leader());
+  LeaderAndFollower node;
+  auto& leader = node.leader;
+  auto& follower = node.follower;
+  CHECK(leader->is_leader());
+  CHECK_FALSE(follower->is_leader());
 
   Seen seen;
-  auto watch = (*follower)->watch("SELECT id, title FROM todo ORDER BY id", {}, [&](const WatchEvent& e) { seen.on_event(e); });
+  auto watch = follower->watch("SELECT id, title FROM todo ORDER BY id", {}, [&](const WatchEvent& e) { seen.on_event(e); });
   REQUIRE(watch.ok());
-  REQUIRE((*leader)->mutate({Mutation::insert("todo", {"id", "title"}, {int64_t{1}, std::string("from the leader")})}).ok());
+  REQUIRE(leader->mutate({Mutation::insert("todo", {"id", "title"}, {int64_t{1}, std::string("from the leader")})}).ok());
   REQUIRE(seen.wait_for("+'from the leader'"));
-  REQUIRE((*follower)->exec("INSERT INTO todo(id, title) VALUES (2, 'from the follower')").ok());
+  REQUIRE(follower->exec("INSERT INTO todo(id, title) VALUES (2, 'from the follower')").ok());
   REQUIRE(seen.wait_for("+'from the follower'"));
   watch->stop();
-  CHECK((*follower)->close().ok());
-  CHECK((*leader)->close().ok());
+  CHECK(follower->close().ok());
+  CHECK(leader->close().ok());
 }
 
 TEST_CASE("api: when the leading Database closes the follower takes over and its watch goes on", "[api]") {
-  tandem::test::TempDir dir;
-  auto leader = Database::open(options_for(dir / "app.db"));
-  REQUIRE(leader.ok());
-  Options o = options_for(dir / "app.db");
-  o.name = "widget";
-  auto follower = Database::open(o);
-  REQUIRE(follower.ok());
-  REQUIRE_FALSE((*follower)->is_leader());
+  LeaderAndFollower node;
+  auto& leader = node.leader;
+  auto& follower = node.follower;
+  REQUIRE_FALSE(follower->is_leader());
   Seen seen;
-  auto watch = (*follower)->watch("SELECT id, title FROM todo ORDER BY id", {}, [&](const WatchEvent& e) { seen.on_event(e); });
+  auto watch = follower->watch("SELECT id, title FROM todo ORDER BY id", {}, [&](const WatchEvent& e) { seen.on_event(e); });
   REQUIRE(watch.ok());
-  REQUIRE((*leader)->exec("INSERT INTO todo(id, title) VALUES (1, 'before')").ok());
+  REQUIRE(leader->exec("INSERT INTO todo(id, title) VALUES (1, 'before')").ok());
   REQUIRE(seen.wait_for("+'before'"));
-  CHECK((*leader)->close().ok());
+  CHECK(leader->close().ok());
   // The application does nothing: the same Database and watch carry on on the new leader.
   Status written;
   for (int attempt = 0; attempt < 100; ++attempt) {
-    auto r = (*follower)->exec("INSERT INTO todo(id, title) VALUES (2, 'after')");
+    auto r = follower->exec("INSERT INTO todo(id, title) VALUES (2, 'after')");
     written = r.ok() ? Status() : r.status();
     if (written.ok() || written.code() != Code::unavailable) break;
     std::this_thread::sleep_for(50ms);  // a call in flight at the leader's end may fail once
@@ -206,10 +214,10 @@ TEST_CASE("api: when the leading Database closes the follower takes over and its
   INFO(written.to_string());
   REQUIRE(written.ok());
   REQUIRE(seen.wait_for("+'after'"));
-  CHECK((*follower)->is_leader());
+  CHECK(follower->is_leader());
   CHECK(seen.size() == 2);
   watch->stop();
-  CHECK((*follower)->close().ok());
+  CHECK(follower->close().ok());
 }
 
 TEST_CASE("api: callbacks may mutate but not block, and nothing works after close", "[api]") {
