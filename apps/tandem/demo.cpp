@@ -13,6 +13,8 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <tuple>
 #include <random>
 #include <set>
 #include <thread>
@@ -69,6 +71,19 @@ struct Child {
     }
     return lines;
   }
+  // Prints and returns the first line the child writes within `ms` (nullopt: none).
+  std::optional<std::string> first_line(int ms) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    for (;;) {
+      if (const int sig = stop_signal(); sig != 0) throw CLI::RuntimeError(128 + sig);
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0 || process->at_eof()) return std::nullopt;
+      auto line = process->read_line(left, stop_fd());
+      if (!line) continue;
+      std::cout << "[" << name << "] " << *line << std::endl;
+      return line;
+    }
+  }
   // SIGTERM, then what it still prints, then its exit.
   int stop() {
     process->signal(SIGTERM);
@@ -117,15 +132,46 @@ void run_demo(const DemoOptions& o) {
   const std::string log = o.data_dir + "/demo.log";
   std::cout << "tandem demo: a server and two client nodes on this machine (logs: " << log << ")\n";
 
-  Child server("server", {"tandem", "server", "--listen", "127.0.0.1:0", "--data-dir", o.data_dir + "/server",
-                          "--secret-file", secret_file},
-               log);
-  auto first = server.pump(10000);
-  if (first.empty() || first[0].rfind("listening on ", 0) != 0) {
+  // The nodes' databases are bound to their server's URL (docs/protocol.md, "Identities"), so
+  // every run listens on the port the first run got (data/server.port): the data folder keeps
+  // working. When that port is taken now, or none was noted, the nodes start over (their old
+  // databases are kept, renamed) and sync again from the server's file.
+  const std::string port_file = o.data_dir + "/server.port";
+  std::string port;
+  std::ifstream(port_file) >> port;
+  if (port.empty() || port.find_first_not_of("0123456789") != std::string::npos) port = "0";
+  auto start_server = [&](const std::string& on) {
+    auto child = std::make_unique<Child>("server", std::vector<std::string>{"tandem", "server", "--listen", "127.0.0.1:" + on,
+                                                                            "--data-dir", o.data_dir + "/server", "--secret-file", secret_file},
+                                         log);
+    auto line = child->first_line(10000);
+    if (line && line->rfind("listening on ", 0) == 0) return std::make_pair(std::move(child), *line);
+    child->stop();
+    return std::make_pair(std::unique_ptr<Child>(), std::string());
+  };
+  auto [server, listening] = start_server(port);
+  if (!server && port != "0") std::tie(server, listening) = start_server("0");
+  if (!server) {
     std::cerr << "tandem demo: the server did not start (see " << log << ")\n";
     throw CLI::RuntimeError(2);
   }
-  const std::string url = first[0].substr(13) + "/sync";
+  const std::string url = listening.substr(13) + "/sync";
+  const std::string got = url.substr(url.rfind(':') + 1, url.find('/', url.rfind(':')) - url.rfind(':') - 1);
+  if (got != port) {
+    // Databases of earlier runs are bound to another port (or to one nobody noted).
+    bool moved = false;
+    const std::string stale = ".before-" + std::to_string(::time(nullptr));
+    for (const char* node : {"phone", "laptop"})
+      for (const char* suffix : {".db", ".db-wal", ".db-shm"}) {
+        const std::string f = o.data_dir + "/" + node + suffix;
+        moved = std::rename(f.c_str(), (f + stale).c_str()) == 0 || moved;
+      }
+    if (moved)
+      std::cout << "tandem demo: the server of the earlier runs listened on another port; the nodes start over (their old "
+                << "databases end in " << stale << ")" << std::endl;
+    std::ofstream(port_file) << got << "\n";
+  }
+
   auto client = [&](const std::string& node) {
     return std::vector<std::string>{"tandem", "client", "--server", url, "--token", *token, "--db",
                                     o.data_dir + "/" + node + ".db", "--schema", schema, "--name", node};

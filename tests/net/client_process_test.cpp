@@ -401,6 +401,41 @@ TEST_CASE("client processes: tandem demo stops with its server and clients on SI
   }
 }
 
+TEST_CASE("client processes: tandem demo runs again on its data folder and when its port is taken", "[process]") {
+  TempDir dir;
+  // Every line it printed; ends with its verdict.
+  auto run = [&](const std::string& log) {
+    Process demo({kTandem, "demo", "--data-dir", dir / "demo", "--pause-ms", "100"}, dir / log);
+    std::string out;
+    while (auto line = demo.line(30s)) out += *line + "\n";
+    INFO(out << slurp(dir / log));
+    CHECK(demo.wait(30s) == 0);
+    return out;
+  };
+  const std::string agree = "the phone's view and both databases agree";
+  CHECK_THAT(run("first.log"), Catch::Contains(agree));
+  const std::string second = run("second.log");
+  CHECK_THAT(second, Catch::Contains(agree));
+  CHECK_THAT(second, !Catch::Contains("start over"));  // the same port: the same databases
+  // Another program holds the port now: the nodes start over on a new one.
+  const int port = std::stoi(slurp(dir / "demo/server.port"));
+  const int holder = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(holder >= 0);
+  const int yes = 1;  // the demo's server has just left the port in TIME_WAIT
+  REQUIRE(::setsockopt(holder, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes) == 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(holder, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(holder, 1) == 0);
+  const std::string third = run("third.log");
+  ::close(holder);
+  CHECK_THAT(third, Catch::Contains("the nodes start over"));
+  CHECK_THAT(third, Catch::Contains(agree));
+  CHECK(std::stoi(slurp(dir / "demo/server.port")) != port);
+}
+
 TEST_CASE("client processes: tandem server stops on SIGINT or SIGTERM within a second, with clients connected",
           "[process][signal]") {
   for (int sig : {SIGINT, SIGTERM}) {
