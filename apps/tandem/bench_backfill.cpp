@@ -113,18 +113,9 @@ void run_backfill_bench(const std::string& parent, int64_t rows) {
   signal(SIGPIPE, SIG_IGN);
   BenchDir d(parent, "tandem-bench-backfill");
   const std::string dir = d.path.string();
-  std::ofstream(dir + "/secret") << kSecret << "\n";
-  ChildOptions o;
-  o.args = {"/proc/self/exe", "server", "--listen", "127.0.0.1:0", "--data-dir", dir + "/server",
-            "--secret-file", dir + "/secret", "--log-level", "warn"};
-  o.stderr_file = dir + "/server.log";
-  o.truncate_stderr = true;
-  o.stop_signal = SIGTERM;
-  auto server = ChildProcess::spawn(o);
-  if (!server.ok()) fail("starting the server: " + server.status().message());
-  auto line = (*server)->read_line(std::chrono::seconds(10));
-  if (!line || line->rfind("listening on ", 0) != 0) fail("the server did not start (see " + dir + "/server.log)");
-  const std::string url = line->substr(13) + "/sync";
+  auto server = start_bench_server(dir, kSecret);
+  if (!server.ok()) fail(server.status().message());
+  const std::string url = server->url;
   const std::string w = dir + "/writer.db", dev = dir + "/device.db";
   const std::string n = std::to_string(rows);
 

@@ -77,26 +77,6 @@ struct Options {
 }
 
 // ---- the server child process ----
-struct ServerProcess {
-  std::unique_ptr<ChildProcess> child;  // stopped with SIGTERM when the benchmark ends
-  std::string url;
-  void start(const std::string& dir) {
-    std::ofstream(dir + "/secret") << kSecret << "\n";
-    ChildOptions o;
-    o.args = {"/proc/self/exe", "server", "--listen", "127.0.0.1:0", "--data-dir", dir + "/server",
-              "--secret-file", dir + "/secret", "--log-level", "warn"};
-    o.stderr_file = dir + "/server.log";
-    o.truncate_stderr = true;
-    o.stop_signal = SIGTERM;
-    auto started = ChildProcess::spawn(o);
-    if (!started.ok()) die(started.status().to_string());
-    child = std::move(started).value();
-    auto line = child->read_line(std::chrono::seconds(10));
-    if (!line || line->rfind("listening on ", 0) != 0) die("the server did not start (see " + dir + "/server.log)");
-    url = line->substr(13) + "/sync";
-  }
-};
-
 std::string token(const std::string& user) { return *auth::mint_token(kSecret, user, std::chrono::hours(1)); }
 
 SiteId bench_site(uint32_t n) {
@@ -470,8 +450,9 @@ void run(const Options& o) {
     if (!::mkdtemp(tmpl)) die("cannot create a temporary directory");
     dir = tmpl;
   }
-  ServerProcess server;
-  server.start(dir);
+  auto started = start_bench_server(dir, kSecret);
+  if (!started.ok()) die(started.status().message());
+  BenchServer& server = *started;
 
   net::EventLoop loop(1);
   const double tcp_rtt = tcp_rtt_us_p50(o.rtt_samples);

@@ -3,17 +3,22 @@
 // every bench).
 #pragma once
 
+#include <signal.h>
 #include <stdlib.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <system_error>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include "runtime/common/child_process.hpp"
 #include "runtime/common/status.hpp"
 
 namespace tandem::app {
@@ -46,6 +51,29 @@ struct BenchDir {
 // bench_fail when `s` is an error.
 inline void bench_check(const char* bench, const Status& s, const std::string& what) {
   if (!s.ok()) bench_fail(bench, s, what);
+}
+
+// A `tandem server` child on a free loopback port, its data and secret file (holding `secret`)
+// under `dir`, logging to dir/server.log; stopped with SIGTERM when the child is destroyed.
+struct BenchServer {
+  std::unique_ptr<ChildProcess> child;
+  std::string url;  // ws://127.0.0.1:PORT/sync
+};
+inline Result<BenchServer> start_bench_server(const std::string& dir, const std::string& secret) {
+  std::ofstream(dir + "/secret") << secret << "\n";
+  ChildOptions o;
+  o.args = {"/proc/self/exe", "server", "--listen", "127.0.0.1:0", "--data-dir", dir + "/server",
+            "--secret-file", dir + "/secret", "--log-level", "warn"};
+  o.stderr_file = dir + "/server.log";
+  o.truncate_stderr = true;
+  o.stop_signal = SIGTERM;
+  auto started = ChildProcess::spawn(o);
+  if (!started.ok()) return Status::Internal("starting the server: " + started.status().message());
+  BenchServer server{std::move(started).value(), {}};
+  auto line = server.child->read_line(std::chrono::seconds(10));
+  if (!line || line->rfind("listening on ", 0) != 0) return Status::Internal("the server did not start (see " + dir + "/server.log)");
+  server.url = line->substr(13) + "/sync";
+  return server;
 }
 
 inline double median(std::vector<double> v) {
