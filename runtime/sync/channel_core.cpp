@@ -98,6 +98,9 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   if (auto adopted = sync_schema::adopt_tables(*store_, {hello.schema().begin(), hello.schema().end()}, &declared_columns);
       !adopted.ok())
     return adopted.status();
+  // The hello may have created or widened a table: links are sent the schema before its rows.
+  if (std::any_of(members_.begin(), members_.end(), [](const auto& e) { return e.second.replica; }))
+    TANDEM_RETURN_IF_ERROR(refresh_schema());
   if (durability_owed_) {
     // A failed group commit left merges on disk that were never fsync'd, and the welcome
     // below tells the client the server holds them: sync first, or refuse.
@@ -111,8 +114,7 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   // pushed under this id (a copied file), or an ack was lost on the way. Either way the
   // device's later changes would share (site id, db_version) with changes the server
   // already has, and be acked and dropped: it must take a new site id first.
-  const bool knows_server = hello.server_site_id() == site_bytes(store_->site_id());
-  const int64_t device_acked = knows_server ? hello.acked_db_version() : 0;
+  const int64_t device_acked = honours_acked_of(hello.server_site_id()) ? hello.acked_db_version() : 0;
   // Except when the push that took the server past what the device knows came from this
   // very process (hello.instance_id): pushes of a site form one contiguous chain, so every
   // push after the device's last ack is then its own, and only the ack was lost.
@@ -139,6 +141,7 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   m.name = hello.client_name();
   int64_t from = cursor.acked;
   if (hello.server_site_id() == site_bytes(store_->site_id())) from = hello.cursor();
+  else if (auto translated = translate_cursor(hello.server_site_id(), hello.cursor())) from = std::max(from, *translated);
   from = std::min(from, store_->db_version());
   m.sent = m.acked = from;
   m.next_push_from = cursor.received;
@@ -160,6 +163,16 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   }
 
   Outbox out;
+  out.push_back(welcome(session, user, cursor.received, from, m.backfill.has_value()));
+
+  auto& member = members_[session] = std::move(m);
+  ReadCache cache;
+  pump(session, member, cache, out);
+  return out;
+}
+
+Outgoing ChannelCore::welcome(uint64_t session, const std::string& user, int64_t client_acked, int64_t from,
+                              bool backfill) const {
   Outgoing welcome;
   welcome.session = session;
   auto* w = welcome.envelope.mutable_welcome();
@@ -167,19 +180,14 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   w->set_user(user);
   w->set_server_site_id(site_bytes(store_->site_id()));
   w->set_server_db_version(store_->db_version());
-  w->set_client_acked_db_version(cursor.received);
+  w->set_client_acked_db_version(client_acked);
   w->set_forward_from(from);
   w->set_push_window(options_.push_window);
   w->set_max_frame_bytes(options_.max_frame_bytes);
   w->set_max_message_bytes(sync_frames::kMaxMessageBytes);
   w->set_push_window_bytes(options_.push_window_bytes);
-  w->set_backfill(m.backfill.has_value());
-  out.push_back(std::move(welcome));
-
-  auto& member = members_[session] = std::move(m);
-  ReadCache cache;
-  pump(session, member, cache, out);
-  return out;
+  w->set_backfill(backfill);
+  return welcome;
 }
 
 void ChannelCore::leave(uint64_t session) {
@@ -194,6 +202,7 @@ Status ChannelCore::push(uint64_t session, sync::Push push) {
   auto it = members_.find(session);
   if (it == members_.end()) return Status::InvalidArgument("push from a session that has not joined");
   Member& m = it->second;
+  if (m.replica) return Status::InvalidArgument("a replica link pushes nothing");
   if (push.seq() != m.last_push_seq + 1)
     return Status::InvalidArgument("push seq " + std::to_string(push.seq()) + " out of order (expected " +
                                    std::to_string(m.last_push_seq + 1) + ")");
@@ -244,14 +253,6 @@ Status ChannelCore::push(uint64_t session, sync::Push push) {
   return Status::Ok();
 }
 
-namespace {
-// Sets a flag for one scope (emitting_ during flush and client_ack).
-struct FlagScope {
-  bool& flag;
-  explicit FlagScope(bool& f) : flag(f) { flag = true; }
-  ~FlagScope() { flag = false; }
-};
-}  // namespace
 
 void ChannelCore::put(Outbox& out, Outgoing&& o) {
   if (emitting_ && emit_ && !o.close_after)
@@ -261,7 +262,7 @@ void ChannelCore::put(Outbox& out, Outgoing&& o) {
 }
 
 Outbox ChannelCore::flush() {
-  FlagScope emitting(emitting_);
+  EmitScope emitting(emitting_);
   Outbox out;
   // One merge per session per flush: a session's queued batches are contiguous, so they
   // are one batch.
@@ -374,7 +375,10 @@ Outbox ChannelCore::flush() {
         m.ack_dirty = true;
         ack.envelope.mutable_ack()->set_forwarded_db_version(head);
       }
-      put(out, std::move(ack));
+      if (options_.write_quorum > 1 && quorum_version() < head)
+        quorum_waiting_.push_back({std::chrono::steady_clock::now(), head, std::move(ack)});
+      else
+        put(out, std::move(ack));
     }
   }
   ReadCache cache;
@@ -390,6 +394,7 @@ void ChannelCore::send_forward(uint64_t session, Member& m, change::ChangeBatch 
   fwd.envelope.mutable_forward()->set_seq(m.next_forward_seq);
   fwd.envelope.mutable_forward()->set_backfill_done(backfill_done);
   *fwd.envelope.mutable_forward()->mutable_batch() = std::move(batch);
+  if (m.replica) add_replica_state(m, to, *fwd.envelope.mutable_forward());
   const size_t bytes = fwd.envelope.forward().ByteSizeLong();
   m.in_flight.push_back({m.next_forward_seq, to, bytes});
   m.in_flight_bytes += bytes;
@@ -490,8 +495,8 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
   }
 }
 
-Result<Outbox> ChannelCore::client_ack(uint64_t session, const sync::ClientAck& ack) {
-  FlagScope emitting(emitting_);
+Result<Outbox> ChannelCore::client_ack(uint64_t session, const sync::ClientAck& ack, int64_t replica_db_version) {
+  EmitScope emitting(emitting_);
   auto it = members_.find(session);
   if (it == members_.end()) return Status::InvalidArgument("client ack from a session that has not joined");
   Member& m = it->second;
@@ -521,12 +526,31 @@ Result<Outbox> ChannelCore::client_ack(uint64_t session, const sync::ClientAck& 
     m.backfill.reset();
   }
   Outbox out;
+  if (m.replica) {
+    if (replica_db_version > 0) {
+      TANDEM_ASSIGN_OR_RETURN(auto* pairs, pairs_of(m.site));
+      if (pairs->empty() || pairs->back().first < m.acked) {
+        if (!pairs->empty() && pairs->back().second >= replica_db_version) pairs->pop_back();  // superseded
+        pairs->emplace_back(m.acked, replica_db_version);
+        // Bounded: the older half is thinned, so old cursors still find a (lower) pair.
+        if (pairs->size() > 64) {
+          std::vector<std::pair<int64_t, int64_t>> kept;
+          for (size_t i = 0; i < pairs->size(); ++i)
+            if (i >= 32 || i % 2 == 0) kept.push_back((*pairs)[i]);
+          *pairs = std::move(kept);
+        }
+        pairs_dirty_.insert(m.site);
+      }
+    }
+    release_quorum(out);
+  }
   ReadCache cache;
   pump(session, m, cache, out);
   return out;
 }
 
 bool ChannelCore::has_unrecorded_acks() const {
+  if (!pairs_dirty_.empty()) return true;
   for (const auto& [session, m] : members_)
     if (m.ack_dirty) return true;
   return false;
@@ -534,6 +558,12 @@ bool ChannelCore::has_unrecorded_acks() const {
 
 Status ChannelCore::checkpoint() {
   if (!store_) return Status::Ok();
+  if (!pairs_dirty_.empty()) {
+    std::vector<std::pair<std::string, std::string>> notes;
+    for (const auto& site : pairs_dirty_) notes.emplace_back(pairs_note_key(site), encode_pairs(pairs_[site]));
+    TANDEM_RETURN_IF_ERROR(store_->put_notes(notes));
+    pairs_dirty_.clear();
+  }
   bool any = false;
   for (auto& [session, m] : members_) any = any || m.ack_dirty;
   if (!any) return Status::Ok();

@@ -16,6 +16,11 @@
 //     runtime/sync/backfill.hpp) gets them first, as backfill forwards with an empty range at
 //     its cursor, read from version 0; its coverage is recorded in the file once the client
 //     acknowledged the last of them.
+//   - Replica links (runtime/sync/channel_replica.cpp): another server host's channel of the
+//     same user joins as a member that pushes nothing and is forwarded everything; it merges
+//     and acknowledges like a client, naming its own db_version, which gives the pairs that
+//     translate a client's cursor of that host into this one's. With write_quorum W > 1 an
+//     Ack waits until W - 1 links acknowledged the versions it covers.
 //   - What each client acknowledged is kept in memory and written to the store's peer table
 //     by checkpoint() (the channel actor calls it periodically and before closing) and when
 //     the session leaves; losing it in a crash only means some changes are forwarded again,
@@ -23,6 +28,7 @@
 // Not thread-safe: one owner (the channel actor's thread).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -53,6 +59,11 @@ struct ChannelOptions {
   uint64_t push_window_bytes = uint64_t{8} << 20;  // told in Welcome; enforced in push()
   uint32_t max_frame_bytes = 16u << 20; // told in Welcome
   std::string vfs;                      // SQLite VFS of the channel's file (tests: fault injection)
+  // Copies of a merged push that must be durable before its Ack: this host's and
+  // write_quorum - 1 replica links' (docs/cluster.md). 1: this host's alone.
+  uint32_t write_quorum = 1;
+  // How long an Ack may wait for the quorum; then its session gets a retryable UNAVAILABLE.
+  std::chrono::milliseconds quorum_timeout{5000};
 };
 
 struct Outgoing {
@@ -93,8 +104,29 @@ class ChannelCore {
   // Merges and durably commits every queued push; acks, errors for refused batches, and
   // the forwards the new changes cause.
   Outbox flush();
-  // A client acknowledged forwards up to ack.seq; may release more forwards.
-  Result<Outbox> client_ack(uint64_t session, const sync::ClientAck& ack);
+  // A client acknowledged forwards up to ack.seq; may release more forwards. From a replica
+  // link, `replica_db_version` is its db_version once those forwards were durable there,
+  // and the ack may release Acks waiting for the write quorum.
+  Result<Outbox> client_ack(uint64_t session, const sync::ClientAck& ack, int64_t replica_db_version = 0);
+
+  // Adds a replica link: the same user's channel on another server host (its hello names
+  // that channel's site and tables, which are adopted). It is forwarded every change from
+  // what it acknowledged last, and pushes nothing.
+  Result<Outbox> join_replica(uint64_t session, const std::string& user, const sync::Hello& hello);
+  // The hello with which this channel joins the same user's channel on another host.
+  Result<sync::Hello> replica_hello();
+  struct ReplicaMerge {
+    sync::ClientAck ack;     // for the sender
+    int64_t db_version = 0;  // this channel's, once the forward is durable here
+    Outbox out;              // forwards to this channel's own sessions
+  };
+  // Merges a forward received over a replica link, durably (what the link's ack promises).
+  Result<ReplicaMerge> merge_replica(const sync::Forward& forward);
+  // Fails the Acks that waited for the write quorum since before `now - quorum_timeout`.
+  Outbox expire_quorum(std::chrono::steady_clock::time_point now);
+  // The highest db_version held durably by write_quorum copies (this one's and its links').
+  int64_t quorum_version() const;
+  bool waiting_for_quorum() const { return !quorum_waiting_.empty(); }
   // Records every session's acknowledged cursor (periodically, and before the file is
   // closed), in one transaction. Nothing to do when no cursor moved.
   Status checkpoint();
@@ -117,6 +149,8 @@ class ChannelCore {
  private:
   struct Member {
     SiteId site{};
+    bool replica = false;          // a replica link (join_replica), not a client
+    uint64_t schema_sent = 0;      // replica links: the schema_epoch_ last forwarded
     std::string instance;          // hello.instance_id
     sync_schema::DeclaredColumns tables;  // declared in the hello (lower case); empty: every table
     std::string name;
@@ -154,6 +188,13 @@ class ChannelCore {
   };
   using ReadCache = std::map<std::pair<int64_t, std::string>, CachedRead>;
 
+  // Sets emitting_ for one scope (flush, client_ack, merge_replica).
+  struct EmitScope {
+    bool& flag;
+    explicit EmitScope(bool& f) : flag(f) { flag = true; }
+    ~EmitScope() { flag = false; }
+  };
+
   ChannelCore(std::unique_ptr<Store> store, const ChannelOptions& options);
   void pump(uint64_t session, Member& m, ReadCache& cache, Outbox& out);
   // To emit_ while emitting_ (and the message keeps its session open), else into `out`.
@@ -162,6 +203,20 @@ class ChannelCore {
   // the ordinary stream back (not all of it sent).
   bool pump_backfill(uint64_t session, Member& m, Outbox& out);
   void send_forward(uint64_t session, Member& m, change::ChangeBatch batch, int64_t to, bool backfill_done, Outbox& out);
+  Outgoing welcome(uint64_t session, const std::string& user, int64_t client_acked, int64_t from, bool backfill) const;
+  // Replica links (channel_replica.cpp).
+  // What a forward to a replica link carries besides its batch: the devices' received
+  // versions when it reaches the head, the schema when it changed since the last one.
+  void add_replica_state(Member& m, int64_t to, sync::Forward& forward);
+  // A client's cursor of another host of this channel, as a version of this one (the pairs
+  // recorded from that host's link acks); nullopt when no pair applies.
+  std::optional<int64_t> translate_cursor(const std::string& server_site, int64_t cursor);
+  // Whether a device's acked_db_version of `server_site` counts here: this file's own site,
+  // or another host of the channel (its link acked here, or a pair was recorded).
+  bool honours_acked_of(const std::string& server_site);
+  Result<std::vector<std::pair<int64_t, int64_t>>*> pairs_of(const SiteId& site);
+  Status refresh_schema();
+  void release_quorum(Outbox& out);
 
   std::unique_ptr<Store> store_;
   ChannelOptions options_;
@@ -174,6 +229,18 @@ class ChannelCore {
   // while the channel is open): an ack lost with its connection is no site conflict.
   std::map<SiteId, std::string> last_pusher_;
   ChannelStats stats_;
+  // Replica links: per other host's site, pairs (our version t, its version r) meaning every
+  // change here up to t is held there at r; loaded from and recorded to a note.
+  std::map<SiteId, std::vector<std::pair<int64_t, int64_t>>> pairs_;
+  std::set<SiteId> pairs_dirty_;
+  std::vector<std::string> schema_;  // table_statements() of the store
+  uint64_t schema_epoch_ = 0;
+  struct WaitingAck {
+    std::chrono::steady_clock::time_point since;
+    int64_t needs = 0;  // the quorum must hold this version
+    Outgoing ack;
+  };
+  std::deque<WaitingAck> quorum_waiting_;
 };
 
 // The changes that did not originate at `site`; the range is kept.
@@ -182,5 +249,11 @@ change::ChangeBatch without_site(const change::ChangeBatch& batch, const SiteId&
 // (lower-case names; empty: keep all): a device on an older schema cannot merge them.
 change::ChangeBatch for_client(const change::ChangeBatch& batch, const SiteId& site, const sync_schema::DeclaredColumns& tables);
 change::ChangeBatch for_client(change::ChangeBatch&& batch, const SiteId& site, const sync_schema::DeclaredColumns& tables);
+
+// A replica link's pairs as the file keeps them: one note per other host's site, "t:r" pairs
+// separated by commas, ascending. decode_pairs is nullopt for a malformed note.
+std::string pairs_note_key(const SiteId& site);
+std::string encode_pairs(const std::vector<std::pair<int64_t, int64_t>>& pairs);
+std::optional<std::vector<std::pair<int64_t, int64_t>>> decode_pairs(const std::string& text);
 
 }  // namespace tandem::sync_channel

@@ -258,4 +258,14 @@ Result<std::vector<std::string>> adopt_tables(Store& store, const std::vector<st
   return names;
 }
 
+Result<std::vector<std::string>> table_statements(Store& store) {
+  std::vector<std::string> statements;
+  for (const auto& name : store.replicated_tables()) {
+    TANDEM_ASSIGN_OR_RETURN(auto read, store.query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                                   {Value::Text(name)}));
+    if (read.rows.size() == 1 && !read.rows[0].empty()) statements.push_back(read.rows[0][0].bytes());
+  }
+  return statements;
+}
+
 }  // namespace tandem::sync_schema

@@ -41,4 +41,8 @@ using DeclaredColumns = std::map<std::string, std::set<std::string>>;
 Result<std::vector<std::string>> adopt_tables(Store& store, const std::vector<std::string>& statements,
                                               DeclaredColumns* columns = nullptr);
 
+// The CREATE TABLE statements of the store's replicated tables, as SQLite keeps them
+// (with every column added since): what another copy of the channel declares to adopt them.
+Result<std::vector<std::string>> table_statements(Store& store);
+
 }  // namespace tandem::sync_schema
