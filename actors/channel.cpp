@@ -4,6 +4,8 @@
 #include <caf/send.hpp>
 #include <spdlog/spdlog.h>
 
+#include <random>
+
 #include "runtime/metrics/metrics.hpp"
 #include "runtime/store/store.hpp"
 #include "runtime/sync/frames.hpp"
@@ -21,7 +23,25 @@ struct channel_state {
   std::unique_ptr<sync_channel::ChannelCore> core;  // null when the file could not be opened
   std::string open_error;
   channel_usage_sink directory;
-  std::map<uint64_t, envelope_sink> sessions;  // session id -> session actor
+  std::map<uint64_t, envelope_sink> sessions;  // session id -> session actor (or linked channel)
+  // Replica links: channels of other hosts this one joined (by address; our session id
+  // there), and the sessions here that are other hosts' links (`true`: a back link, which
+  // does not keep this channel open).
+  struct LinkOut {
+    channel_actor peer;
+    uint64_t session = 0;
+    int64_t peer_head = -1;  // the peer's db_version when it welcomed the link (-1: not yet)
+  };
+  // A channel of a cluster keeping replicas holds its clients' joins back until one link
+  // caught up with its peer's history as of the link's welcome (a host back from a crash
+  // serves nothing stale), or until catch_up_until passes with no link caught up.
+  bool catching_up = false;
+  std::chrono::steady_clock::time_point catch_up_until{};
+  std::vector<std::pair<cluster::Join, envelope_sink>> held_joins;
+  std::map<caf::actor_addr, LinkOut> links_out;
+  std::map<uint64_t, bool> links_in;
+  std::chrono::steady_clock::time_point links_asked{};
+  uint32_t replicas = 1;
   bool flush_scheduled = false;
   static inline const char* name = "channel";
   // tandem_channels_open counts channels whose file is open: from the open to the state's end.
@@ -65,19 +85,149 @@ void deliver(self_ptr self, sync_channel::Outbox out) {
   }
 }
 
+// Sessions that keep the channel open: clients, and links other than back links.
+uint32_t usage_count(self_ptr self) {
+  uint32_t n = 0;
+  for (const auto& [id, s] : self->state.sessions) {
+    auto link = self->state.links_in.find(id);
+    n += link == self->state.links_in.end() || !link->second;
+  }
+  return n;
+}
+
 void report_usage(self_ptr self) {
   cluster::ChannelUsage usage;
   usage.set_user(self->state.user);
-  usage.set_sessions(static_cast<uint32_t>(self->state.sessions.size()));
+  usage.set_sessions(usage_count(self));
   self->send(self->state.directory, std::move(usage));
 }
 
 void remove_session(self_ptr self, uint64_t session) {
+  const uint32_t before = usage_count(self);
   if (self->state.sessions.erase(session) == 0) return;
+  self->state.links_in.erase(session);
   if (self->state.core) self->state.core->leave(session);
   spdlog::debug("hop=server.leave user={} session={} sessions={}", self->state.user, session,
                 self->state.sessions.size());
-  if (self->state.sessions.empty()) report_usage(self);
+  if (before > 0 && usage_count(self) == 0) report_usage(self);
+}
+
+// Joins `peer` (the same user's channel on another host) as a replica link.
+void link_to(self_ptr self, const channel_actor& peer, bool back) {
+  if (!self->state.core || !peer || peer.address() == self->address() || self->state.links_out.count(peer.address()))
+    return;
+  auto hello = self->state.core->replica_hello();
+  if (!hello.ok()) {
+    spdlog::warn("hop=server.link user={} error=\"{}\"", self->state.user, hello.status().to_string());
+    return;
+  }
+  // Session ids of links have the top bit set: a host's own session ids count up from 1.
+  std::random_device rd;
+  const uint64_t session = (uint64_t{1} << 63) | (uint64_t{rd()} << 32) | rd();
+  cluster::Join join;
+  join.set_session(session);
+  join.set_user(self->state.user);
+  *join.mutable_hello() = std::move(*hello);
+  join.set_replica(true);
+  join.set_back(back);
+  self->state.links_out[peer.address()] = {peer, session};
+  self->monitor(peer);
+  self->send(peer, std::move(join));
+  spdlog::info("hop=server.link user={} peer={} back={}", self->state.user, caf::to_string(peer.node()), back);
+}
+
+void drop_link(self_ptr self, const caf::actor_addr& peer, const std::string& why) {
+  auto it = self->state.links_out.find(peer);
+  if (it == self->state.links_out.end()) return;
+  spdlog::warn("hop=server.link_lost user={} peer={} reason=\"{}\"", self->state.user, caf::to_string(peer.node()), why);
+  cluster::Leave leave;
+  leave.set_session(it->second.session);
+  self->send(it->second.peer, std::move(leave));
+  self->state.links_out.erase(it);
+}
+
+void client_join(self_ptr self, cluster::Join& join, const envelope_sink& session);
+
+// Serves the joins held while catching up.
+void end_catch_up(self_ptr self, const char* why) {
+  if (!self->state.catching_up) return;
+  self->state.catching_up = false;
+  spdlog::info("hop=server.catch_up_done user={} why=\"{}\" held_joins={}", self->state.user, why,
+               self->state.held_joins.size());
+  auto held = std::move(self->state.held_joins);
+  for (auto& [join, session] : held) client_join(self, join, session);
+}
+
+// Asks the directory for links while this channel has fewer than the cluster keeps (a host
+// died, or none was reachable yet) and is in use (or `held` joins wait); at most every 2 s
+// unless `now_in_use`.
+void ask_links(self_ptr self, bool now_in_use, bool held = false) {
+  const auto now = std::chrono::steady_clock::now();
+  const uint32_t replicas = self->state.replicas;
+  if (replicas <= 1 || self->state.links_out.size() + 1 >= replicas || (usage_count(self) == 0 && !held)) return;
+  if (!now_in_use && now - self->state.links_asked < std::chrono::seconds(2)) return;
+  self->state.links_asked = now;
+  cluster::LinksWanted wanted;
+  wanted.set_user(self->state.user);
+  self->send(self->state.directory, std::move(wanted));
+}
+
+// An envelope from a channel this one joined: merge its forwards durably and acknowledge.
+void on_link_envelope(self_ptr self, sync::Envelope& e) {
+  auto it = self->state.links_out.find(self->current_sender() ? self->current_sender()->address() : caf::actor_addr{});
+  if (it == self->state.links_out.end() || !self->state.core) return;
+  if (e.has_error()) {
+    drop_link(self, it->first, "refused: " + e.error().message());
+    return;
+  }
+  if (e.has_welcome()) {
+    it->second.peer_head = e.welcome().server_db_version();
+    if (it->second.peer_head <= e.welcome().forward_from()) end_catch_up(self, "link welcomed, nothing to catch up");
+    return;
+  }
+  if (!e.has_forward()) return;
+  auto merged = self->state.core->merge_replica(e.forward());
+  if (!merged.ok()) {
+    drop_link(self, it->first, "merge failed: " + merged.status().to_string());
+    return;
+  }
+  cluster::SessionClientAck ack;
+  ack.set_session(it->second.session);
+  *ack.mutable_ack() = merged->ack;
+  ack.set_replica_db_version(merged->db_version);
+  const bool caught_up = it->second.peer_head >= 0 && e.forward().batch().to_db_version() >= it->second.peer_head;
+  self->send(it->second.peer, std::move(ack));
+  deliver(self, std::move(merged->out));
+  if (caught_up) end_catch_up(self, "caught up with a replica");
+}
+
+// A client's session joins (its hello was verified by the session actor).
+void client_join(self_ptr self, cluster::Join& join, const envelope_sink& session) {
+  auto joined = self->state.core->join(join.session(), join.user(), join.hello());
+  if (!joined.ok()) {
+    spdlog::warn("hop=server.join user={} session={} refused=\"{}\"", self->state.user, join.session(),
+                 sync_frames::log_escape(joined.status().to_string(), 1024));
+    self->send(session, sync_frames::error_envelope(sync_frames::error_code_for(joined.status()),
+                                                    "join refused: " + joined.status().message(), true));
+    return;
+  }
+  if (!joined->empty() && joined->front().close_after) {
+    // Refused after all (a site id another device uses): the session never joined.
+    spdlog::warn("hop=server.join user={} session={} {}", self->state.user, join.session(),
+                 sync_frames::describe(joined->front().envelope));
+    self->send(session, std::move(joined->front().envelope));
+    return;
+  }
+  const bool first = usage_count(self) == 0;
+  self->state.sessions[join.session()] = session;
+  self->monitor(session);
+  spdlog::debug("hop=server.join user={} session={} client={} sessions={}", self->state.user, join.session(),
+                sync_frames::log_escape(join.hello().client_name(), 64), self->state.sessions.size());
+  if (first) {
+    report_usage(self);
+    ask_links(self, true);
+  }
+  deliver(self, std::move(*joined));
 }
 
 channel_impl::behavior_type channel(self_ptr self, std::string user, std::string path,
@@ -95,7 +245,13 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
     spdlog::error("hop=server.channel_open user={} file={} error=\"{}\"", user, path, self->state.open_error);
   }
   self->set_default_handler(caf::drop);
+  self->state.replicas = options.replicas;
+  if (options.replicas > 1 && self->state.core) {
+    self->state.catching_up = true;
+    self->state.catch_up_until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  }
   self->set_down_handler([self](caf::down_msg& down) {
+    if (self->state.links_out.count(down.source)) drop_link(self, down.source, "host or channel down");
     // A session died without saying goodbye: forget it.
     for (auto it = self->state.sessions.begin(); it != self->state.sessions.end(); ++it) {
       if (it->second.address() == down.source) {
@@ -112,11 +268,35 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
           auto st = self->state.core->checkpoint();
           if (!st.ok()) spdlog::warn("hop=server.checkpoint user={} error=\"{}\"", self->state.user, st.to_string());
         }
+        if (self->state.core) {
+          const auto now = std::chrono::steady_clock::now();
+          deliver(self, self->state.core->expire_quorum(now));
+          ask_links(self, false);
+          if (self->state.catching_up && now >= self->state.catch_up_until) end_catch_up(self, "no replica caught up in time");
+        }
         self->delayed_send(self, std::chrono::seconds(1), checkpoint_atom::value);
       },
       [self](cluster::Join& join) {
         auto session = caf::actor_cast<envelope_sink>(self->current_sender());
         if (!session) return;
+        if (join.replica()) {
+          if (!self->state.core) return;
+          auto joined = self->state.core->join_replica(join.session(), join.user(), join.hello());
+          if (!joined.ok()) {
+            spdlog::warn("hop=server.link user={} refused=\"{}\"", self->state.user, joined.status().to_string());
+            self->send(session, sync_frames::error_envelope(sync_frames::error_code_for(joined.status()),
+                                                            "link refused: " + joined.status().message(), true));
+            return;
+          }
+          const uint32_t before = usage_count(self);
+          self->state.sessions[join.session()] = session;
+          self->state.links_in[join.session()] = join.back();
+          self->monitor(session);
+          if (before == 0 && usage_count(self) > 0) report_usage(self);
+          deliver(self, std::move(*joined));
+          link_to(self, caf::actor_cast<channel_actor>(self->current_sender()), true);
+          return;
+        }
         if (!self->state.core) {
           self->send(session, sync_frames::error_envelope(sync::Error::UNAVAILABLE,
                                                           "cannot open the channel: " + self->state.open_error, true));
@@ -124,28 +304,12 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
           self->quit();
           return;
         }
-        auto joined = self->state.core->join(join.session(), join.user(), join.hello());
-        if (!joined.ok()) {
-          spdlog::warn("hop=server.join user={} session={} refused=\"{}\"", self->state.user, join.session(),
-                       sync_frames::log_escape(joined.status().to_string(), 1024));
-          self->send(session, sync_frames::error_envelope(sync_frames::error_code_for(joined.status()),
-                                                          "join refused: " + joined.status().message(), true));
+        if (self->state.catching_up) {
+          self->state.held_joins.emplace_back(std::move(join), session);
+          ask_links(self, true, true);
           return;
         }
-        if (!joined->empty() && joined->front().close_after) {
-          // Refused after all (a site id another device uses): the session never joined.
-          spdlog::warn("hop=server.join user={} session={} {}", self->state.user, join.session(),
-                       sync_frames::describe(joined->front().envelope));
-          self->send(session, std::move(joined->front().envelope));
-          return;
-        }
-        const bool first = self->state.sessions.empty();
-        self->state.sessions[join.session()] = session;
-        self->monitor(session);
-        spdlog::debug("hop=server.join user={} session={} client={} sessions={}", self->state.user, join.session(),
-                      sync_frames::log_escape(join.hello().client_name(), 64), self->state.sessions.size());
-        if (first) report_usage(self);
-        deliver(self, std::move(*joined));
+        client_join(self, join, session);
       },
       [self](cluster::SessionPush& push) {
         if (!self->state.core || !self->state.sessions.count(push.session())) return;
@@ -188,7 +352,7 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
       },
       [self](cluster::SessionClientAck& ack) {
         if (!self->state.core || !self->state.sessions.count(ack.session())) return;
-        auto out = self->state.core->client_ack(ack.session(), ack.ack());
+        auto out = self->state.core->client_ack(ack.session(), ack.ack(), ack.replica_db_version());
         if (!out.ok()) {
           sync_channel::Outbox refused;
           refused.push_back({ack.session(), sync_frames::error_envelope(sync::Error::PROTOCOL, out.status().message(), true), true});
@@ -204,8 +368,11 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
         for (auto& [id, session] : self->state.sessions)
           self->send(session, sync_frames::error_envelope(sync::Error::UNAVAILABLE, "channel closed: " + close.reason(), true));
         self->state.sessions.clear();
+        while (!self->state.links_out.empty()) drop_link(self, self->state.links_out.begin()->first, "closing");
         self->quit();
       },
+      [self](sync::Envelope& e) { on_link_envelope(self, e); },
+      [self](link_atom, caf::actor& peer) { link_to(self, caf::actor_cast<channel_actor>(peer), false); },
   };
 }
 

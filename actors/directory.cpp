@@ -40,7 +40,8 @@ struct directory_state {
   std::string self_member;
   std::vector<std::string> members;
   std::map<std::string, directory_actor> remotes;
-  std::map<std::string, std::vector<std::pair<cluster::ChannelLookup, caf::typed_response_promise<channel_actor>>>> connecting;
+  std::map<std::string, std::vector<std::pair<cluster::ChannelLookup, std::function<void(caf::expected<channel_actor>)>>>>
+      connecting;
   static inline const char* name = "directory";
 };
 
@@ -85,33 +86,34 @@ std::string eviction_candidate(self_ptr self) {
 
 size_t open_count(self_ptr self) { return self->state.channels.size(); }
 
-// Asks `remote` (another member's directory) for a user's channel on behalf of `promise`.
-void ask_remote(self_ptr self, const directory_actor& remote, cluster::ChannelLookup lookup,
-                caf::typed_response_promise<channel_actor> promise) {
+// Called once with the channel another member's directory handed out, or the error.
+using LookupDone = std::function<void(caf::expected<channel_actor>)>;
+
+// Asks `remote` (another member's directory) for a user's channel.
+void ask_remote(self_ptr self, const directory_actor& remote, cluster::ChannelLookup lookup, LookupDone done) {
   lookup.set_forwarded(true);
   self->request(remote, self->state.config.remote_timeout, std::move(lookup))
-      .then([promise](channel_actor ch) mutable { promise.deliver(std::move(ch)); },
-            [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+      .then([done](channel_actor ch) { done(std::move(ch)); }, [done](caf::error& err) { done(std::move(err)); });
 }
 
-// A lookup for a user placed on `member`: through its directory, connecting first if needed.
-caf::result<channel_actor> lookup_remote(self_ptr self, const std::string& member, cluster::ChannelLookup lookup) {
-  auto promise = self->make_response_promise<channel_actor>();
+// A lookup on `member`: through its directory, connecting first if needed.
+void lookup_remote(self_ptr self, const std::string& member, cluster::ChannelLookup lookup, LookupDone done) {
   auto known = self->state.remotes.find(member);
   if (known != self->state.remotes.end()) {
-    ask_remote(self, known->second, std::move(lookup), promise);
-    return promise;
+    ask_remote(self, known->second, std::move(lookup), std::move(done));
+    return;
   }
   auto& queue = self->state.connecting[member];
-  queue.emplace_back(std::move(lookup), promise);
-  if (queue.size() > 1) return promise;  // a connection is under way
+  queue.emplace_back(std::move(lookup), std::move(done));
+  if (queue.size() > 1) return;  // a connection is under way
   auto colon = member.rfind(':');
   const std::string port_text = colon == std::string::npos ? "" : member.substr(colon + 1);
   if (port_text.empty() || port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos ||
       std::stoi(port_text) > 65535) {
+    auto waiting = std::move(self->state.connecting[member]);
     self->state.connecting.erase(member);
-    promise.deliver(caf::make_error(caf::sec::invalid_argument, "cluster member '" + member + "' is not HOST:PORT"));
-    return promise;
+    for (auto& [l, d] : waiting) d(caf::make_error(caf::sec::invalid_argument, "cluster member '" + member + "' is not HOST:PORT"));
+    return;
   }
   std::string host = member.substr(0, colon);
   auto port = static_cast<uint16_t>(std::stoi(port_text));
@@ -124,22 +126,69 @@ caf::result<channel_actor> lookup_remote(self_ptr self, const std::string& membe
             auto waiting = std::move(self->state.connecting[member]);
             self->state.connecting.erase(member);
             if (!remote) {
-              for (auto& [l, p] : waiting)
-                p.deliver(caf::make_error(caf::sec::runtime_error, "member " + member + " published no directory"));
+              for (auto& [l, d] : waiting)
+                d(caf::make_error(caf::sec::runtime_error, "member " + member + " published no directory"));
               return;
             }
             self->state.remotes[member] = remote;
             self->monitor(remote);
-            for (auto& [l, p] : waiting) ask_remote(self, remote, std::move(l), p);
+            for (auto& [l, d] : waiting) ask_remote(self, remote, std::move(l), std::move(d));
           },
           [self, member](caf::error& err) {
             spdlog::warn("hop=server.directory unreachable member={} error=\"{}\"", member, self->system().render(err));
             auto waiting = std::move(self->state.connecting[member]);
             self->state.connecting.erase(member);
-            for (auto& [l, p] : waiting)
-              p.deliver(caf::make_error(caf::sec::runtime_error, "the user's server host " + member + " is unreachable"));
+            for (auto& [l, d] : waiting)
+              d(caf::make_error(caf::sec::runtime_error, "the user's server host " + member + " is unreachable"));
           });
-  return promise;
+}
+
+// Finds `needed` more of the user's channels on the members in `rest` (in order, skipping
+// the unreachable) and tells `channel` to link to each.
+void find_links(self_ptr self, const std::string& user, const channel_actor& channel, std::vector<std::string> rest,
+                size_t needed) {
+  if (needed == 0 || rest.empty()) return;
+  const std::string member = rest.front();
+  rest.erase(rest.begin());
+  cluster::ChannelLookup lookup;
+  lookup.set_user(user);
+  lookup_remote(self, member, std::move(lookup),
+                [self, user, channel, rest, needed](caf::expected<channel_actor> found) {
+                  if (found) self->send(channel, link_atom::value, caf::actor_cast<caf::actor>(*found));
+                  find_links(self, user, channel, rest, found ? needed - 1 : needed);
+                });
+}
+
+// The members other than this one, in the user's order.
+std::vector<std::string> others_ranked(self_ptr self, const std::string& user) {
+  auto order = sync_placement::ranked(user, self->state.members);
+  order.erase(std::remove(order.begin(), order.end(), self->state.self_member), order.end());
+  return order;
+}
+
+void serve_here(self_ptr self, const cluster::ChannelLookup& lookup, caf::typed_response_promise<channel_actor> promise);
+
+// Tries the members in `order` until one serves the lookup (this member serves it itself).
+void try_members(self_ptr self, cluster::ChannelLookup lookup, std::vector<std::string> order,
+                 caf::typed_response_promise<channel_actor> promise) {
+  if (order.empty()) {
+    promise.deliver(caf::make_error(caf::sec::runtime_error, "no server host of user " + lookup.user() + " is reachable"));
+    return;
+  }
+  const std::string member = order.front();
+  order.erase(order.begin());
+  if (member == self->state.self_member) {
+    serve_here(self, lookup, promise);
+    return;
+  }
+  lookup_remote(self, member, lookup, [self, lookup, order, promise](caf::expected<channel_actor> found) mutable {
+    if (found) {
+      promise.deliver(std::move(*found));
+      return;
+    }
+    spdlog::info("hop=server.directory failover user={} error=\"{}\"", lookup.user(), self->system().render(found.error()));
+    try_members(self, std::move(lookup), std::move(order), promise);
+  });
 }
 
 // Serves lookups that waited for a slot, as far as slots allow.
@@ -156,6 +205,35 @@ void serve_queue(self_ptr self) {
     auto path = auth::user_db_path(self->state.config.data_dir, user);
     promise.deliver(open_channel(self, user, *path));
   }
+}
+
+// Serves the lookup with this member's channel of the user, opening it if needed.
+void serve_here(self_ptr self, const cluster::ChannelLookup& lookup, caf::typed_response_promise<channel_actor> promise) {
+  const std::string& user = lookup.user();
+  auto path = auth::user_db_path(self->state.config.data_dir, user);
+  if (!path.ok()) {
+    promise.deliver(caf::make_error(caf::sec::invalid_argument, path.status().message()));
+    return;
+  }
+  auto it = self->state.channels.find(user);
+  if (it != self->state.channels.end()) {
+    if (!it->second.closing) promise.deliver(it->second.channel);
+    else it->second.waiting.push_back(promise);
+    return;
+  }
+  if (open_count(self) < self->state.config.max_open_channels) {
+    promise.deliver(open_channel(self, user, *path));
+    return;
+  }
+  const std::string victim = eviction_candidate(self);
+  if (victim.empty()) {
+    promise.deliver(caf::make_error(caf::sec::runtime_error, "server at capacity: " +
+                                                                 std::to_string(self->state.config.max_open_channels) +
+                                                                 " channels open, all in use"));
+    return;
+  }
+  close_channel(self, victim, self->state.channels[victim], "making room for another channel");
+  self->state.queued.emplace_back(user, promise);
 }
 
 directory_impl::behavior_type directory(self_ptr self, DirectoryConfig config) {
@@ -196,31 +274,20 @@ directory_impl::behavior_type directory(self_ptr self, DirectoryConfig config) {
         const std::string& user = lookup.user();
         auto path = auth::user_db_path(self->state.config.data_dir, user);
         if (!path.ok()) return caf::make_error(caf::sec::invalid_argument, path.status().message());
-        if (!self->state.members.empty()) {
-          const std::string owner = sync_placement::owner_of(user, self->state.members);
-          if (owner != self->state.self_member) {
-            if (lookup.forwarded())
-              return caf::make_error(caf::sec::runtime_error, "user " + user + " is placed on " + owner +
-                                                                  ", not here: the hosts' member lists differ");
-            return lookup_remote(self, owner, std::move(lookup));
+        if (!self->state.members.empty() && !lookup.forwarded()) {
+          // Served by the first reachable member in the user's order; a forwarded lookup is
+          // served where it lands (the asker found the members before it unreachable).
+          auto order = sync_placement::ranked(user, self->state.members);
+          // A single copy lives on its owner only: served elsewhere, it would start empty.
+          if (self->state.config.channel.replicas <= 1) order.resize(1);
+          if (order.front() != self->state.self_member) {
+            auto promise = self->make_response_promise<channel_actor>();
+            try_members(self, std::move(lookup), std::move(order), promise);
+            return promise;
           }
         }
-        auto it = self->state.channels.find(user);
-        if (it != self->state.channels.end()) {
-          if (!it->second.closing) return it->second.channel;
-          auto promise = self->make_response_promise<channel_actor>();
-          it->second.waiting.push_back(promise);
-          return promise;
-        }
-        if (open_count(self) < self->state.config.max_open_channels) return open_channel(self, user, *path);
-        const std::string victim = eviction_candidate(self);
-        if (victim.empty())
-          return caf::make_error(caf::sec::runtime_error, "server at capacity: " +
-                                                              std::to_string(self->state.config.max_open_channels) +
-                                                              " channels open, all in use");
-        close_channel(self, victim, self->state.channels[victim], "making room for another channel");
         auto promise = self->make_response_promise<channel_actor>();
-        self->state.queued.emplace_back(user, promise);
+        serve_here(self, lookup, promise);
         return promise;
       },
       [self](cluster::ClusterMembers& m) {
@@ -229,6 +296,12 @@ directory_impl::behavior_type directory(self_ptr self, DirectoryConfig config) {
         if (std::find(self->state.members.begin(), self->state.members.end(), m.self()) == self->state.members.end())
           self->state.members.push_back(m.self());
         spdlog::info("hop=server.cluster self={} members={}", m.self(), self->state.members.size());
+      },
+      [self](cluster::LinksWanted& wanted) {
+        auto it = self->state.channels.find(wanted.user());
+        if (it == self->state.channels.end() || it->second.closing || self->state.members.empty()) return;
+        const uint32_t replicas = self->state.config.channel.replicas;
+        if (replicas > 1) find_links(self, wanted.user(), it->second.channel, others_ranked(self, wanted.user()), replicas - 1);
       },
       [self](cluster::ChannelUsage& usage) {
         auto it = self->state.channels.find(usage.user());

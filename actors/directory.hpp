@@ -24,6 +24,7 @@ using directory_actor = caf::typed_actor<
     caf::replies_to<cluster::ChannelLookup>::with<channel_actor>,  // errors: UNAVAILABLE, bad user
     caf::reacts_to<cluster::ClusterMembers>,
     caf::reacts_to<cluster::ChannelUsage>,
+    caf::reacts_to<cluster::LinksWanted>,
     caf::replies_to<cluster::DirectoryStatusRequest>::with<cluster::DirectoryStatus>>;
 
 struct DirectoryConfig {

@@ -294,6 +294,7 @@ void add_server_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<cluster::SessionClientAck>("tandem.cluster.SessionClientAck");
   cfg.add_message_type<cluster::Leave>("tandem.cluster.Leave");
   cfg.add_message_type<cluster::ChannelUsage>("tandem.cluster.ChannelUsage");
+  cfg.add_message_type<cluster::LinksWanted>("tandem.cluster.LinksWanted");
   cfg.add_message_type<cluster::CloseChannel>("tandem.cluster.CloseChannel");
   cfg.add_message_type<cluster::DirectoryStatusRequest>("tandem.cluster.DirectoryStatusRequest");
   cfg.add_message_type<cluster::DirectoryStatus>("tandem.cluster.DirectoryStatus");

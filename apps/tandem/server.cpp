@@ -50,6 +50,8 @@ struct ServerCommand {
   int actor_threads = 2;
   std::string cluster_listen;                // this host's BASP endpoint (several hosts)
   std::vector<std::string> cluster_members;  // every host's endpoint, the same list everywhere
+  uint32_t replicas = 0;      // 0: 2 with at least two hosts, else 1
+  uint32_t write_quorum = 0;  // 0: 2 when replicas >= 2, else 1
 };
 
 [[noreturn]] void die(const std::string& message) {
@@ -106,6 +108,11 @@ void run_server(const ServerCommand& opts) {
     if (!split_host_port(m, &h, &p) || p == 0) die("--cluster-member must be HOST:PORT, got '" + m + "'");
   }
   if (clustered && cluster_port == 0) die("--cluster-listen needs a fixed port: other hosts name this one by it");
+  const uint32_t hosts = clustered ? static_cast<uint32_t>(opts.cluster_members.size() + 1) : 1;
+  const uint32_t replicas = opts.replicas != 0 ? opts.replicas : (hosts >= 2 ? 2 : 1);
+  const uint32_t write_quorum = opts.write_quorum != 0 ? opts.write_quorum : (replicas >= 2 ? 2 : 1);
+  if (replicas > hosts) die("--replicas " + std::to_string(replicas) + " needs at least that many hosts");
+  if (write_quorum > replicas) die("--write-quorum cannot exceed --replicas");
 
   // Every thread (CAF's, the I/O loop's) inherits this mask; the main thread waits for them.
   const sigset_t stop_signals = block_stop_signals();
@@ -127,6 +134,8 @@ void run_server(const ServerCommand& opts) {
   dir_cfg.channel.push_window = opts.push_window;
   dir_cfg.channel.forward_window = opts.forward_window;
   dir_cfg.channel.max_frame_bytes = static_cast<uint32_t>(opts.max_frame_bytes);
+  dir_cfg.channel.replicas = replicas;
+  dir_cfg.channel.write_quorum = write_quorum;
   auto directory = actors::spawn_directory(system, dir_cfg);
   if (clustered) {
     auto published = system.middleman().publish(directory, cluster_port, cluster_host.c_str(), true);
@@ -138,7 +147,8 @@ void run_server(const ServerCommand& opts) {
     members.set_self(opts.cluster_listen);
     for (const auto& m : opts.cluster_members) members.add_members(m);
     caf::anon_send(directory, members);
-    spdlog::info("hop=server.cluster listen={} members={}", opts.cluster_listen, opts.cluster_members.size());
+    spdlog::info("hop=server.cluster listen={} members={} replicas={} write_quorum={}", opts.cluster_listen,
+                 opts.cluster_members.size(), replicas, write_quorum);
   }
 
   auto session_cfg = std::make_shared<actors::SessionConfig>();
@@ -217,6 +227,11 @@ void add_server_command(CLI::App& app) {
                   "Several server hosts: this host's HOST:PORT for the others (trusted network only)");
   cmd->add_option("--cluster-member", opts->cluster_members,
                   "Another host's --cluster-listen (repeat; the same set on every host)");
+  cmd->add_option("--replicas", opts->replicas,
+                  "Hosts holding each user's file: the first reachable serves it, the next ones keep replicas "
+                  "(default: 2 with two or more hosts, else 1; docs/cluster.md)");
+  cmd->add_option("--write-quorum", opts->write_quorum,
+                  "Hosts that must hold a push durably before it is acknowledged (default: 2 when --replicas >= 2)");
   cmd->add_option("--metrics-token", opts->metrics_token,
                   "Serve /metrics to anyone sending 'Authorization: Bearer TOKEN' (and only them); "
                   "without it /metrics answers loopback peers only");

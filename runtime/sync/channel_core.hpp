@@ -62,6 +62,9 @@ struct ChannelOptions {
   // Copies of a merged push that must be durable before its Ack: this host's and
   // write_quorum - 1 replica links' (docs/cluster.md). 1: this host's alone.
   uint32_t write_quorum = 1;
+  // Copies of the channel the cluster keeps: this one and replicas - 1 links (the channel
+  // actor asks the directory for links while it has fewer).
+  uint32_t replicas = 1;
   // How long an Ack may wait for the quorum; then its session gets a retryable UNAVAILABLE.
   std::chrono::milliseconds quorum_timeout{5000};
 };

@@ -1,5 +1,6 @@
 #include "runtime/sync/placement.hpp"
 
+#include <algorithm>
 #include <cstdint>
 
 namespace tandem::sync_placement {
@@ -39,6 +40,17 @@ std::string owner_of(const std::string& user, const std::vector<std::string>& me
     }
   }
   return best;
+}
+
+std::vector<std::string> ranked(const std::string& user, const std::vector<std::string>& members) {
+  std::vector<std::pair<uint64_t, std::string>> scored;
+  for (const auto& m : members) scored.emplace_back(fnv1a(user, m), m);
+  std::sort(scored.begin(), scored.end(), [](const auto& x, const auto& y) {
+    return x.first != y.first ? x.first > y.first : x.second < y.second;
+  });
+  std::vector<std::string> out;
+  for (auto& [score, m] : scored) out.push_back(std::move(m));
+  return out;
 }
 
 }  // namespace tandem::sync_placement

@@ -14,4 +14,8 @@ namespace tandem::sync_placement {
 // The member that owns `user`; empty when `members` is empty.
 std::string owner_of(const std::string& user, const std::vector<std::string>& members);
 
+// Every member, highest score first (owner_of is the first). A user's channel is served by
+// the first reachable member and kept on the next reachable ones (docs/cluster.md).
+std::vector<std::string> ranked(const std::string& user, const std::vector<std::string>& members);
+
 }  // namespace tandem::sync_placement

@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,4 +34,18 @@ TEST_CASE("every host computes the same owner, users spread evenly, a new host t
   CHECK(moved < users / 4 * 12 / 10);
   CHECK(owner_of("alice", {}).empty());
   CHECK(owner_of("alice", {"only:1"}) == "only:1");
+}
+
+TEST_CASE("ranked lists every member once, the owner first, the same on every host", "[placement]") {
+  const std::vector<std::string> members{"h1:1", "h2:1", "h3:1", "h4:1"};
+  std::vector<std::string> reversed(members.rbegin(), members.rend());
+  for (int u = 0; u < 200; ++u) {
+    const std::string user = "user" + std::to_string(u);
+    auto order = tandem::sync_placement::ranked(user, members);
+    REQUIRE(order.size() == members.size());
+    CHECK(order.front() == tandem::sync_placement::owner_of(user, members));
+    CHECK(order == tandem::sync_placement::ranked(user, reversed));
+    std::set<std::string> distinct(order.begin(), order.end());
+    CHECK(distinct.size() == members.size());
+  }
 }

@@ -69,6 +69,20 @@ class LoopbackPort {
 };
 
 
+// A TCP port free right now (bound then released), for endpoints other hosts must name.
+inline uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  socklen_t len = sizeof a;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
 // A child process with stdin and stdout as pipes and stderr to a file (runtime's
 // ChildProcess, with failures as test failures). Killed with SIGKILL if still running at the end.
 class Process {
