@@ -154,6 +154,19 @@ void end_catch_up(self_ptr self, const char* why) {
   self->state.catching_up = false;
   spdlog::info("hop=server.catch_up_done user={} why=\"{}\" held_joins={}", self->state.user, why,
                self->state.held_joins.size());
+  if (self->state.replicas <= 1) {
+    // One copy: the link served the catch-up only. Both directions end (the peer drops its
+    // back link when told so).
+    while (!self->state.links_out.empty()) drop_link(self, self->state.links_out.begin()->first, "caught up");
+    std::vector<uint64_t> links_in;
+    for (const auto& [id, back] : self->state.links_in) links_in.push_back(id);
+    for (auto id : links_in) {
+      auto session = self->state.sessions.find(id);
+      if (session != self->state.sessions.end())
+        self->send(session->second, sync_frames::error_envelope(sync::Error::UNAVAILABLE, "link ended: caught up", true));
+      remove_session(self, id);
+    }
+  }
   auto held = std::move(self->state.held_joins);
   for (auto& [join, session] : held) client_join(self, join, session);
 }
@@ -163,7 +176,9 @@ void end_catch_up(self_ptr self, const char* why) {
 // unless `now_in_use`.
 void ask_links(self_ptr self, bool now_in_use, bool held = false) {
   const auto now = std::chrono::steady_clock::now();
-  const uint32_t replicas = self->state.replicas;
+  // While catching up, a single-copy channel wants one link too: the host that held the
+  // user's file before this one joined the cluster.
+  const uint32_t replicas = self->state.catching_up ? std::max<uint32_t>(self->state.replicas, 2) : self->state.replicas;
   if (replicas <= 1 || self->state.links_out.size() + 1 >= replicas || (usage_count(self) == 0 && !held)) return;
   if (!now_in_use && now - self->state.links_asked < std::chrono::seconds(2)) return;
   self->state.links_asked = now;
@@ -246,7 +261,7 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
   }
   self->set_default_handler(caf::drop);
   self->state.replicas = options.replicas;
-  if (options.replicas > 1 && self->state.core) {
+  if ((options.replicas > 1 || options.cluster) && self->state.core) {
     self->state.catching_up = true;
     self->state.catch_up_until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   }
@@ -373,6 +388,9 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
       },
       [self](sync::Envelope& e) { on_link_envelope(self, e); },
       [self](link_atom, caf::actor& peer) { link_to(self, caf::actor_cast<channel_actor>(peer), false); },
+      [self](link_atom) {
+        if (self->state.links_out.empty()) end_catch_up(self, "no other copy reachable");
+      },
   };
 }
 

@@ -2,6 +2,8 @@
 
 #include <caf/stateful_actor.hpp>
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <caf/actor_system.hpp>
 #include <caf/sec.hpp>
@@ -39,6 +41,7 @@ struct directory_state {
   // the lookups waiting for a connection.
   std::string self_member;
   std::vector<std::string> members;
+  std::vector<std::string> former_members;  // removed by a membership change
   std::map<std::string, directory_actor> remotes;
   std::map<std::string, std::vector<std::pair<cluster::ChannelLookup, std::function<void(caf::expected<channel_actor>)>>>>
       connecting;
@@ -145,13 +148,18 @@ void lookup_remote(self_ptr self, const std::string& member, cluster::ChannelLoo
 
 // Finds `needed` more of the user's channels on the members in `rest` (in order, skipping
 // the unreachable) and tells `channel` to link to each.
+// Then tells it the search is over.
 void find_links(self_ptr self, const std::string& user, const channel_actor& channel, std::vector<std::string> rest,
                 size_t needed) {
-  if (needed == 0 || rest.empty()) return;
+  if (needed == 0 || rest.empty()) {
+    self->send(channel, link_atom::value);
+    return;
+  }
   const std::string member = rest.front();
   rest.erase(rest.begin());
   cluster::ChannelLookup lookup;
   lookup.set_user(user);
+  lookup.set_if_exists(self->state.config.channel.replicas <= 1);
   lookup_remote(self, member, std::move(lookup),
                 [self, user, channel, rest, needed](caf::expected<channel_actor> found) {
                   if (found) self->send(channel, link_atom::value, caf::actor_cast<caf::actor>(*found));
@@ -159,9 +167,11 @@ void find_links(self_ptr self, const std::string& user, const channel_actor& cha
                 });
 }
 
-// The members other than this one, in the user's order.
+// The members other than this one, in the user's order, then the former members (removed
+// from the cluster at run time, which may still hold a copy to catch up from).
 std::vector<std::string> others_ranked(self_ptr self, const std::string& user) {
   auto order = sync_placement::ranked(user, self->state.members);
+  for (const auto& m : sync_placement::ranked(user, self->state.former_members)) order.push_back(m);
   order.erase(std::remove(order.begin(), order.end(), self->state.self_member), order.end());
   return order;
 }
@@ -219,6 +229,11 @@ void serve_here(self_ptr self, const cluster::ChannelLookup& lookup, caf::typed_
   if (it != self->state.channels.end()) {
     if (!it->second.closing) promise.deliver(it->second.channel);
     else it->second.waiting.push_back(promise);
+    return;
+  }
+  struct stat file;
+  if (lookup.if_exists() && ::stat(path->c_str(), &file) != 0) {
+    promise.deliver(caf::make_error(caf::sec::runtime_error, "no file of user " + user + " here"));
     return;
   }
   if (open_count(self) < self->state.config.max_open_channels) {
@@ -291,8 +306,19 @@ directory_impl::behavior_type directory(self_ptr self, DirectoryConfig config) {
         return promise;
       },
       [self](cluster::ClusterMembers& m) {
+        self->state.config.channel.cluster = true;
         self->state.self_member = m.self();
-        self->state.members.assign(m.members().begin(), m.members().end());
+        std::vector<std::string> next(m.members().begin(), m.members().end());
+        for (const auto& old : self->state.members)
+          if (std::find(next.begin(), next.end(), old) == next.end() &&
+              std::find(self->state.former_members.begin(), self->state.former_members.end(), old) ==
+                  self->state.former_members.end())
+            self->state.former_members.push_back(old);
+        for (const auto& now : next)
+          self->state.former_members.erase(
+              std::remove(self->state.former_members.begin(), self->state.former_members.end(), now),
+              self->state.former_members.end());
+        self->state.members = std::move(next);
         if (std::find(self->state.members.begin(), self->state.members.end(), m.self()) == self->state.members.end())
           self->state.members.push_back(m.self());
         spdlog::info("hop=server.cluster self={} members={}", m.self(), self->state.members.size());
@@ -300,8 +326,9 @@ directory_impl::behavior_type directory(self_ptr self, DirectoryConfig config) {
       [self](cluster::LinksWanted& wanted) {
         auto it = self->state.channels.find(wanted.user());
         if (it == self->state.channels.end() || it->second.closing || self->state.members.empty()) return;
-        const uint32_t replicas = self->state.config.channel.replicas;
-        if (replicas > 1) find_links(self, wanted.user(), it->second.channel, others_ranked(self, wanted.user()), replicas - 1);
+        // A single copy asks for one link while it catches up.
+        const uint32_t replicas = std::max<uint32_t>(self->state.config.channel.replicas, 2);
+        find_links(self, wanted.user(), it->second.channel, others_ranked(self, wanted.user()), replicas - 1);
       },
       [self](cluster::ChannelUsage& usage) {
         auto it = self->state.channels.find(usage.user());

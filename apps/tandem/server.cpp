@@ -12,8 +12,10 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <random>
+#include <set>
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -50,6 +52,7 @@ struct ServerCommand {
   int actor_threads = 2;
   std::string cluster_listen;                // this host's BASP endpoint (several hosts)
   std::vector<std::string> cluster_members;  // every host's endpoint, the same list everywhere
+  std::string cluster_member_file;           // more members, one per line; re-read on SIGHUP
   uint32_t replicas = 0;      // 0: 2 with at least two hosts, else 1
   uint32_t write_quorum = 0;  // 0: 2 when replicas >= 2, else 1
 };
@@ -71,6 +74,36 @@ bool split_host_port(const std::string& text, std::string* host, uint16_t* port)
   *port = static_cast<uint16_t>(v);
   return true;
 }
+
+// This host and the others: --cluster-member flags and the lines of --cluster-member-file
+// (blank lines and '#' comments skipped; this host's own line is allowed, so one file can
+// serve every host). Every entry must be HOST:PORT with a port.
+Result<cluster::ClusterMembers> cluster_members(const ServerCommand& opts) {
+  std::vector<std::string> listed = opts.cluster_members;
+  if (!opts.cluster_member_file.empty()) {
+    std::ifstream in(opts.cluster_member_file);
+    if (!in) return Status::InvalidArgument("--cluster-member-file " + opts.cluster_member_file + ": cannot read it");
+    std::string line;
+    while (std::getline(in, line)) {
+      line = line.substr(0, line.find('#'));
+      const auto first = line.find_first_not_of(" \t\r");
+      if (first == std::string::npos) continue;
+      listed.push_back(line.substr(first, line.find_last_not_of(" \t\r") - first + 1));
+    }
+  }
+  cluster::ClusterMembers members;
+  members.set_self(opts.cluster_listen);
+  std::set<std::string> seen{opts.cluster_listen};
+  members.add_members(opts.cluster_listen);
+  for (const auto& m : listed) {
+    std::string h;
+    uint16_t p = 0;
+    if (!split_host_port(m, &h, &p) || p == 0) return Status::InvalidArgument("cluster member must be HOST:PORT, got '" + m + "'");
+    if (seen.insert(m).second) members.add_members(m);
+  }
+  return members;
+}
+
 
 std::chrono::milliseconds duration_or_die(const std::string& flag, const std::string& text) {
   auto d = auth::parse_duration(text);
@@ -102,20 +135,23 @@ void run_server(const ServerCommand& opts) {
   if (clustered && !split_host_port(opts.cluster_listen, &cluster_host, &cluster_port))
     die("--cluster-listen must be HOST:PORT, got '" + opts.cluster_listen + "'");
   if (!clustered && !opts.cluster_members.empty()) die("--cluster-member needs --cluster-listen");
-  for (const auto& m : opts.cluster_members) {
-    std::string h;
-    uint16_t p = 0;
-    if (!split_host_port(m, &h, &p) || p == 0) die("--cluster-member must be HOST:PORT, got '" + m + "'");
-  }
+  if (!clustered && !opts.cluster_member_file.empty()) die("--cluster-member-file needs --cluster-listen");
+  auto listed = cluster_members(opts);
+  if (!listed.ok()) die(listed.status().message());
   if (clustered && cluster_port == 0) die("--cluster-listen needs a fixed port: other hosts name this one by it");
-  const uint32_t hosts = clustered ? static_cast<uint32_t>(opts.cluster_members.size() + 1) : 1;
+  const uint32_t hosts = clustered ? static_cast<uint32_t>(listed->members_size()) : 1;
   const uint32_t replicas = opts.replicas != 0 ? opts.replicas : (hosts >= 2 ? 2 : 1);
   const uint32_t write_quorum = opts.write_quorum != 0 ? opts.write_quorum : (replicas >= 2 ? 2 : 1);
   if (replicas > hosts) die("--replicas " + std::to_string(replicas) + " needs at least that many hosts");
   if (write_quorum > replicas) die("--write-quorum cannot exceed --replicas");
 
-  // Every thread (CAF's, the I/O loop's) inherits this mask; the main thread waits for them.
-  const sigset_t stop_signals = block_stop_signals();
+  // Every thread (CAF's, the I/O loop's) inherits this mask; the main thread waits for them,
+  // and for SIGHUP, which re-reads the member file.
+  sigset_t waited = block_stop_signals();
+  if (!opts.cluster_member_file.empty()) {
+    sigaddset(&waited, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &waited, nullptr);
+  }
 
   caf::actor_system_config cfg;
   configure_actor_system(cfg, opts.actor_threads);
@@ -143,12 +179,9 @@ void run_server(const ServerCommand& opts) {
       caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
       die("--cluster-listen " + opts.cluster_listen + ": " + system.render(published.error()));
     }
-    cluster::ClusterMembers members;
-    members.set_self(opts.cluster_listen);
-    for (const auto& m : opts.cluster_members) members.add_members(m);
-    caf::anon_send(directory, members);
+    caf::anon_send(directory, *listed);
     spdlog::info("hop=server.cluster listen={} members={} replicas={} write_quorum={}", opts.cluster_listen,
-                 opts.cluster_members.size(), replicas, write_quorum);
+                 listed->members_size(), replicas, write_quorum);
   }
 
   auto session_cfg = std::make_shared<actors::SessionConfig>();
@@ -181,7 +214,18 @@ void run_server(const ServerCommand& opts) {
                (*server)->port(), opts.data_dir, opts.max_channels);
 
   int sig = 0;
-  sigwait(&stop_signals, &sig);
+  for (;;) {
+    sigwait(&waited, &sig);
+    if (sig != SIGHUP) break;
+    // Membership changes at run time: every host is given the new list the same way.
+    auto changed = cluster_members(opts);
+    if (!changed.ok()) {
+      spdlog::error("hop=server.cluster reload refused, members unchanged: {}", changed.status().message());
+      continue;
+    }
+    caf::anon_send(directory, *changed);
+    spdlog::info("hop=server.cluster reload members={}", changed->members_size());
+  }
   spdlog::info("hop=server.stop signal={}", sig);
   // Stopped within a second whatever hangs: every acknowledged write is already durable.
   exit_after(kStopGrace, 128 + sig);
@@ -227,6 +271,9 @@ void add_server_command(CLI::App& app) {
                   "Several server hosts: this host's HOST:PORT for the others (trusted network only)");
   cmd->add_option("--cluster-member", opts->cluster_members,
                   "Another host's --cluster-listen (repeat; the same set on every host)");
+  cmd->add_option("--cluster-member-file", opts->cluster_member_file,
+                  "Members, one HOST:PORT per line (this host's may be listed); re-read on SIGHUP to add or "
+                  "remove hosts at run time");
   cmd->add_option("--replicas", opts->replicas,
                   "Hosts holding each user's file: the first reachable serves it, the next ones keep replicas "
                   "(default: 2 with two or more hosts, else 1; docs/cluster.md)");

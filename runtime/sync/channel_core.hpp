@@ -65,6 +65,9 @@ struct ChannelOptions {
   // Copies of the channel the cluster keeps: this one and replicas - 1 links (the channel
   // actor asks the directory for links while it has fewer).
   uint32_t replicas = 1;
+  // A member of a cluster (the channel actor's concern): a channel opened here first
+  // catches up from another host's copy before it serves, even with replicas = 1.
+  bool cluster = false;
   // How long an Ack may wait for the quorum; then its session gets a retryable UNAVAILABLE.
   std::chrono::milliseconds quorum_timeout{5000};
 };

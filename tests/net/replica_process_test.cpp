@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -59,13 +60,33 @@ struct Host {
 struct Cluster {
   World& w;
   std::vector<Host> hosts;
-  explicit Cluster(World& world, size_t n) : w(world) {
-    for (size_t i = 0; i < n; ++i)
-      hosts.push_back({"host-" + std::string(1, char('a' + i)), "127.0.0.1:" + std::to_string(free_port())});
-    for (auto& h : hosts) {
-      h.port = free_port();
-      start(h);
-    }
+  std::vector<std::string> extra;  // more `tandem server` arguments
+  std::string member_file;         // when set, members come from it (--cluster-member-file)
+  explicit Cluster(World& world, size_t n, std::vector<std::string> more = {}, bool with_file = false)
+      : w(world), extra(std::move(more)) {
+    if (with_file) member_file = w.dir / "members.txt";
+    for (size_t i = 0; i < n; ++i) add();
+    write_members();
+    for (auto& h : hosts) start(h);
+  }
+  Host& add() {
+    hosts.push_back({"host-" + std::string(1, char('a' + hosts.size())), "127.0.0.1:" + std::to_string(free_port())});
+    hosts.back().port = free_port();
+    return hosts.back();
+  }
+  // The member file lists every host not in `leaving`.
+  void write_members(const std::set<std::string>& leaving = {}) {
+    if (member_file.empty()) return;
+    std::ofstream out(member_file);
+    out << "# the cluster\n";
+    for (const auto& h : hosts)
+      if (!leaving.count(h.member)) out << h.member << "\n";
+  }
+  // Every running host re-reads the member file.
+  void reload() {
+    for (auto& h : hosts)
+      if (h.process) h.process->signal(SIGHUP);
+    std::this_thread::sleep_for(300ms);  // SIGHUP is not acknowledged; the reload takes microseconds
   }
   ~Cluster() {
     for (auto& h : hosts)
@@ -83,11 +104,17 @@ struct Cluster {
     std::vector<std::string> args{kTandem, "server", "--listen", "127.0.0.1:" + std::to_string(h.port), "--data-dir",
                                   w.dir / h.name, "--secret-file", w.secret, "--cluster-listen", h.member,
                                   "--log-level", "debug"};
-    for (const auto& other : hosts)
-      if (other.member != h.member) {
-        args.push_back("--cluster-member");
-        args.push_back(other.member);
-      }
+    args.insert(args.end(), extra.begin(), extra.end());
+    if (!member_file.empty()) {
+      args.push_back("--cluster-member-file");
+      args.push_back(member_file);
+    } else {
+      for (const auto& other : hosts)
+        if (other.member != h.member) {
+          args.push_back("--cluster-member");
+          args.push_back(other.member);
+        }
+    }
     h.process = std::make_unique<Process>(args, w.dir / (h.name + ".log"));
     auto line = h.process->line();
     REQUIRE(line);
@@ -180,5 +207,54 @@ TEST_CASE("processes: three hosts keep two copies: a host killed with -9 loses n
     h.process->signal(SIGTERM);
     CHECK(h.process->wait(10s) == 0);
     h.process.reset();
+  }
+}
+
+TEST_CASE("processes: a host added and a host removed at run time strand no rows of a single-copy user",
+          "[process][cluster][membership]") {
+  World w;
+  Cluster c(w, 2, {"--replicas", "1"}, true);
+  std::vector<std::string> users;
+  for (int i = 0; i < 12; ++i) users.push_back("user" + std::to_string(i));
+  Host& edge = c.hosts[0];
+  w.url = edge.url;
+  auto before = c.members();
+  for (const auto& u : users) {
+    auto r = w.cmd(u + "-laptop.db", {"--timeout", "20s", "exec", "INSERT INTO todo(id, title) VALUES (1, 'before')"}, u);
+    REQUIRE(r.code == 0);
+  }
+
+  // A third host joins: the member file gains it and every host re-reads it.
+  Host& joined = c.add();
+  c.write_members();
+  c.start(joined);
+  c.reload();
+  auto after = c.members();
+  int moved = 0;
+  for (const auto& u : users) {
+    INFO("user " << u);
+    const std::string old_owner = tandem::sync_placement::owner_of(u, before);
+    const std::string new_owner = tandem::sync_placement::owner_of(u, after);
+    moved += old_owner != new_owner;
+    // A new device gets every row, whichever host holds the user now.
+    REQUIRE(w.cmd(u + "-phone.db", {"--timeout", "20s", "sync"}, u).code == 0);
+    CHECK(w.rows(u + "-phone.db") == w.rows(u + "-laptop.db"));
+    if (new_owner == joined.member) CHECK(ids_on_host(c.file(joined, u)) == std::set<int64_t>{1});
+  }
+  CHECK(moved > 0);
+  CHECK(moved < static_cast<int>(users.size()));
+
+  // Writes after the move, then a host leaves: its users' rows come from it to their new host.
+  for (const auto& u : users) {
+    auto r = w.cmd(u + "-laptop.db", {"--timeout", "20s", "exec", "INSERT INTO todo(id, title) VALUES (2, 'after')"}, u);
+    REQUIRE(r.code == 0);
+  }
+  Host& leaving = c.hosts[1];
+  c.write_members({leaving.member});
+  c.reload();
+  for (const auto& u : users) {
+    INFO("user " << u);
+    REQUIRE(w.cmd(u + "-tablet.db", {"--timeout", "20s", "sync"}, u).code == 0);
+    CHECK(w.rows(u + "-tablet.db") == w.rows(u + "-laptop.db"));
   }
 }
