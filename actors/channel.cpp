@@ -171,16 +171,19 @@ void end_catch_up(self_ptr self, const char* why) {
   for (auto& [join, session] : held) client_join(self, join, session);
 }
 
-// Asks the directory for links while this channel has fewer than the cluster keeps (a host
-// died, or none was reachable yet) and is in use (or `held` joins wait); at most every 2 s
-// unless `now_in_use`.
-void ask_links(self_ptr self, bool now_in_use, bool held = false) {
+// Asks the directory for links, in the user's order of hosts, while the channel is in use
+// (or `held` joins wait): every 2 s while it has fewer than the cluster keeps (a host died,
+// or none was reachable yet), every 5 s otherwise (a preferred host that came back is linked
+// again; extra links stay until either end closes), and at once when `urgent` (a first client).
+void ask_links(self_ptr self, bool urgent, bool held = false) {
   const auto now = std::chrono::steady_clock::now();
   // While catching up, a single-copy channel wants one link too: the host that held the
   // user's file before this one joined the cluster.
   const uint32_t replicas = self->state.catching_up ? std::max<uint32_t>(self->state.replicas, 2) : self->state.replicas;
-  if (replicas <= 1 || self->state.links_out.size() + 1 >= replicas || (usage_count(self) == 0 && !held)) return;
-  if (!now_in_use && now - self->state.links_asked < std::chrono::seconds(2)) return;
+  if (replicas <= 1 || (usage_count(self) == 0 && !held)) return;
+  const bool short_of_links = self->state.links_out.size() + 1 < replicas;
+  const auto interval = urgent ? std::chrono::seconds(0) : std::chrono::seconds(short_of_links ? 2 : 5);
+  if (now - self->state.links_asked < interval) return;
   self->state.links_asked = now;
   cluster::LinksWanted wanted;
   wanted.set_user(self->state.user);

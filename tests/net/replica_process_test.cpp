@@ -6,7 +6,10 @@
 
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
+#include <random>
+#include <sstream>
 #include <fstream>
 #include <map>
 #include <set>
@@ -14,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/common/child_process.hpp"
 #include "runtime/sqlite/database.hpp"
 #include "runtime/sync/placement.hpp"
 #include "tests/net/process_util.hpp"
@@ -257,4 +261,159 @@ TEST_CASE("processes: a host added and a host removed at run time strand no rows
     REQUIRE(w.cmd(u + "-tablet.db", {"--timeout", "20s", "sync"}, u).code == 0);
     CHECK(w.rows(u + "-tablet.db") == w.rows(u + "-laptop.db"));
   }
+}
+
+namespace {
+
+// One `tandem client exec` run, callable from any thread (no Catch2 assertion inside):
+// whether it exited 0 with the write acknowledged.
+bool exec_acknowledged(const std::vector<std::string>& args, const std::string& err_file) {
+  tandem::ChildOptions o;
+  o.args = args;
+  o.stderr_file = err_file;
+  auto child = tandem::ChildProcess::spawn(o);
+  if (!child.ok()) return false;
+  std::string first;
+  while (auto line = (*child)->read_line(30s))
+    if (first.empty()) first = *line;
+  const int code = (*child)->wait(30s);
+  auto json = nlohmann::json::parse(first, nullptr, false);
+  return code == 0 && !json.is_discarded() && json.value("acknowledged", false);
+}
+
+}  // namespace
+
+TEST_CASE("processes: chaos: hosts killed with -9 and restarted, one added and one removed, under continuous writes",
+          "[process][cluster][chaos]") {
+  World w;
+  Cluster c(w, 3, {}, true);  // R = 2, W = 2 by default
+  const std::vector<std::string> users{"ann", "ben", "cat"};
+  struct Client {
+    std::string user, db, url;
+    int64_t base;
+    std::vector<int64_t> acked;  // ids whose exec said acknowledged
+    std::vector<int64_t> acked_ms;  // how long each acknowledged exec took (a failover shows here)
+    int attempts = 0;
+  };
+  std::vector<Client> clients;
+  for (int k = 0; k < 5; ++k)
+    clients.push_back({users[k % 3], "client" + std::to_string(k) + ".db", c.hosts[k % 2].url, (k + 1) * 1000000});
+  for (const auto& u : users) w.token(u);  // made here: the writer threads only read them
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> writers;
+  for (auto& cl : clients)
+    writers.emplace_back([&w, &cl, &stop] {
+      for (int64_t n = 1; !stop; ++n) {
+        const int64_t id = cl.base + n;
+        std::vector<std::string> args{kTandem, "client", "--server", cl.url, "--token", w.tokens.at(cl.user), "--db",
+                                      w.dir / cl.db, "--schema", w.schema, "--name", cl.db, "--timeout", "6s", "exec",
+                                      "INSERT INTO todo(id, title) VALUES (" + std::to_string(id) + ", 'w')"};
+        ++cl.attempts;
+        const auto began = std::chrono::steady_clock::now();
+        if (exec_acknowledged(args, w.dir / (cl.db + ".log"))) {
+          cl.acked.push_back(id);
+          cl.acked_ms.push_back(
+              std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - began).count());
+        }
+      }
+    });
+
+  // Hosts 0 and 1 serve the clients; host 2 is the one removed later. Kills pick among all.
+  std::mt19937 rng(20261207);
+  const int cycles = 6;
+  std::vector<std::string> removed;
+  for (int cycle = 0; cycle < cycles; ++cycle) {
+    std::this_thread::sleep_for(1500ms);
+    if (cycle == 2) {  // a fourth host joins
+      Host& added = c.add();
+      c.write_members();
+      c.start(added);
+      c.reload();
+      continue;
+    }
+    if (cycle == 4) {  // host 2 leaves the cluster, then stops
+      removed.push_back(c.hosts[2].member);
+      c.write_members({c.hosts[2].member});
+      c.reload();
+      std::this_thread::sleep_for(1500ms);
+      c.hosts[2].process->signal(SIGTERM);
+      CHECK(c.hosts[2].process->wait(10s) == 0);
+      c.hosts[2].process.reset();
+      continue;
+    }
+    std::vector<size_t> alive;
+    for (size_t i = 0; i < c.hosts.size(); ++i)
+      if (c.hosts[i].process && std::find(removed.begin(), removed.end(), c.hosts[i].member) == removed.end())
+        alive.push_back(i);
+    Host& victim = c.hosts[alive[rng() % alive.size()]];
+    INFO("cycle " << cycle << " kills " << victim.name);
+    victim.process->signal(SIGKILL);
+    REQUIRE(victim.process->wait() == 128 + SIGKILL);
+    victim.process.reset();
+    std::this_thread::sleep_for(1000ms);
+    c.start(victim);
+  }
+  std::this_thread::sleep_for(1500ms);
+  stop = true;
+  for (auto& t : writers) t.join();
+
+  // Every client syncs until it holds what the others of its user hold.
+  size_t acked_total = 0;
+  for (const auto& cl : clients) acked_total += cl.acked.size();
+  CHECK(acked_total > 0);
+  auto ids_of = [&](const std::string& db) {
+    std::set<int64_t> ids;
+    auto rows = nlohmann::json::parse(w.rows(db), nullptr, false);
+    REQUIRE(rows.is_array());
+    for (const auto& row : rows) ids.insert(row.at("id").get<int64_t>());
+    return ids;
+  };
+  std::map<std::string, std::set<int64_t>> acked_of;
+  for (const auto& cl : clients) acked_of[cl.user].insert(cl.acked.begin(), cl.acked.end());
+  for (int round = 0; round < 2; ++round)
+    for (const auto& cl : clients) {
+      w.url = cl.url;
+      auto r = w.cmd(cl.db, {"--timeout", "20s", "sync"}, cl.user);
+      INFO(cl.db << ": " << r.out);
+      CHECK(r.code == 0);
+    }
+  std::vector<std::string> members;
+  for (const auto& h : c.hosts)
+    if (std::find(removed.begin(), removed.end(), h.member) == removed.end()) members.push_back(h.member);
+  for (const auto& u : users) {
+    INFO("user " << u << ": " << acked_of[u].size() << " acknowledged writes");
+    std::optional<std::set<int64_t>> first;
+    for (const auto& cl : clients) {
+      if (cl.user != u) continue;
+      auto ids = ids_of(cl.db);
+      for (auto id : acked_of[u]) CHECK(ids.count(id) == 1);
+      if (!first) first = ids;
+      CHECK(ids == *first);
+    }
+    // The user's two replicas hold every acknowledged write, soon (links catch up).
+    auto order = tandem::sync_placement::ranked(u, members);
+    for (size_t r = 0; r < 2; ++r) {
+      Host& h = c.by_member(order[r]);
+      std::set<int64_t> on_host;
+      bool sound = false;
+      for (int tries = 0; tries < 100; ++tries) {  // links re-form within 5 s
+        on_host = ids_on_host(c.file(h, u), &sound);
+        if (on_host == *first) break;
+        std::this_thread::sleep_for(200ms);
+      }
+      INFO("replica " << r << " on " << h.name);
+      CHECK(on_host == *first);
+      CHECK(sound);
+    }
+  }
+  std::ostringstream report;
+  report << "chaos: cycles=" << cycles << " acked_writes=" << acked_total << " attempts=";
+  int attempts = 0;
+  for (const auto& cl : clients) attempts += cl.attempts;
+  std::vector<int64_t> ms;
+  for (const auto& cl : clients) ms.insert(ms.end(), cl.acked_ms.begin(), cl.acked_ms.end());
+  std::sort(ms.begin(), ms.end());
+  report << attempts << " exec_ms_p50=" << (ms.empty() ? 0 : ms[ms.size() / 2])
+         << " exec_ms_max=" << (ms.empty() ? 0 : ms.back());
+  WARN(report.str());
 }
