@@ -44,6 +44,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "apps/tandem/bench_peer.hpp"
 #include "apps/tandem/bench_util.hpp"
 #include "apps/tandem/commands.hpp"
 #include "runtime/auth/token.hpp"
@@ -76,70 +77,7 @@ struct Options {
   throw CLI::RuntimeError(2);
 }
 
-// ---- the server child process ----
-std::string token(const std::string& user) { return *auth::mint_token(kSecret, user, std::chrono::hours(1)); }
-
-SiteId bench_site(uint32_t n) {
-  SiteId s{};
-  s[0] = 0xBE;
-  s[12] = static_cast<uint8_t>(n >> 24);
-  s[13] = static_cast<uint8_t>(n >> 16);
-  s[14] = static_cast<uint8_t>(n >> 8);
-  s[15] = static_cast<uint8_t>(n);
-  return s;
-}
-
-// ---- a raw protocol peer (no database): counts what it receives, acks forwards ----
-struct RawPeer {
-  std::shared_ptr<net::Connection> conn;
-  std::atomic<bool> welcomed{false};
-  std::atomic<uint64_t> acked_seq{0};
-  std::atomic<int64_t> forwarded_to{0};    // highest forward to_db_version received
-  std::atomic<int64_t> forwarded_changes{0};
-  std::atomic<bool> failed{false};
-  std::function<void(RawPeer&, const sync::Envelope&)> on_envelope;
-
-  net::Handler handler() {
-    net::Handler h;
-    h.on_frame = [this](std::string f) {
-      sync::Envelope e;
-      if (!e.ParseFromString(f)) return;
-      if (e.has_welcome()) welcomed = true;
-      if (e.has_ack()) acked_seq = e.ack().seq();
-      if (e.has_forward()) {
-        forwarded_changes += e.forward().batch().changes_size();
-        forwarded_to = e.forward().batch().to_db_version();
-        sync::Envelope a;
-        a.mutable_client_ack()->set_seq(e.forward().seq());
-        a.mutable_client_ack()->set_server_db_version(e.forward().batch().to_db_version());
-        conn->send(sync_frames::encode(a));
-      }
-      if (e.has_error()) failed = true;
-      if (on_envelope) on_envelope(*this, e);
-    };
-    h.on_close = [this](const Status&) {};
-    return h;
-  }
-  void hello(const std::string& tok, const SiteId& site) {
-    sync::Envelope e;
-    auto* h = e.mutable_hello();
-    h->set_protocol_version(1);
-    h->set_token(tok);
-    h->set_site_id(site_bytes(site));
-    h->add_schema(kSchema);
-    conn->send(sync_frames::encode(e));
-  }
-};
-
-template <class Pred>
-bool wait_until(Pred pred, std::chrono::milliseconds within) {
-  const auto deadline = Clock::now() + within;
-  while (!pred()) {
-    if (Clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  return true;
-}
+std::string token(const std::string& user) { return bench_token(kSecret, user); }
 
 // ---- loopback baseline ----
 double tcp_rtt_us_p50(int samples) {
@@ -358,7 +296,7 @@ nlohmann::json run_ingest(const std::string& url, const Options& o) {
     auto c = net::connect_blocking(loop, url, {}, peers.back()->handler());
     if (!c.ok()) die(c.status().message());
     peers.back()->conn = *c;
-    peers.back()->hello(tok, bench_site(static_cast<uint32_t>(100 + p)));
+    peers.back()->hello(tok, bench_site(static_cast<uint32_t>(100 + p)), kSchema);
   }
   for (auto& p : peers)
     if (!wait_until([&] { return p->welcomed.load(); }, std::chrono::seconds(30))) die("ingest: no welcome");
@@ -396,7 +334,7 @@ nlohmann::json run_fanout(const std::string& url, const Options& o) {
     auto c = net::connect_blocking(loop, url, {}, sessions.back()->handler());
     if (!c.ok()) die("fanout connect " + std::to_string(i) + ": " + c.status().message());
     sessions.back()->conn = *c;
-    sessions.back()->hello(tok, bench_site(static_cast<uint32_t>(1000 + i)));
+    sessions.back()->hello(tok, bench_site(static_cast<uint32_t>(1000 + i)), kSchema);
   }
   for (auto& s : sessions)
     if (!wait_until([&] { return s->welcomed.load(); }, std::chrono::seconds(60))) die("fanout: no welcome");
@@ -404,7 +342,7 @@ nlohmann::json run_fanout(const std::string& url, const Options& o) {
   auto c = net::connect_blocking(loop, url, {}, writer.handler());
   if (!c.ok()) die(c.status().message());
   writer.conn = *c;
-  writer.hello(tok, bench_site(999));
+  writer.hello(tok, bench_site(999), kSchema);
   if (!wait_until([&] { return writer.welcomed.load(); }, std::chrono::seconds(30))) die("fanout: writer not welcomed");
 
   StoreOptions so;

@@ -16,6 +16,7 @@ CLI::App* add_bench_command(CLI::App& app);
 void add_bench_store(CLI::App& bench);     // bench_store.cpp: write, merge
 void add_bench_ivm(CLI::App& bench);       // bench_ivm.cpp: ivm
 void add_bench_sync(CLI::App& bench);      // bench_sync.cpp: sync
+void add_bench_cluster(CLI::App& bench);   // bench_cluster.cpp: cluster
 void add_bench_schema(CLI::App& bench);    // bench_schema.cpp: schema
 void run_backfill_bench(const std::string& dir, int64_t rows);  // bench_backfill.cpp: bench schema's backfill figure
 void add_bench_node(CLI::App& bench);      // bench_node.cpp: node (two processes)

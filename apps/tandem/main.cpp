@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   tandem::app::add_bench_store(*bench);
   tandem::app::add_bench_ivm(*bench);
   tandem::app::add_bench_sync(*bench);
+  tandem::app::add_bench_cluster(*bench);
   tandem::app::add_bench_schema(*bench);
   tandem::app::add_bench_node(*bench);
   tandem::app::add_server_command(app);
