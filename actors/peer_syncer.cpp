@@ -94,7 +94,7 @@ struct Carrier {
     net::Handler h;
     h.on_frame = [me, gen](std::string frame) { caf::anon_send(me, link_frame_atom::value, gen, std::move(frame)); };
     h.on_close = [me, gen](const Status& why) { caf::anon_send(me, link_closed_atom::value, gen, why.message()); };
-    net::connect(*st.config.loop, st.config.url, st.config.client, std::move(h),
+    net::connect(*st.config.loop, c.url, st.config.client, std::move(h),
                  [me, gen, slot = st.slot](Result<std::shared_ptr<net::Connection>> r) {
                    {
                      std::lock_guard<std::mutex> lock(slot->mu);

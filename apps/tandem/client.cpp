@@ -56,6 +56,7 @@ namespace {
 
 struct ClientOptions {
   std::string server, token, token_file, db, schema_file, log_level, timeout = "10s", name, ca_file;
+  std::vector<std::string> also_servers;  // other hosts of the same cluster (--also-server)
   bool insecure = false;
   // exec / query / watch
   std::string sql;
@@ -203,12 +204,15 @@ class ClientNode {
     if (token_.empty()) fail(2, "--token (or --token-file) is required for this command");
     auto url = net::parse_url(opts_.server);
     if (!url.ok()) fail(2, "--server: " + url.status().message());
+    for (const auto& also : opts_.also_servers)
+      if (auto parsed = net::parse_url(also); !parsed.ok()) fail(2, "--also-server: " + parsed.status().message());
   }
 
   actors::PeerSyncerConfig syncer_config() {
     loop_ = std::make_shared<net::EventLoop>(1);
     actors::PeerSyncerConfig pc;
     pc.url = opts_.server;
+    pc.also_urls = opts_.also_servers;
     pc.token = token_;
     pc.loop = loop_;
     pc.schema = schema_;
@@ -524,6 +528,8 @@ void add_client_command(CLI::App& app) {
   auto opts = std::make_shared<ClientOptions>();
   auto* cmd = app.add_subcommand("client", "A client node on a local database file, synced with a server");
   cmd->add_option("--server", opts->server, "Server URL: ws://HOST:PORT/sync or wss://...");
+  cmd->add_option("--also-server", opts->also_servers,
+                  "Another host of the same server cluster, tried when a connection fails (repeat; docs/cluster.md)");
   cmd->add_option("--token", opts->token, "Access token from `tandem token`");
   cmd->add_option("--token-file", opts->token_file, "File holding the access token (instead of --token)");
   cmd->add_option("--db", opts->db, "The node's SQLite file (created if missing)")->required();

@@ -76,7 +76,9 @@ Outbox ClientCore::fail_waiters(const std::string& why) {
 // A failure before the server was ever reached in this run: the callers are told now.
 void ClientCore::attempt_failed(Outbox& out, const std::string& why) {
   last_error_ = why;
-  if (!ever_live_) fail_all(out, why);
+  // Callers learn it at once only once every host of the cluster was tried (the last URL
+  // of the list failing ends a round: they are tried in order from the first).
+  if (!ever_live_ && url_index_ == config_.also_urls.size()) fail_all(out, why);
 }
 
 // The database belongs to another user or server: never connect again in this run.
@@ -119,12 +121,27 @@ void ClientCore::protocol_failure(Outbox& out, const sync::Error& error, const s
   schedule_reconnect(out);
 }
 
+const std::string& ClientCore::current_url() const {
+  return url_index_ == 0 || url_index_ > config_.also_urls.size() ? config_.url : config_.also_urls[url_index_ - 1];
+}
+
+void ClientCore::next_url() { url_index_ = (url_index_ + 1) % (config_.also_urls.size() + 1); }
+
+Status ClientCore::binding_allows(const std::string& stored_user, const std::string& stored_server,
+                                  const std::string& user) const {
+  Status first = sync_binding::check({stored_user, stored_server}, user, config_.url);
+  if (first.ok()) return first;
+  for (const auto& url : config_.also_urls)
+    if (sync_binding::check({stored_user, stored_server}, user, url).ok()) return Status::Ok();
+  return first;
+}
+
 void ClientCore::connect(Outbox& out) {
   if (!online_) return;
   const uint64_t gen = ++generation_;
   phase_ = Phase::connecting;
-  log(LogLevel::debug, [&] { return "hop=client.connect url=" + config_.url + " attempt=" + std::to_string(backoff_.attempts()); });
-  out.emplace_back(Connect{gen});
+  log(LogLevel::debug, [&] { return "hop=client.connect url=" + current_url() + " attempt=" + std::to_string(backoff_.attempts()); });
+  out.emplace_back(Connect{gen, current_url()});
 }
 
 Outbox ClientCore::start() { return {ReadStatus{}}; }
@@ -165,7 +182,7 @@ Outbox ClientCore::on_binding(const Result<worker::BindResponse>& binding) {
   if (allowed.ok()) {
     bound_user_ = binding->user();
     bound_server_ = binding->server();
-    allowed = sync_binding::check({binding->user(), binding->server()}, config_.token_user, config_.url);
+    allowed = binding_allows(binding->user(), binding->server(), config_.token_user);
   }
   if (!allowed.ok()) {
     log(LogLevel::error, [&] { return "hop=client.binding_refused error=" + quoted(allowed.message()); });
@@ -193,8 +210,9 @@ bool ClientCore::accepts_link(uint64_t generation) const {
 Outbox ClientCore::on_connect_failed(uint64_t generation, const std::string& error) {
   Outbox out;
   if (!accepts_link(generation)) return out;
-  log(LogLevel::info, [&] { return "hop=client.connect_failed url=" + config_.url + " error=" + quoted(error); });
-  attempt_failed(out, "cannot reach the server at " + config_.url + ": " + error);
+  log(LogLevel::info, [&] { return "hop=client.connect_failed url=" + current_url() + " error=" + quoted(error); });
+  attempt_failed(out, "cannot reach the server at " + current_url() + ": " + error);
+  next_url();
   phase_ = Phase::connecting;
   schedule_reconnect(out);
   return out;
@@ -226,9 +244,10 @@ Outbox ClientCore::on_link_closed(uint64_t generation, const std::string& why) {
   if (generation != generation_) return out;
   log(LogLevel::info, [&] { return "hop=client.disconnected why=" + quoted(why); });
   if (phase_ == Phase::awaiting_welcome)
-    attempt_failed(out, "the server at " + config_.url + " closed the connection before welcoming us: " + why);
+    attempt_failed(out, "the server at " + current_url() + " closed the connection before welcoming us: " + why);
   else
-    last_error_ = "lost the connection to " + config_.url + ": " + why;
+    last_error_ = "lost the connection to " + current_url() + ": " + why;
+  next_url();  // another host of the cluster, if there are others
   link_up_ = false;  // already closed: nothing to close
   drop_link(out, why);
   schedule_reconnect(out);
@@ -490,8 +509,9 @@ Outbox ClientCore::on_new_site(int64_t keep_through, const Result<worker::NewSit
 }
 
 void ClientCore::on_welcome(Outbox& out, const sync::Welcome& w) {
+  // The database is bound to the first URL given, whichever host of the cluster welcomed us.
   const std::string server = sync_binding::normalize_server_url(config_.url);
-  Status allowed = sync_binding::check({bound_user_, bound_server_}, w.user(), server);
+  Status allowed = binding_allows(bound_user_, bound_server_, w.user());
   if (!allowed.ok()) {
     // The server verified a user other than the one this database belongs to (the token's
     // subject could not be read before): nothing is pushed or merged on this connection.

@@ -61,6 +61,10 @@ struct LogSink {
 // What an application chooses (actors::PeerSyncerConfig extends it).
 struct ClientSettings {
   std::string url;                       // ws://host:port/sync or wss://...
+  // Other hosts of the same server cluster (docs/cluster.md): after a failed or lost
+  // connection the next one is tried, in turn. The database is bound to `url`, and any of
+  // these reaches the same channels.
+  std::vector<std::string> also_urls;
   std::string token;
   std::vector<std::string> schema;       // CREATE TABLE statements, sent in the hello
   std::string client_name;
@@ -83,7 +87,10 @@ struct ClientConfig : ClientSettings {
 // What the actor does for the core. A db_worker request action holds the `request` to send
 // and names its `Response`; the answer goes back to ClientCore::answer with the action
 // (its request moved out), which carries what the answer must be matched with.
-struct Connect { uint64_t generation = 0; };  // open a connection; its events carry `generation`
+struct Connect {  // open a connection to `url`; its events carry `generation`
+  uint64_t generation = 0;
+  std::string url;
+};
 // Send on the current connection (nothing when there is none). A push goes in Fragments
 // when larger than fragment_bytes (sync_frames::send_frames); 0: one frame whatever its size.
 struct Send {
@@ -290,6 +297,11 @@ class ClientCore {
   bool ever_live_ = false;       // a welcome arrived in this run
   std::string bound_user_;       // the database's binding (empty: never synced)
   std::string bound_server_;
+  size_t url_index_ = 0;  // which of url, also_urls... the next connection goes to
+  const std::string& current_url() const;
+  void next_url();
+  // The binding check against every URL of the cluster: allowed when one of them matches.
+  Status binding_allows(const std::string& stored_user, const std::string& stored_server, const std::string& user) const;
   bool binding_refused_ = false; // never connect again in this run
 
   std::vector<std::pair<int64_t, uint64_t>> ack_waiters_;  // (version, waiter)

@@ -171,6 +171,22 @@ TEST_CASE("processes: three hosts keep two copies: a host killed with -9 loses n
     CHECK(ids_on_host(c.file(c.by_member(order[1]), u)).count(1) == 1);
   }
 
+  // A device whose own host is K, knowing another host of the cluster (--also-server).
+  w.url = k.url;
+  std::string desk_user;
+  for (int i = 0; desk_user.empty() && i < 1000; ++i)
+    if (tandem::sync_placement::ranked("desk" + std::to_string(i), members)[0] == k.member) desk_user = "desk" + std::to_string(i);
+  REQUIRE(!desk_user.empty());
+  auto desk = [&](int id) {
+    return w.cmd("desk.db",
+                 {"--also-server", edge.url, "--timeout", "20s", "exec",
+                  "INSERT INTO todo(id, title) VALUES (" + std::to_string(id) + ", 'desk')"},
+                 desk_user);
+  };
+  auto desk_before = desk(100);
+  REQUIRE(desk_before.code == 0);
+  w.url = edge.url;
+
   // K dies. Its users are served by the next host, which keeps its second copy on the third.
   k.process->signal(SIGKILL);
   REQUIRE(k.process->wait() == 128 + SIGKILL);
@@ -189,6 +205,14 @@ TEST_CASE("processes: three hosts keep two copies: a host killed with -9 loses n
       if (h.process) copies += ids_on_host(c.file(h, u)) == std::set<int64_t>{1, 2};
     CHECK(copies == 2);
   }
+
+  // The device of host K moves to the other host it knows, with its binding kept.
+  w.url = k.url;
+  auto desk_after = desk(101);
+  INFO(desk_after.out);
+  CHECK(desk_after.code == 0);
+  CHECK(nlohmann::json::parse(desk_after.out.substr(0, desk_after.out.find('\n')))["acknowledged"] == true);
+  w.url = edge.url;
 
   // K comes back: it serves its users again once caught up, from its own and the others' copies.
   c.start(k);
