@@ -5,6 +5,7 @@
 // port answers plain HTTP GETs of /healthz, /readyz and /metrics (runtime/metrics/admin_http.hpp).
 #include "actors/system_config.hpp"
 #include "actors/session.hpp"
+#include "actors/cluster_link.hpp"
 
 #include <signal.h>
 #include <sys/stat.h>
@@ -50,6 +51,8 @@ struct ServerCommand {
   int actor_threads = 2;
   std::string cluster_listen;                // this host's BASP endpoint (several hosts)
   std::vector<std::string> cluster_members;  // every host's endpoint, the same list everywhere
+  actors::ClusterLinkConfig cluster_link;    // --cluster-cert/-key/-ca or --cluster-insecure
+  std::string cluster_handshake_timeout = "5s";
 };
 
 [[noreturn]] void die(const std::string& message) {
@@ -106,18 +109,22 @@ void run_server(const ServerCommand& opts) {
     if (!split_host_port(m, &h, &p) || p == 0) die("--cluster-member must be HOST:PORT, got '" + m + "'");
   }
   if (clustered && cluster_port == 0) die("--cluster-listen needs a fixed port: other hosts name this one by it");
+  const bool cluster_flags = opts.cluster_link.insecure || !opts.cluster_link.tls.cert.empty() ||
+                             !opts.cluster_link.tls.key.empty() || !opts.cluster_link.tls.ca.empty();
+  if (!clustered && cluster_flags) die("--cluster-cert/--cluster-key/--cluster-ca/--cluster-insecure need --cluster-listen");
+  auto link_cfg = opts.cluster_link;
+  if (clustered) {
+    link_cfg.handshake_timeout = duration_or_die("--cluster-handshake-timeout", opts.cluster_handshake_timeout);
+    auto link = actors::check_cluster_link(link_cfg);
+    if (!link.ok()) die(link.message());
+  }
 
   // Every thread (CAF's, the I/O loop's) inherits this mask; the main thread waits for them.
   const sigset_t stop_signals = block_stop_signals();
 
   caf::actor_system_config cfg;
   configure_actor_system(cfg, opts.actor_threads);
-  if (clustered) {
-    // BASP between this host and the others: a peer that goes silent is noticed in seconds.
-    cfg.load<caf::io::middleman>();
-    cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::seconds(1)});
-    cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(5)});
-  }
+  if (clustered) actors::configure_cluster_link(cfg, link_cfg);
   caf::actor_system system{cfg};
 
   actors::DirectoryConfig dir_cfg;
@@ -128,8 +135,10 @@ void run_server(const ServerCommand& opts) {
   dir_cfg.channel.forward_window = opts.forward_window;
   dir_cfg.channel.max_frame_bytes = static_cast<uint32_t>(opts.max_frame_bytes);
   auto directory = actors::spawn_directory(system, dir_cfg);
+  caf::io::middleman_actor cluster_mm;
   if (clustered) {
-    auto published = system.middleman().publish(directory, cluster_port, cluster_host.c_str(), true);
+    cluster_mm = actors::start_cluster_link(system, link_cfg);
+    auto published = actors::publish_directory(system, directory, cluster_port, cluster_host);
     if (!published) {
       caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
       die("--cluster-listen " + opts.cluster_listen + ": " + system.render(published.error()));
@@ -138,7 +147,8 @@ void run_server(const ServerCommand& opts) {
     members.set_self(opts.cluster_listen);
     for (const auto& m : opts.cluster_members) members.add_members(m);
     caf::anon_send(directory, members);
-    spdlog::info("hop=server.cluster listen={} members={}", opts.cluster_listen, opts.cluster_members.size());
+    spdlog::info("hop=server.cluster listen={} members={} tls={}", opts.cluster_listen, opts.cluster_members.size(),
+                 link_cfg.insecure ? "off" : "on");
   }
 
   auto session_cfg = std::make_shared<actors::SessionConfig>();
@@ -177,6 +187,7 @@ void run_server(const ServerCommand& opts) {
   exit_after(kStopGrace, 128 + sig);
   (*server)->stop();
   caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
+  if (cluster_mm) caf::anon_send_exit(cluster_mm, caf::exit_reason::user_shutdown);
   system.await_all_actors_done();
   loop.stop();
   if (clustered) {
@@ -214,9 +225,21 @@ void add_server_command(CLI::App& app) {
   cmd->add_option("--io-threads", opts->io_threads, "Network threads")->capture_default_str();
   cmd->add_option("--actor-threads", opts->actor_threads, "Actor scheduler threads")->capture_default_str();
   cmd->add_option("--cluster-listen", opts->cluster_listen,
-                  "Several server hosts: this host's HOST:PORT for the others (trusted network only)");
+                  "Several server hosts: this host's HOST:PORT for the others (needs --cluster-cert, "
+                  "--cluster-key and --cluster-ca, or --cluster-insecure)");
   cmd->add_option("--cluster-member", opts->cluster_members,
                   "Another host's --cluster-listen (repeat; the same set on every host)");
+  cmd->add_option("--cluster-cert", opts->cluster_link.tls.cert,
+                  "PEM certificate of this host, signed by --cluster-ca (TLS on the cluster port)");
+  cmd->add_option("--cluster-key", opts->cluster_link.tls.key, "PEM private key of --cluster-cert (not encrypted)");
+  cmd->add_option("--cluster-ca", opts->cluster_link.tls.ca,
+                  "PEM CA certificate: only hosts whose certificate it signed may connect");
+  cmd->add_option("--cluster-handshake-timeout", opts->cluster_handshake_timeout,
+                  "Close a cluster connection whose TLS handshake has not finished by then")
+      ->capture_default_str();
+  cmd->add_flag("--cluster-insecure", opts->cluster_link.insecure,
+                "TESTS ONLY: plain, unauthenticated BASP on the cluster port; anyone who reaches the "
+                "port can crash the host or act as a member");
   cmd->add_option("--metrics-token", opts->metrics_token,
                   "Serve /metrics to anyone sending 'Authorization: Bearer TOKEN' (and only them); "
                   "without it /metrics answers loopback peers only");

@@ -293,7 +293,8 @@ TEST_CASE("processes: two server hosts share the channels, a user placed on the 
   auto start = [&](const std::string& name, const std::string& self, const std::string& other) {
     auto p = std::make_unique<Process>(
         std::vector<std::string>{kTandem, "server", "--listen", "127.0.0.1:0", "--data-dir", w.dir / name, "--secret-file",
-                                 w.secret, "--cluster-listen", self, "--cluster-member", other, "--log-level", "debug"},
+                                 w.secret, "--cluster-listen", self, "--cluster-member", other, "--cluster-insecure", "--log-level",
+                                 "debug"},
         w.dir / (name + ".log"));
     auto line = p->line();
     REQUIRE(line);
