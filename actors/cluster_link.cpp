@@ -1,24 +1,34 @@
-// The cluster port's transport, and why it is not caf-openssl's own middleman.
+// The cluster port's transport, and why it is not caf-openssl's own middleman actor.
 //
 // caf-openssl (CAF 0.17) wraps BASP in TLS and, with certificate, key and CA set, refuses
 // every peer whose certificate the CA did not sign: nothing such a peer sends reaches the
-// BASP parser. But it has no handshake deadline: a connection that stops half-way through
-// the TLS handshake (or says nothing at all) is held for ever, with its socket and an OpenSSL
-// context (caf-openssl builds one per connection). Measured before this file: every such
-// connection cost the host one file descriptor and ~N KB, for ever
-// (docs/operations.md, "Security between hosts"); enough of them exhaust the descriptors, and
-// then the client port's accept fails too.
+// BASP parser. Used as shipped, three things went wrong (measured on loopback, 2 cores):
+//  1. No handshake deadline: a connection that stops half-way through the TLS handshake,
+//     or says nothing, is held for ever with its socket and an OpenSSL context (caf-openssl
+//     builds one per connection): ~70 KB and one descriptor each (2,000 held: RSS 20 -> 110
+//     MB); enough of them exhaust the descriptors the client port and the user files need.
+//  2. Each unfinished accepted handshake spins the multiplexer thread: BASP queues its server
+//     handshake at once, the stream asks to write, and caf-openssl answers every writable
+//     event with "wrote 0 bytes" while SSL_accept waits for the peer (10 silent connections:
+//     ~45% of a core, for as long as they stay).
+//  3. OpenSSL's per-thread error queue is left filled after a failed handshake, and every
+//     connection shares the multiplexer thread: the next read or write on the healthy member
+//     link saw the stale error and dropped the link (20 connections of one garbage byte each
+//     dropped it, every time; plain connect-and-close did not).
 //
-// So the cluster port is served by a middleman actor of our own (GuardedMiddleman below),
-// a subclass of CAF's middleman_actor_impl that CAF's BASP broker uses exactly like
-// caf-openssl's: it makes the same caf::openssl::session per connection (the same TLS setup
-// and verification), and adds a HandshakeGuard that registers each connection from
-// accept (or connect) until the peer's first bytes arrive through TLS, i.e. until the
-// handshake is done and the peer is authenticated. A connection still pending after
-// `handshake_timeout` is shut down (shutdown(2): the multiplexer sees end-of-file and CAF
-// closes it as if the peer had left), and at most `max_pending_handshakes` inbound ones are
-// pending at once (the oldest is shut down to make room), so a non-member holds at most that
-// many descriptors, each for at most the timeout.
+// So the cluster port is served by a middleman actor of our own (GuardedMiddleman), a
+// subclass of CAF's middleman_actor_impl that CAF's BASP broker uses exactly like
+// caf-openssl's, with the same caf::openssl::session per connection (the same TLS setup and
+// verification), and:
+//  - a HandshakeGuard that registers each connection from accept (or connect) until the
+//    peer's first bytes arrive through TLS, i.e. the handshake is done and the peer is
+//    authenticated. One still pending after `handshake_timeout` is shut down (shutdown(2):
+//    the multiplexer sees end-of-file and CAF closes it as if the peer had left), and at most
+//    `max_pending_handshakes` inbound ones are pending at once (the oldest is shut down to
+//    make room): a non-member holds at most that many descriptors, each for at most the
+//    timeout (2,000 held: RSS stays ~26 MB, descriptors ~80);
+//  - an accepted connection holds back BASP's writes until the peer has spoken (GuardedScribe);
+//  - every TLS call starts and ends with an empty error queue (GuardedTls).
 //
 // Threads: the doorman and scribes run on CAF's multiplexer thread, the middleman actor on
 // its own thread, the guard's sweep on a thread of its own, and a scribe may be destroyed on
@@ -148,11 +158,9 @@ class GuardedTls {
   }
 
   // OpenSSL keeps failures in a per-thread error queue that SSL_get_error consults, and
-  // caf-openssl leaves it filled after a failed connection (it drains it only to log). Every
-  // connection shares the multiplexer thread, so one peer's garbage made the next healthy
-  // connection's read or write look failed: a member link dropped after any bad handshake
-  // (measured: 20 connections of one random byte each dropped it, every time). Each call
-  // therefore starts and ends with an empty queue.
+  // caf-openssl leaves it filled after a failed connection (it drains it only to log): one
+  // peer's garbage made the member link's next call look failed (file comment, 3). Each
+  // call therefore starts and ends with an empty queue.
   rw_state read_some(size_t& result, native_socket fd, void* buf, size_t len);
   rw_state write_some(size_t& result, native_socket fd, const void* buf, size_t len) {
     ERR_clear_error();
@@ -173,10 +181,7 @@ class GuardedTls {
 // A BASP connection over GuardedTls (the scribe interface CAF's brokers drive).
 //
 // An accepted connection holds back what BASP writes (its server handshake, at once) until the
-// peer's first bytes arrive. Otherwise the stream asks to write while SSL_accept still waits
-// for the peer, caf-openssl answers every writable event with "wrote 0 bytes", and the
-// multiplexer thread spins: measured, 10 silent connections held it at ~45% of a core until
-// their deadline. The connecting side sends BASP's client handshake first, so holding back
+// peer's first bytes arrive, or the multiplexer thread spins (file comment, 2). The connecting side sends BASP's client handshake first, so holding back
 // the accepting side's cannot deadlock; a connection we opened writes at once (and may spin
 // for the milliseconds a member takes to answer, at most handshake_timeout).
 class GuardedScribe final : public caf::io::scribe {
