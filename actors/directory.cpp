@@ -1,4 +1,5 @@
 #include "actors/directory.hpp"
+#include "actors/cluster_link.hpp"
 
 #include <caf/stateful_actor.hpp>
 
@@ -121,7 +122,7 @@ void lookup_remote(self_ptr self, const std::string& member, cluster::ChannelLoo
   std::string host = member.substr(0, colon);
   auto port = static_cast<uint16_t>(std::stoi(port_text));
   spdlog::debug("hop=server.directory connecting member={}", member);
-  auto mm = self->system().middleman().actor_handle();
+  auto mm = cluster_middleman(self->system());  // TLS (caf-openssl) unless --cluster-insecure
   self->request(mm, self->state.config.remote_timeout, caf::connect_atom::value, host, port)
       .then(
           [self, member](caf::node_id&, caf::strong_actor_ptr& ptr, std::set<std::string>&) {

@@ -105,7 +105,8 @@ struct Cluster {
     o.args = {"/proc/self/exe", "server", "--listen", "127.0.0.1:0", "--data-dir", dir + "/" + h.name,
               "--secret-file", dir + "/secret", "--log-level", "warn"};
     if (!h.member.empty()) {
-      o.args.insert(o.args.end(), {"--cluster-listen", h.member});
+      // Plain BASP: the bench measures replication, not TLS (every host is this machine).
+      o.args.insert(o.args.end(), {"--cluster-listen", h.member, "--cluster-insecure"});
       for (const auto& other : hosts)
         if (other.member != h.member) o.args.insert(o.args.end(), {"--cluster-member", other.member});
     }

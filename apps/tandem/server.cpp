@@ -5,6 +5,7 @@
 // port answers plain HTTP GETs of /healthz, /readyz and /metrics (runtime/metrics/admin_http.hpp).
 #include "actors/system_config.hpp"
 #include "actors/session.hpp"
+#include "actors/cluster_link.hpp"
 
 #include <signal.h>
 #include <sys/stat.h>
@@ -55,6 +56,8 @@ struct ServerCommand {
   std::string cluster_member_file;           // more members, one per line; re-read on SIGHUP
   uint32_t replicas = 0;      // 0: 2 with at least two hosts, else 1
   uint32_t write_quorum = 0;  // 0: 2 when replicas >= 2, else 1
+  actors::ClusterLinkConfig cluster_link;    // --cluster-cert/-key/-ca or --cluster-insecure
+  std::string cluster_handshake_timeout = "5s";
 };
 
 [[noreturn]] void die(const std::string& message) {
@@ -144,6 +147,15 @@ void run_server(const ServerCommand& opts) {
   const uint32_t write_quorum = opts.write_quorum != 0 ? opts.write_quorum : (replicas >= 2 ? 2 : 1);
   if (replicas > hosts) die("--replicas " + std::to_string(replicas) + " needs at least that many hosts");
   if (write_quorum > replicas) die("--write-quorum cannot exceed --replicas");
+  const bool cluster_flags = opts.cluster_link.insecure || !opts.cluster_link.tls.cert.empty() ||
+                             !opts.cluster_link.tls.key.empty() || !opts.cluster_link.tls.ca.empty();
+  if (!clustered && cluster_flags) die("--cluster-cert/--cluster-key/--cluster-ca/--cluster-insecure need --cluster-listen");
+  auto link_cfg = opts.cluster_link;
+  if (clustered) {
+    link_cfg.handshake_timeout = duration_or_die("--cluster-handshake-timeout", opts.cluster_handshake_timeout);
+    auto link = actors::check_cluster_link(link_cfg);
+    if (!link.ok()) die(link.message());
+  }
 
   // Every thread (CAF's, the I/O loop's) inherits this mask; the main thread waits for them,
   // and for SIGHUP, which re-reads the member file.
@@ -155,12 +167,7 @@ void run_server(const ServerCommand& opts) {
 
   caf::actor_system_config cfg;
   configure_actor_system(cfg, opts.actor_threads);
-  if (clustered) {
-    // BASP between this host and the others: a peer that goes silent is noticed in seconds.
-    cfg.load<caf::io::middleman>();
-    cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::seconds(1)});
-    cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(5)});
-  }
+  if (clustered) actors::configure_cluster_link(cfg, link_cfg);
   caf::actor_system system{cfg};
 
   actors::DirectoryConfig dir_cfg;
@@ -173,15 +180,17 @@ void run_server(const ServerCommand& opts) {
   dir_cfg.channel.replicas = replicas;
   dir_cfg.channel.write_quorum = write_quorum;
   auto directory = actors::spawn_directory(system, dir_cfg);
+  caf::io::middleman_actor cluster_mm;
   if (clustered) {
-    auto published = system.middleman().publish(directory, cluster_port, cluster_host.c_str(), true);
+    cluster_mm = actors::start_cluster_link(system, link_cfg);
+    auto published = actors::publish_directory(system, directory, cluster_port, cluster_host);
     if (!published) {
       caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
       die("--cluster-listen " + opts.cluster_listen + ": " + system.render(published.error()));
     }
     caf::anon_send(directory, *listed);
-    spdlog::info("hop=server.cluster listen={} members={} replicas={} write_quorum={}", opts.cluster_listen,
-                 listed->members_size(), replicas, write_quorum);
+    spdlog::info("hop=server.cluster listen={} members={} replicas={} write_quorum={} tls={}", opts.cluster_listen,
+                 listed->members_size(), replicas, write_quorum, link_cfg.insecure ? "off" : "on");
   }
 
   auto session_cfg = std::make_shared<actors::SessionConfig>();
@@ -231,6 +240,7 @@ void run_server(const ServerCommand& opts) {
   exit_after(kStopGrace, 128 + sig);
   (*server)->stop();
   caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
+  if (cluster_mm) caf::anon_send_exit(cluster_mm, caf::exit_reason::user_shutdown);
   system.await_all_actors_done();
   loop.stop();
   if (clustered) {
@@ -268,7 +278,8 @@ void add_server_command(CLI::App& app) {
   cmd->add_option("--io-threads", opts->io_threads, "Network threads")->capture_default_str();
   cmd->add_option("--actor-threads", opts->actor_threads, "Actor scheduler threads")->capture_default_str();
   cmd->add_option("--cluster-listen", opts->cluster_listen,
-                  "Several server hosts: this host's HOST:PORT for the others (trusted network only)");
+                  "Several server hosts: this host's HOST:PORT for the others (needs --cluster-cert, "
+                  "--cluster-key and --cluster-ca, or --cluster-insecure)");
   cmd->add_option("--cluster-member", opts->cluster_members,
                   "Another host's --cluster-listen (repeat; the same set on every host)");
   cmd->add_option("--cluster-member-file", opts->cluster_member_file,
@@ -279,6 +290,17 @@ void add_server_command(CLI::App& app) {
                   "(default: 2 with two or more hosts, else 1; docs/cluster.md)");
   cmd->add_option("--write-quorum", opts->write_quorum,
                   "Hosts that must hold a push durably before it is acknowledged (default: 2 when --replicas >= 2)");
+  cmd->add_option("--cluster-cert", opts->cluster_link.tls.cert,
+                  "PEM certificate of this host, signed by --cluster-ca (TLS on the cluster port)");
+  cmd->add_option("--cluster-key", opts->cluster_link.tls.key, "PEM private key of --cluster-cert (not encrypted)");
+  cmd->add_option("--cluster-ca", opts->cluster_link.tls.ca,
+                  "PEM CA certificate: only hosts whose certificate it signed may connect");
+  cmd->add_option("--cluster-handshake-timeout", opts->cluster_handshake_timeout,
+                  "Close a cluster connection whose TLS handshake has not finished by then")
+      ->capture_default_str();
+  cmd->add_flag("--cluster-insecure", opts->cluster_link.insecure,
+                "TESTS ONLY: plain, unauthenticated BASP on the cluster port; anyone who reaches the "
+                "port can crash the host or act as a member");
   cmd->add_option("--metrics-token", opts->metrics_token,
                   "Serve /metrics to anyone sending 'Authorization: Bearer TOKEN' (and only them); "
                   "without it /metrics answers loopback peers only");

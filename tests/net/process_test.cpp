@@ -277,7 +277,7 @@ TEST_CASE("processes: two server hosts with one copy each share the channels, a 
     auto p = std::make_unique<Process>(
         std::vector<std::string>{kTandem, "server", "--listen", "127.0.0.1:0", "--data-dir", w.dir / name, "--secret-file",
                                  w.secret, "--cluster-listen", self, "--cluster-member", other, "--replicas", "1",
-                                 "--log-level", "debug"},
+                                 "--cluster-insecure", "--log-level", "debug"},
         w.dir / (name + ".log"));
     auto line = p->line();
     REQUIRE(line);

@@ -107,7 +107,7 @@ struct Cluster {
   void start(Host& h) {
     std::vector<std::string> args{kTandem, "server", "--listen", "127.0.0.1:" + std::to_string(h.port), "--data-dir",
                                   w.dir / h.name, "--secret-file", w.secret, "--cluster-listen", h.member,
-                                  "--log-level", "debug"};
+                                  "--cluster-insecure", "--log-level", "debug"};  // TLS: cluster_process_test
     args.insert(args.end(), extra.begin(), extra.end());
     if (!member_file.empty()) {
       args.push_back("--cluster-member-file");
