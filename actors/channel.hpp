@@ -42,7 +42,8 @@ using channel_actor = caf::typed_actor<
     caf::reacts_to<cluster::SessionPush>,
     caf::reacts_to<cluster::SessionClientAck>,
     caf::reacts_to<cluster::Leave>,
-    caf::reacts_to<cluster::CloseChannel>>;     // from the directory
+    caf::reacts_to<cluster::CloseChannel>,      // from the directory
+    caf::replies_to<cluster::ChannelStatusRequest>::with<cluster::ChannelStatus>>;  // its sessions
 
 // Spawns the channel of `user` on `path` (the user's file), detached (its own thread: SQLite
 // blocks). The file is opened on that thread; if that fails, every Join is answered with a

@@ -121,11 +121,19 @@ change::Value parse_param(const std::string& p) {
 class ClientNode {
  public:
   ClientNode(const ClientOptions& opts, bool online) : opts_(opts) {
-    auto schema_text = read_file(opts.schema_file, "--schema file");
-    auto statements = sync_schema::split_statements(schema_text);
-    if (!statements.ok()) fail(2, "--schema: " + statements.status().message());
-    for (auto& s : *statements) schema_.push_back(sync_schema::if_not_exists(s));
-    if (schema_.empty()) fail(2, "--schema file '" + opts.schema_file + "' holds no statement");
+    // The schema is what a sync declares to the server, and what makes a new file; a local
+    // command on an existing file does without (its tables are recorded in it).
+    if (!opts.schema_file.empty()) {
+      auto schema_text = read_file(opts.schema_file, "--schema file");
+      auto statements = sync_schema::split_statements(schema_text);
+      if (!statements.ok()) fail(2, "--schema: " + statements.status().message());
+      for (auto& s : *statements) schema_.push_back(sync_schema::if_not_exists(s));
+      if (schema_.empty()) fail(2, "--schema file '" + opts.schema_file + "' holds no statement");
+    } else if (online) {
+      fail(2, "--schema is required for this command (it tells the server the tables this device syncs)");
+    } else if (::access(opts.db.c_str(), F_OK) != 0) {
+      fail(2, "--db '" + opts.db + "' does not exist; a new database needs --schema");
+    }
     timeout_ = [&] {
       auto d = auth::parse_duration(opts.timeout);
       if (!d.ok()) fail(2, "--timeout: " + d.status().message());
@@ -329,11 +337,18 @@ int report_acked(ClientNode& node, nlohmann::json out, int64_t version) {
   return 0;
 }
 
-int do_exec(ClientNode& node, const std::string& sql, const std::vector<std::string>& params) {
+// `online` false (no --server): the write stays local, for the next sync to push.
+int do_exec(ClientNode& node, const std::string& sql, const std::vector<std::string>& params, bool online = true) {
   auto r = node.write(sql, params);
   if (r.error().code() != change::Error::OK) fail(1, "the database refused the write: " + r.error().message());
   nlohmann::json out{{"db_version", r.db_version()}, {"rows_changed", r.rows_changed()}};
   if (r.last_key() != 0) out["last_key"] = r.last_key();
+  if (!online) {
+    out["acknowledged"] = false;
+    out["offline"] = true;
+    std::cout << out.dump() << std::endl;
+    return 0;
+  }
   return report_acked(node, std::move(out), r.db_version());
 }
 
@@ -500,8 +515,10 @@ int run_client(const ClientOptions& opts, const std::string& command) {
   if (!setup_logging("client", opts.log_level)) return 2;
   int code = 0;
   try {
-    ClientNode node(opts, /*online=*/command != "query");
-    if (command == "exec") code = do_exec(node, opts.sql, opts.params);
+    // query never syncs; exec without --server writes locally and says so (no timeout).
+    const bool online = command != "query" && !(command == "exec" && opts.server.empty());
+    ClientNode node(opts, online);
+    if (command == "exec") code = do_exec(node, opts.sql, opts.params, online);
     else if (command == "query") code = do_query(node, opts.sql, opts.params);
     else if (command == "sync") code = do_sync(node);
     else if (command == "mutate") code = do_mutate(node, opts.mutate_op, opts.mutate_table, opts.params);
@@ -523,18 +540,18 @@ int run_client(const ClientOptions& opts, const std::string& command) {
 void add_client_command(CLI::App& app) {
   auto opts = std::make_shared<ClientOptions>();
   auto* cmd = app.add_subcommand("client", "A client node on a local database file, synced with a server");
-  cmd->add_option("--server", opts->server, "Server URL: ws://HOST:PORT/sync or wss://...");
+  cmd->add_option("--server", opts->server, "Server URL: ws://HOST:PORT/sync or wss://... (not needed by query; exec without it writes locally only)");
   cmd->add_option("--token", opts->token, "Access token from `tandem token`");
   cmd->add_option("--token-file", opts->token_file, "File holding the access token (instead of --token)");
   cmd->add_option("--db", opts->db, "The node's SQLite file (created if missing)")->required();
-  cmd->add_option("--schema", opts->schema_file, "File of CREATE TABLE statements of the replicated tables")->required();
+  cmd->add_option("--schema", opts->schema_file, "File of CREATE TABLE statements of the replicated tables (needed to sync and to create --db)");
   cmd->add_option("--timeout", opts->timeout, "How long exec and sync wait for the server")->capture_default_str();
   cmd->add_option("--name", opts->name, "This node's name in logs");
   cmd->add_option("--ca-file", opts->ca_file, "PEM certificate to trust for wss:// (default: system store)");
   cmd->add_flag("--insecure", opts->insecure, "Do not verify the server's TLS certificate (tests only)");
   add_log_level_option(cmd, &opts->log_level, "warn");
 
-  auto* exec = cmd->add_subcommand("exec", "Write locally in one transaction, wait until the server acked it");
+  auto* exec = cmd->add_subcommand("exec", "Write locally in one transaction, wait until the server acked it (without --server: write locally and exit)");
   exec->add_option("sql", opts->sql, "The SQL statement")->required();
   exec->add_option("params", opts->params, "Parameters: NULL, 42, 1.5, x'00ff', 'text' or text");
   auto* query = cmd->add_subcommand("query", "Print the rows of the local database as JSON");
