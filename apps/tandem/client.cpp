@@ -9,7 +9,8 @@
 //   mutate OP TABLE ARGS  an optimistic mutation through a view (insert/update/delete),
 //                         shown at once in every view of the node, then settled
 //   watch SQL [--json]    stay connected; print the live result as it changes
-//   (no command)          an interactive shell with the same commands
+//   (no command)          an interactive shell with the same commands, plus help and
+//                         unwatch (also fed by a pipe: exits with the last failure's status)
 //
 // Exit status: 0 success; 1 the database refused the statement or mutation, or a watch's query is
 // outside the live-query subset; 2 bad arguments or files, or the database is held by a
@@ -288,6 +289,16 @@ class ClientNode {
   std::chrono::milliseconds timeout() const { return timeout_; }
   Node& node() { return *node_; }
   void keep(const Watch& w) { watches_.push_back(w); }
+  // Stops every watch of this process (the shell's `unwatch`); returns how many there were.
+  size_t stop_watches() {
+    for (auto& w : watches_) {
+      caf::anon_send_exit(w.watcher, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(w.view, caf::exit_reason::user_shutdown);
+    }
+    const size_t n = watches_.size();
+    watches_.clear();
+    return n;
+  }
 
  private:
   ClientOptions opts_;
@@ -463,12 +474,64 @@ std::optional<std::string> read_line(std::string& pending) {
   }
 }
 
-// Tokenizes a shell line: the command word, then the SQL (rest of the line). Parameters
-// follow the SQL after a " -- " separator, split on spaces.
+// Splits the parameters of a shell line on spaces, except inside quotes: 'buy milk' stays
+// one parameter, quotes kept (parse_param reads it as text); "buy milk" is one parameter
+// without its double quotes (so "42" is the number 42). An unclosed quote is an error.
+std::vector<std::string> split_params(const std::string& text) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool in_token = false;
+  char quote = 0;
+  for (char c : text) {
+    if (quote) {
+      if (c == quote) {
+        quote = 0;
+        if (c == '\'') cur += c;
+      } else {
+        cur += c;
+      }
+      continue;
+    }
+    if (c == ' ' || c == '\t') {
+      if (in_token) out.push_back(std::move(cur));
+      cur.clear();
+      in_token = false;
+      continue;
+    }
+    in_token = true;
+    if (c == '\'' || c == '"') {
+      quote = c;
+      if (c == '\'') cur += c;
+      continue;
+    }
+    cur += c;
+  }
+  if (quote) fail(2, std::string("unclosed ") + (quote == '"' ? "double quote" : "quote") + " in the parameters");
+  if (in_token) out.push_back(std::move(cur));
+  return out;
+}
+
+const char* kShellHelp =
+    "commands (one per line):\n"
+    "  exec SQL [-- PARAMS]     write locally, wait until the server acknowledged it\n"
+    "  query SQL [-- PARAMS]    print the rows of the local database as JSON\n"
+    "  watch SQL [-- PARAMS]    print the live result as it changes (JSON lines)\n"
+    "  unwatch                  stop every watch of this shell\n"
+    "  mutate OP TABLE ARGS     an optimistic mutation (insert COL=V..., update KEY COL=V..., delete KEY)\n"
+    "  sync                     push and pull until caught up\n"
+    "  help                     this list\n"
+    "  quit                     leave (also Ctrl-D)\n"
+    "PARAMS: NULL, 42, 1.5, x'00ff', 'text' or text; quote a parameter with spaces: 'buy milk' or \"buy milk\"\n";
+
+// The interactive shell, also fed by a pipe: one command per line (kShellHelp). A failed
+// command prints its error and the shell goes on. Fed by a pipe (a script), the exit status
+// is that of the last command that failed (1, 2 or 3 as for the commands), 0 when none did;
+// on a terminal the user saw every error, and leaving is 0.
 int run_shell(ClientNode& node) {
   std::string pending;
   const bool tty = ::isatty(0);
-  if (tty) std::cerr << "tandem shell: exec SQL [-- PARAMS], query SQL, watch SQL, mutate OP TABLE ARGS, sync, quit\n";
+  if (tty) std::cerr << "tandem shell: type help for the commands, quit or Ctrl-D to leave\n";
+  int failed = 0;
   while (true) {
     if (tty) std::cerr << "tandem> " << std::flush;
     auto next = read_line(pending);
@@ -480,33 +543,40 @@ int run_shell(ClientNode& node) {
     auto space = line.find(' ');
     const std::string cmd = line.substr(0, space);
     std::string rest = space == std::string::npos ? std::string() : line.substr(space + 1);
-    std::vector<std::string> params;
-    auto sep = rest.find(" -- ");
-    if (sep != std::string::npos) {
-      std::istringstream ps(rest.substr(sep + 4));
-      for (std::string p; ps >> p;) params.push_back(p);
-      rest = rest.substr(0, sep);
-    }
     try {
+      std::vector<std::string> params;
+      auto sep = rest.find(" -- ");
+      if (sep != std::string::npos) {
+        params = split_params(rest.substr(sep + 4));
+        rest = rest.substr(0, sep);
+      }
+      int code = 0;
       if (cmd == "quit" || cmd == "exit") break;
-      if (cmd == "exec") do_exec(node, rest, params);
-      else if (cmd == "query") do_query(node, rest, params);
-      else if (cmd == "sync") do_sync(node);
-      else if (cmd == "watch") do_watch(node, rest, params, true, false);
+      if (cmd == "help") std::cout << kShellHelp << std::flush;
+      else if (cmd == "exec") code = do_exec(node, rest, params);
+      else if (cmd == "query") code = do_query(node, rest, params);
+      else if (cmd == "sync") code = do_sync(node);
+      else if (cmd == "watch") code = do_watch(node, rest, params, true, false);
+      else if (cmd == "unwatch") std::cerr << "stopped " << node.stop_watches() << " watch(es)\n";
       else if (cmd == "mutate") {
         std::istringstream words(rest);
         std::string op, table;
         words >> op >> table;
-        std::vector<std::string> args;
-        for (std::string a; words >> a;) args.push_back(a);
-        do_mutate(node, op, table, args);
-      } else std::cerr << "unknown command '" << cmd << "' (exec, query, watch, mutate, sync, quit)\n";
+        std::string args_text;
+        std::getline(words, args_text);
+        code = do_mutate(node, op, table, split_params(args_text));
+      } else {
+        std::cerr << "unknown command '" << cmd << "' (type help for the commands)\n";
+        code = 2;
+      }
+      if (code != 0) failed = code;
     } catch (const ExitError& e) {
       std::cerr << "error: " << e.message << "\n";
+      failed = e.code;
     }
   }
   if (tty && stop_signal() == 0) std::cerr << "\n";
-  return 0;
+  return tty ? 0 : failed;
 }
 
 int run_client(const ClientOptions& opts, const std::string& command) {

@@ -172,3 +172,63 @@ TEST_CASE("cli: the server refuses a data directory it cannot write and logs dis
   }
   CHECK_THAT(log, Catch::Contains("hop=server.disconnect") && Catch::Contains("user=alice"));
 }
+
+TEST_CASE("cli: the shell has help and quoted parameters and unwatch and a failing exit status when piped input had errors", "[process][cli][shell]") {
+  World w;
+  w.start_server();
+  {
+    Process shell(w.client("a.db"), w.dir / "shell.log");
+    shell.write("help\n"
+                "exec INSERT INTO todo(id, title) VALUES (?, ?) -- 1 'buy milk'\n"
+                "exec INSERT INTO todo(id, title) VALUES (?, ?) -- \"2\" \"two  words\"\n"
+                "watch SELECT id, title FROM todo ORDER BY id\n"
+                "unwatch\n"
+                "exec INSERT INTO todo(id, title) VALUES (?, ?) -- 3 third\n"
+                "query SELECT id, title FROM todo ORDER BY id\n");
+    shell.close_stdin();
+    std::vector<std::string> lines;
+    while (auto l = shell.line(30s)) lines.push_back(*l);
+    CHECK(shell.wait(kStopWithin + 5s) == 0);  // every command succeeded
+    std::string all;
+    for (const auto& l : lines) all += l + "\n";
+    INFO(all << slurp(w.dir / "shell.log"));
+    CHECK_THAT(all, Catch::Contains("unwatch") && Catch::Contains("quote a parameter"));
+    CHECK_THAT(all, Catch::Contains(R"([{"id":1,"title":"buy milk"},{"id":2,"title":"two  words"},{"id":3,"title":"third"}])"));
+    CHECK_THAT(slurp(w.dir / "shell.log"), Catch::Contains("stopped 1 watch(es)"));
+    // The watch printed the first two rows, and nothing after it was stopped.
+    bool watched_first = false;
+    for (const auto& l : lines) {
+      if (l.find("\"type\":\"") == std::string::npos) continue;  // not a watch's line
+      if (l.find("buy milk") != std::string::npos) watched_first = true;
+      CHECK(l.find("third") == std::string::npos);
+    }
+    CHECK(watched_first);
+  }
+  {
+    // Piped input with errors: each is reported, the shell goes on, the exit status is the
+    // last failure's.
+    Process shell(w.client("a.db"), w.dir / "shell2.log");
+    shell.write("exec INSERT INTO nosuch VALUES (1)\n"
+                "query SELECT count(*) AS n FROM todo\n"
+                "exec INSERT INTO todo(id, title) VALUES (?, ?) -- 4 'unclosed\n"
+                "frobnicate\n"
+                "query SELECT count(*) AS n FROM todo\n");
+    shell.close_stdin();
+    std::string out;
+    while (auto l = shell.line(30s)) out += *l + "\n";
+    CHECK(shell.wait(kStopWithin + 5s) == 2);  // the unknown command came last
+    const std::string err = slurp(w.dir / "shell2.log");
+    INFO(out << err);
+    CHECK(out == "[{\"n\":3}]\n[{\"n\":3}]\n");
+    CHECK_THAT(err, Catch::Contains("the database refused the write") && Catch::Contains("unclosed quote") &&
+                        Catch::Contains("unknown command 'frobnicate'"));
+  }
+  {
+    Process shell(w.client("a.db"), w.dir / "shell3.log");
+    shell.write("exec INSERT INTO nosuch VALUES (1)\nquery SELECT 1 AS one\n");
+    shell.close_stdin();
+    while (shell.line(30s)) {
+    }
+    CHECK(shell.wait(kStopWithin + 5s) == 1);  // a refused statement
+  }
+}
