@@ -4,7 +4,10 @@
 // join it and write, query, watch and wait for the server through it.
 //
 //   exec SQL [PARAMS...]  write locally in one transaction, wait until the server acked it
+//                         (without --server: write locally and exit at once)
 //   query SQL             print the rows of the local database as JSON (no network)
+// --schema is needed to sync and to create a database; local commands on an existing file
+// do without.
 //   sync                  connect, push and pull until caught up
 //   mutate OP TABLE ARGS  an optimistic mutation through a view (insert/update/delete),
 //                         shown at once in every view of the node, then settled
