@@ -60,8 +60,8 @@ std::string chromium(const std::string& binary, const TempDir& dir, const std::s
             dir / "chromium.log");
   p.close_stdin();
   std::string out;
-  while (auto l = p.line(40s)) out += *l + "\n";
-  const int code = p.wait(20s);
+  while (auto l = p.line(25s)) out += *l + "\n";
+  const int code = p.wait(10s);
   INFO(slurp(dir / "chromium.log"));
   REQUIRE(code == 0);
   return out;
