@@ -380,6 +380,25 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
         deliver(self, std::move(*out));
       },
       [self](cluster::Leave& leave) { remove_session(self, leave.session()); },
+      [self](cluster::ChannelStatusRequest&) {
+        cluster::ChannelStatus st;
+        st.set_user(self->state.user);
+        if (!self->state.core) return st;
+        st.set_db_version(self->state.core->db_version());
+        for (const auto& info : self->state.core->sessions()) {
+          auto* s = st.add_sessions();
+          s->set_session(info.session);
+          s->set_site_id(site_hex(info.site));
+          s->set_client_name(info.name);
+          s->set_acked_db_version(info.acked);
+          s->set_sent_db_version(info.sent);
+          s->set_joined_unix_ms(info.joined_ms);
+          s->set_last_seen_unix_ms(info.last_seen_ms);
+          s->set_pushes(info.pushes);
+          s->set_replica(info.replica);
+        }
+        return st;
+      },
       [self](cluster::CloseChannel& close) {
         spdlog::info("hop=server.channel_close user={} reason=\"{}\" sessions={}", self->state.user, close.reason(),
                      self->state.sessions.size());

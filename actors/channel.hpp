@@ -54,7 +54,8 @@ using channel_actor = caf::typed_actor<
     caf::reacts_to<cluster::CloseChannel>,      // from the directory
     caf::reacts_to<sync::Envelope>,             // from a channel this one joined as a replica link
     caf::reacts_to<link_atom, caf::actor>,      // from the directory: join that channel as a link
-    caf::reacts_to<link_atom>>;                 // from the directory: no more links were found
+    caf::reacts_to<link_atom>,                  // from the directory: no more links were found
+    caf::replies_to<cluster::ChannelStatusRequest>::with<cluster::ChannelStatus>>;  // its sessions
 
 // Spawns the channel of `user` on `path` (the user's file), detached (its own thread: SQLite
 // blocks). The file is opened on that thread; if that fails, every Join is answered with a

@@ -252,6 +252,51 @@ void serve_here(self_ptr self, const cluster::ChannelLookup& lookup, caf::typed_
   self->state.queued.emplace_back(user, promise);
 }
 
+// The directory's status; with request.channels, delivered once every open channel has
+// answered with its sessions or failed to within the request's timeout (listed unanswered):
+// a channel busy in a long commit delays the status page by at most that timeout.
+caf::result<cluster::DirectoryStatus> directory_status(self_ptr self, const cluster::DirectoryStatusRequest& request) {
+  cluster::DirectoryStatus st;
+  st.set_open_channels(static_cast<uint32_t>(self->state.channels.size()));
+  st.set_max_open_channels(static_cast<uint32_t>(self->state.config.max_open_channels));
+  for (auto& [user, e] : self->state.channels) st.add_users(user);
+  st.set_channels_opened(self->state.opened);
+  st.set_channels_closed(self->state.closed);
+  for (const auto& m : self->state.members) {
+    auto* ms = st.add_members();
+    ms->set_endpoint(m);
+    ms->set_self(m == self->state.self_member);
+    ms->set_connected(ms->self() || self->state.remotes.count(m) > 0);
+  }
+  if (!request.channels() || self->state.channels.empty()) return st;
+  struct Gathering {
+    cluster::DirectoryStatus status;
+    size_t left = 0;
+    caf::typed_response_promise<cluster::DirectoryStatus> promise;
+    void one_done() {
+      if (--left == 0) promise.deliver(std::move(status));
+    }
+  };
+  auto g = std::make_shared<Gathering>();
+  g->status = std::move(st);
+  g->left = self->state.channels.size();
+  g->promise = self->make_response_promise<cluster::DirectoryStatus>();
+  const std::chrono::milliseconds timeout{request.channel_timeout_ms() > 0 ? request.channel_timeout_ms() : 1000};
+  for (auto& [user, e] : self->state.channels) {
+    self->request(e.channel, timeout, cluster::ChannelStatusRequest{})
+        .then(
+            [g](cluster::ChannelStatus& cs) {
+              *g->status.add_channels() = std::move(cs);
+              g->one_done();
+            },
+            [g, user = user](caf::error&) {
+              g->status.add_unanswered(user);
+              g->one_done();
+            });
+  }
+  return g->promise;
+}
+
 directory_impl::behavior_type directory(self_ptr self, DirectoryConfig config) {
   self->state.config = std::move(config);
   self->set_default_handler(caf::drop);
@@ -337,15 +382,7 @@ directory_impl::behavior_type directory(self_ptr self, DirectoryConfig config) {
         it->second.sessions = usage.sessions();
         if (usage.sessions() == 0) it->second.idle_since = std::chrono::steady_clock::now();
       },
-      [self](cluster::DirectoryStatusRequest&) {
-        cluster::DirectoryStatus st;
-        st.set_open_channels(static_cast<uint32_t>(self->state.channels.size()));
-        st.set_max_open_channels(static_cast<uint32_t>(self->state.config.max_open_channels));
-        for (auto& [user, e] : self->state.channels) st.add_users(user);
-        st.set_channels_opened(self->state.opened);
-        st.set_channels_closed(self->state.closed);
-        return st;
-      },
+      [self](cluster::DirectoryStatusRequest& request) { return directory_status(self, request); },
       [self](sweep_atom) {
         const auto now = std::chrono::steady_clock::now();
         for (auto& [user, e] : self->state.channels)

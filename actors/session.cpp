@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "runtime/metrics/metrics.hpp"
+#include "runtime/metrics/recent_errors.hpp"
 #include "runtime/sync/frames.hpp"
 
 namespace tandem::actors {
@@ -79,6 +80,7 @@ void send_message(self_ptr self, sync::Envelope&& e) {
 void fail(self_ptr self, sync::Error::Code code, const std::string& message) {
   if (self->state.phase == session_state::Phase::closed) return;
   metrics::server_metrics().count_error(code);
+  metrics::server_recent_errors().add(code, self->state.user, self->state.client, message);
   spdlog::info("hop=server.session_refused client={} user={} code={} reason=\"{}\"", self->state.client,
                self->state.user, sync::Error::Code_Name(code), sync_frames::log_escape(message, 1024));
   send_frame(self, sync_frames::error_envelope(code, message, true));
@@ -247,7 +249,8 @@ session_impl::behavior_type session(self_ptr self, std::shared_ptr<net::Connecti
   return {
       [self](frame_atom, std::string& frame) { on_frame(self, frame); },
       [self](closed_atom, std::string& why) {
-        spdlog::debug("hop=server.disconnect client={} user={} why=\"{}\"", self->state.client, self->state.user, why);
+        // Info, like the welcome: an operator sees each connection's end and its cause.
+        spdlog::info("hop=server.disconnect client={} user={} why=\"{}\"", self->state.client, self->state.user, why);
         leave_channel(self);
         self->state.set_phase(session_state::Phase::closed);
         self->state.connection.reset();
@@ -255,7 +258,10 @@ session_impl::behavior_type session(self_ptr self, std::shared_ptr<net::Connecti
       },
       [self](sync::Envelope& e) {
         if (self->state.phase == session_state::Phase::closed) return;
-        if (e.has_error()) metrics::server_metrics().count_error(e.error().code());
+        if (e.has_error()) {
+          metrics::server_metrics().count_error(e.error().code());
+          metrics::server_recent_errors().add(e.error().code(), self->state.user, self->state.client, e.error().message());
+        }
         if (e.has_welcome()) {
           self->state.set_phase(session_state::Phase::joined);
           spdlog::info("hop=server.welcome user={} client={} server_v={} client_acked={} forward_from={}",
@@ -298,6 +304,8 @@ void add_server_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<cluster::CloseChannel>("tandem.cluster.CloseChannel");
   cfg.add_message_type<cluster::DirectoryStatusRequest>("tandem.cluster.DirectoryStatusRequest");
   cfg.add_message_type<cluster::DirectoryStatus>("tandem.cluster.DirectoryStatus");
+  cfg.add_message_type<cluster::ChannelStatusRequest>("tandem.cluster.ChannelStatusRequest");
+  cfg.add_message_type<cluster::ChannelStatus>("tandem.cluster.ChannelStatus");
   cfg.add_message_type<channel_actor>("tandem.actors.channel_actor");
 }
 

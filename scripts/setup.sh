@@ -18,6 +18,7 @@ tandem_packages=(
   libcaf-dev libprotobuf-dev protobuf-compiler libsqlite3-dev sqlite3 catch2
   libboost-dev libssl-dev libjwt-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
   openssl python3
+  chromium  # tests only: the /status page is checked in a real headless browser
 )
 # Needed as commands, whatever provides them: a machine may already carry another build of
 # Node.js (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).

@@ -4,12 +4,16 @@
 // join it and write, query, watch and wait for the server through it.
 //
 //   exec SQL [PARAMS...]  write locally in one transaction, wait until the server acked it
+//                         (without --server: write locally and exit at once)
 //   query SQL             print the rows of the local database as JSON (no network)
+// --schema is needed to sync and to create a database; local commands on an existing file
+// do without.
 //   sync                  connect, push and pull until caught up
 //   mutate OP TABLE ARGS  an optimistic mutation through a view (insert/update/delete),
 //                         shown at once in every view of the node, then settled
 //   watch SQL [--json]    stay connected; print the live result as it changes
-//   (no command)          an interactive shell with the same commands
+//   (no command)          an interactive shell with the same commands, plus help and
+//                         unwatch (also fed by a pipe: exits with the last failure's status)
 //
 // Exit status: 0 success; 1 the database refused the statement or mutation, or a watch's query is
 // outside the live-query subset; 2 bad arguments or files, or the database is held by a
@@ -122,11 +126,19 @@ change::Value parse_param(const std::string& p) {
 class ClientNode {
  public:
   ClientNode(const ClientOptions& opts, bool online) : opts_(opts) {
-    auto schema_text = read_file(opts.schema_file, "--schema file");
-    auto statements = sync_schema::split_statements(schema_text);
-    if (!statements.ok()) fail(2, "--schema: " + statements.status().message());
-    for (auto& s : *statements) schema_.push_back(sync_schema::if_not_exists(s));
-    if (schema_.empty()) fail(2, "--schema file '" + opts.schema_file + "' holds no statement");
+    // The schema is what a sync declares to the server, and what makes a new file; a local
+    // command on an existing file does without (its tables are recorded in it).
+    if (!opts.schema_file.empty()) {
+      auto schema_text = read_file(opts.schema_file, "--schema file");
+      auto statements = sync_schema::split_statements(schema_text);
+      if (!statements.ok()) fail(2, "--schema: " + statements.status().message());
+      for (auto& s : *statements) schema_.push_back(sync_schema::if_not_exists(s));
+      if (schema_.empty()) fail(2, "--schema file '" + opts.schema_file + "' holds no statement");
+    } else if (online) {
+      fail(2, "--schema is required for this command (it tells the server the tables this device syncs)");
+    } else if (::access(opts.db.c_str(), F_OK) != 0) {
+      fail(2, "--db '" + opts.db + "' does not exist; a new database needs --schema");
+    }
     timeout_ = [&] {
       auto d = auth::parse_duration(opts.timeout);
       if (!d.ok()) fail(2, "--timeout: " + d.status().message());
@@ -284,6 +296,16 @@ class ClientNode {
   std::chrono::milliseconds timeout() const { return timeout_; }
   Node& node() { return *node_; }
   void keep(const Watch& w) { watches_.push_back(w); }
+  // Stops every watch of this process (the shell's `unwatch`); returns how many there were.
+  size_t stop_watches() {
+    for (auto& w : watches_) {
+      caf::anon_send_exit(w.watcher, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(w.view, caf::exit_reason::user_shutdown);
+    }
+    const size_t n = watches_.size();
+    watches_.clear();
+    return n;
+  }
 
  private:
   ClientOptions opts_;
@@ -333,11 +355,18 @@ int report_acked(ClientNode& node, nlohmann::json out, int64_t version) {
   return 0;
 }
 
-int do_exec(ClientNode& node, const std::string& sql, const std::vector<std::string>& params) {
+// `online` false (no --server): the write stays local, for the next sync to push.
+int do_exec(ClientNode& node, const std::string& sql, const std::vector<std::string>& params, bool online = true) {
   auto r = node.write(sql, params);
   if (r.error().code() != change::Error::OK) fail(1, "the database refused the write: " + r.error().message());
   nlohmann::json out{{"db_version", r.db_version()}, {"rows_changed", r.rows_changed()}};
   if (r.last_key() != 0) out["last_key"] = r.last_key();
+  if (!online) {
+    out["acknowledged"] = false;
+    out["offline"] = true;
+    std::cout << out.dump() << std::endl;
+    return 0;
+  }
   return report_acked(node, std::move(out), r.db_version());
 }
 
@@ -452,12 +481,64 @@ std::optional<std::string> read_line(std::string& pending) {
   }
 }
 
-// Tokenizes a shell line: the command word, then the SQL (rest of the line). Parameters
-// follow the SQL after a " -- " separator, split on spaces.
+// Splits the parameters of a shell line on spaces, except inside quotes: 'buy milk' stays
+// one parameter, quotes kept (parse_param reads it as text); "buy milk" is one parameter
+// without its double quotes (so "42" is the number 42). An unclosed quote is an error.
+std::vector<std::string> split_params(const std::string& text) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool in_token = false;
+  char quote = 0;
+  for (char c : text) {
+    if (quote) {
+      if (c == quote) {
+        quote = 0;
+        if (c == '\'') cur += c;
+      } else {
+        cur += c;
+      }
+      continue;
+    }
+    if (c == ' ' || c == '\t') {
+      if (in_token) out.push_back(std::move(cur));
+      cur.clear();
+      in_token = false;
+      continue;
+    }
+    in_token = true;
+    if (c == '\'' || c == '"') {
+      quote = c;
+      if (c == '\'') cur += c;
+      continue;
+    }
+    cur += c;
+  }
+  if (quote) fail(2, std::string("unclosed ") + (quote == '"' ? "double quote" : "quote") + " in the parameters");
+  if (in_token) out.push_back(std::move(cur));
+  return out;
+}
+
+const char* kShellHelp =
+    "commands (one per line):\n"
+    "  exec SQL [-- PARAMS]     write locally, wait until the server acknowledged it\n"
+    "  query SQL [-- PARAMS]    print the rows of the local database as JSON\n"
+    "  watch SQL [-- PARAMS]    print the live result as it changes (JSON lines)\n"
+    "  unwatch                  stop every watch of this shell\n"
+    "  mutate OP TABLE ARGS     an optimistic mutation (insert COL=V..., update KEY COL=V..., delete KEY)\n"
+    "  sync                     push and pull until caught up\n"
+    "  help                     this list\n"
+    "  quit                     leave (also Ctrl-D)\n"
+    "PARAMS: NULL, 42, 1.5, x'00ff', 'text' or text; quote a parameter with spaces: 'buy milk' or \"buy milk\"\n";
+
+// The interactive shell, also fed by a pipe: one command per line (kShellHelp). A failed
+// command prints its error and the shell goes on. Fed by a pipe (a script), the exit status
+// is that of the last command that failed (1, 2 or 3 as for the commands), 0 when none did;
+// on a terminal the user saw every error, and leaving is 0.
 int run_shell(ClientNode& node) {
   std::string pending;
   const bool tty = ::isatty(0);
-  if (tty) std::cerr << "tandem shell: exec SQL [-- PARAMS], query SQL, watch SQL, mutate OP TABLE ARGS, sync, quit\n";
+  if (tty) std::cerr << "tandem shell: type help for the commands, quit or Ctrl-D to leave\n";
+  int failed = 0;
   while (true) {
     if (tty) std::cerr << "tandem> " << std::flush;
     auto next = read_line(pending);
@@ -469,33 +550,40 @@ int run_shell(ClientNode& node) {
     auto space = line.find(' ');
     const std::string cmd = line.substr(0, space);
     std::string rest = space == std::string::npos ? std::string() : line.substr(space + 1);
-    std::vector<std::string> params;
-    auto sep = rest.find(" -- ");
-    if (sep != std::string::npos) {
-      std::istringstream ps(rest.substr(sep + 4));
-      for (std::string p; ps >> p;) params.push_back(p);
-      rest = rest.substr(0, sep);
-    }
     try {
+      std::vector<std::string> params;
+      auto sep = rest.find(" -- ");
+      if (sep != std::string::npos) {
+        params = split_params(rest.substr(sep + 4));
+        rest = rest.substr(0, sep);
+      }
+      int code = 0;
       if (cmd == "quit" || cmd == "exit") break;
-      if (cmd == "exec") do_exec(node, rest, params);
-      else if (cmd == "query") do_query(node, rest, params);
-      else if (cmd == "sync") do_sync(node);
-      else if (cmd == "watch") do_watch(node, rest, params, true, false);
+      if (cmd == "help") std::cout << kShellHelp << std::flush;
+      else if (cmd == "exec") code = do_exec(node, rest, params);
+      else if (cmd == "query") code = do_query(node, rest, params);
+      else if (cmd == "sync") code = do_sync(node);
+      else if (cmd == "watch") code = do_watch(node, rest, params, true, false);
+      else if (cmd == "unwatch") std::cerr << "stopped " << node.stop_watches() << " watch(es)\n";
       else if (cmd == "mutate") {
         std::istringstream words(rest);
         std::string op, table;
         words >> op >> table;
-        std::vector<std::string> args;
-        for (std::string a; words >> a;) args.push_back(a);
-        do_mutate(node, op, table, args);
-      } else std::cerr << "unknown command '" << cmd << "' (exec, query, watch, mutate, sync, quit)\n";
+        std::string args_text;
+        std::getline(words, args_text);
+        code = do_mutate(node, op, table, split_params(args_text));
+      } else {
+        std::cerr << "unknown command '" << cmd << "' (type help for the commands)\n";
+        code = 2;
+      }
+      if (code != 0) failed = code;
     } catch (const ExitError& e) {
       std::cerr << "error: " << e.message << "\n";
+      failed = e.code;
     }
   }
   if (tty && stop_signal() == 0) std::cerr << "\n";
-  return 0;
+  return tty ? 0 : failed;
 }
 
 int run_client(const ClientOptions& opts, const std::string& command) {
@@ -504,8 +592,10 @@ int run_client(const ClientOptions& opts, const std::string& command) {
   if (!setup_logging("client", opts.log_level)) return 2;
   int code = 0;
   try {
-    ClientNode node(opts, /*online=*/command != "query");
-    if (command == "exec") code = do_exec(node, opts.sql, opts.params);
+    // query never syncs; exec without --server writes locally and says so (no timeout).
+    const bool online = command != "query" && !(command == "exec" && opts.server.empty());
+    ClientNode node(opts, online);
+    if (command == "exec") code = do_exec(node, opts.sql, opts.params, online);
     else if (command == "query") code = do_query(node, opts.sql, opts.params);
     else if (command == "sync") code = do_sync(node);
     else if (command == "mutate") code = do_mutate(node, opts.mutate_op, opts.mutate_table, opts.params);
@@ -527,20 +617,20 @@ int run_client(const ClientOptions& opts, const std::string& command) {
 void add_client_command(CLI::App& app) {
   auto opts = std::make_shared<ClientOptions>();
   auto* cmd = app.add_subcommand("client", "A client node on a local database file, synced with a server");
-  cmd->add_option("--server", opts->server, "Server URL: ws://HOST:PORT/sync or wss://...");
+  cmd->add_option("--server", opts->server, "Server URL: ws://HOST:PORT/sync or wss://... (not needed by query; exec without it writes locally only)");
   cmd->add_option("--also-server", opts->also_servers,
                   "Another host of the same server cluster, tried when a connection fails (repeat; docs/cluster.md)");
   cmd->add_option("--token", opts->token, "Access token from `tandem token`");
   cmd->add_option("--token-file", opts->token_file, "File holding the access token (instead of --token)");
   cmd->add_option("--db", opts->db, "The node's SQLite file (created if missing)")->required();
-  cmd->add_option("--schema", opts->schema_file, "File of CREATE TABLE statements of the replicated tables")->required();
+  cmd->add_option("--schema", opts->schema_file, "File of CREATE TABLE statements of the replicated tables (needed to sync and to create --db)");
   cmd->add_option("--timeout", opts->timeout, "How long exec and sync wait for the server")->capture_default_str();
   cmd->add_option("--name", opts->name, "This node's name in logs");
   cmd->add_option("--ca-file", opts->ca_file, "PEM certificate to trust for wss:// (default: system store)");
   cmd->add_flag("--insecure", opts->insecure, "Do not verify the server's TLS certificate (tests only)");
   add_log_level_option(cmd, &opts->log_level, "warn");
 
-  auto* exec = cmd->add_subcommand("exec", "Write locally in one transaction, wait until the server acked it");
+  auto* exec = cmd->add_subcommand("exec", "Write locally in one transaction, wait until the server acked it (without --server: write locally and exit)");
   exec->add_option("sql", opts->sql, "The SQL statement")->required();
   exec->add_option("params", opts->params, "Parameters: NULL, 42, 1.5, x'00ff', 'text' or text");
   auto* query = cmd->add_subcommand("query", "Print the rows of the local database as JSON");

@@ -2,10 +2,12 @@
 // each client's hello, and keeps one SQLite file per user under --data-dir.
 // Prints "listening on ws://HOST:PORT" on stdout once it accepts connections; runs until
 // SIGINT or SIGTERM, then closes every connection and every channel file cleanly. The same
-// port answers plain HTTP GETs of /healthz, /readyz and /metrics (runtime/metrics/admin_http.hpp).
+// port answers plain HTTP GETs of /healthz, /readyz, /metrics and /status
+// (runtime/metrics/admin_http.hpp).
 #include "actors/system_config.hpp"
 #include "actors/session.hpp"
 #include "actors/cluster_link.hpp"
+#include "actors/status_reporter.hpp"
 
 #include <signal.h>
 #include <sys/stat.h>
@@ -126,6 +128,9 @@ void run_server(const ServerCommand& opts) {
     die("cannot create --data-dir '" + opts.data_dir + "': " + std::strerror(errno));
   struct stat st{};
   if (::stat(opts.data_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) die("--data-dir '" + opts.data_dir + "' is not a directory");
+  // Refused now rather than at the first client's write: every user file is created here.
+  if (auto writable = metrics::probe_writable(opts.data_dir); !writable.ok())
+    die(writable.message());
   // One server per data directory: two would write the same user files, each with its own
   // idea of their versions. Held until this function returns.
   auto data_dir_lock = ProcessLock::acquire(opts.data_dir + "/server.lock", "--data-dir '" + opts.data_dir + "'");
@@ -210,7 +215,14 @@ void run_server(const ServerCommand& opts) {
   auto admin = std::make_shared<metrics::AdminOptions>();
   admin->data_dir = opts.data_dir;
   admin->metrics_token = opts.metrics_token;
-  server_opts.http = [admin](const net::HttpRequest& request) { return metrics::answer_admin(*admin, request); };
+  admin->started_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  admin->status = [&system, directory](std::function<void(Result<cluster::DirectoryStatus>)> done) {
+    actors::report_status(system, directory, std::chrono::seconds(1), std::move(done));
+  };
+  server_opts.http_async = [admin](const net::HttpRequest& request, net::HttpReply reply) {
+    metrics::answer_admin_async(*admin, request, std::move(reply));
+  };
   auto server = net::Server::listen(loop, server_opts, actors::make_session_acceptor(system, session_cfg, directory));
   if (!server.ok()) {
     caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
@@ -302,8 +314,8 @@ void add_server_command(CLI::App& app) {
                 "TESTS ONLY: plain, unauthenticated BASP on the cluster port; anyone who reaches the "
                 "port can crash the host or act as a member");
   cmd->add_option("--metrics-token", opts->metrics_token,
-                  "Serve /metrics to anyone sending 'Authorization: Bearer TOKEN' (and only them); "
-                  "without it /metrics answers loopback peers only");
+                  "Serve /metrics and /status to anyone sending 'Authorization: Bearer TOKEN' (/status: or "
+                  "?token=TOKEN), and only them; without it they answer loopback peers only");
   add_log_level_option(cmd, &opts->log_level);
   cmd->callback([opts] { run_server(*opts); });
 }

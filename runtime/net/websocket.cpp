@@ -128,7 +128,10 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
     peer_ = std::move(peer);
     peer_loopback_ = loopback;
   }
-  void set_http(HttpFn http) { http_ = std::move(http); }
+  void set_http(HttpFn http, HttpAsyncFn http_async) {
+    http_ = std::move(http);
+    http_async_ = std::move(http_async);
+  }
   void keep_context(std::shared_ptr<ssl::context> tls) { tls_ = std::move(tls); }
 
   // Server side: TLS handshake (if any), HTTP upgrade request, WebSocket accept.
@@ -238,26 +241,37 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
                      });
   }
 
-  // A plain HTTP request (a browser, a health check, a scrape): the server's HttpFn answers
-  // it, or without one 426 tells the client to upgrade. Either way the connection closes.
+  // A plain HTTP request (a browser, a health check, a scrape): the server's HttpAsyncFn or
+  // HttpFn answers it, or without either 426 tells the client to upgrade. Either way the
+  // connection closes after the answer.
   void answer_plain_http() {
+    if (!http_ && !http_async_) return write_http(std::nullopt);
+    const auto& req = parser_->get();
+    HttpRequest r;
+    const auto method = req.method_string();
+    const auto target = req.target();
+    r.method.assign(method.data(), method.size());
+    r.target.assign(target.data(), target.size());
+    if (auto it = req.find(http::field::authorization); it != req.end())
+      r.authorization.assign(it->value().data(), it->value().size());
+    r.peer = peer_;
+    r.peer_loopback = peer_loopback_;
+    if (!http_async_) return write_http(http_(r));
+    // The connection stays alive through the reply: it holds the only other reference.
+    http_async_(r, [self = this->shared_from_this()](HttpResponse answer) {
+      asio::post(self->ws_.get_executor(),
+                 [self, answer = std::move(answer)]() mutable { self->write_http(std::move(answer)); });
+    });
+  }
+
+  // Writes `answer` (none: 426 Upgrade Required) and closes the connection.
+  void write_http(std::optional<HttpResponse> answer) {
     std::shared_ptr<http::response<http::string_body>> res;
-    if (http_) {
-      const auto& req = parser_->get();
-      HttpRequest r;
-      const auto method = req.method_string();
-      const auto target = req.target();
-      r.method.assign(method.data(), method.size());
-      r.target.assign(target.data(), target.size());
-      if (auto it = req.find(http::field::authorization); it != req.end())
-        r.authorization.assign(it->value().data(), it->value().size());
-      r.peer = peer_;
-      r.peer_loopback = peer_loopback_;
-      HttpResponse answer = http_(r);
-      res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(answer.status), 11);
-      res->set(http::field::content_type, answer.content_type);
-      if (!answer.www_authenticate.empty()) res->set(http::field::www_authenticate, answer.www_authenticate);
-      res->body() = std::move(answer.body);
+    if (answer) {
+      res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(answer->status), 11);
+      res->set(http::field::content_type, answer->content_type);
+      if (!answer->www_authenticate.empty()) res->set(http::field::www_authenticate, answer->www_authenticate);
+      res->body() = std::move(answer->body);
     } else {
       res = std::make_shared<http::response<http::string_body>>(http::status::upgrade_required, 11);
       res->set(http::field::upgrade, "websocket");
@@ -460,6 +474,7 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
   std::string peer_;
   bool peer_loopback_ = false;
   HttpFn http_;  // server side: answers plain HTTP requests
+  HttpAsyncFn http_async_;  // server side: the same, answered later (preferred when set)
   Url url_;
   Server::AcceptFn on_accept_;
   ConnectFn done_;
@@ -512,12 +527,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     if (tls) {
       auto c = std::make_shared<TlsConnection>(options.transport, registry, std::move(socket), *tls);
       c->set_peer(peer, loopback);
-      c->set_http(options.http);
+      c->set_http(options.http, options.http_async);
       c->accept(tls, on_accept);
     } else {
       auto c = std::make_shared<PlainConnection>(options.transport, registry, std::move(socket));
       c->set_peer(peer, loopback);
-      c->set_http(options.http);
+      c->set_http(options.http, options.http_async);
       c->accept(nullptr, on_accept);
     }
   }

@@ -112,6 +112,12 @@ struct HttpResponse {
 };
 // Answers one plain request, on a loop thread: it must not block for long. Thread-safe.
 using HttpFn = std::function<HttpResponse(const HttpRequest&)>;
+// Sends the answer to one plain request: call it exactly once, from any thread.
+using HttpReply = std::function<void(HttpResponse)>;
+// Answers one plain request later (an answer that waits on actors): called on a loop thread,
+// must not block; the connection waits for `reply` (within the transport's handshake_timeout,
+// after which the answer is not sent and the connection closes). Thread-safe.
+using HttpAsyncFn = std::function<void(const HttpRequest&, HttpReply reply)>;
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
@@ -122,6 +128,7 @@ struct ServerOptions {
   // Plain HTTP requests (not upgrades) on the same port; without it every one is answered
   // 426 Upgrade Required. The answer closes the connection (no keep-alive).
   HttpFn http;
+  HttpAsyncFn http_async;  // when set, answers plain requests instead of `http`
 };
 
 class Server {

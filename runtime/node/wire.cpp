@@ -213,7 +213,8 @@ Status check_join(const std::string& secret, const std::string& nonce, const Joi
   if (join.proof().size() != expected.size() || CRYPTO_memcmp(join.proof().data(), expected.data(), expected.size()) != 0)
     return Status::PermissionDenied("wrong proof of the node secret: this process cannot read the database's .secret file");
   std::vector<std::string> theirs(join.schema().begin(), join.schema().end());
-  if (theirs != schema)
+  // A process without --schema (a local query or exec) takes the leader's.
+  if (!theirs.empty() && theirs != schema)
     return Status::InvalidArgument("another schema: this process's schema (" + std::to_string(theirs.size()) +
                                    " statements) differs from the one the leader process opened the database with (" +
                                    std::to_string(schema.size()) + " statements); open every process of a database with the same --schema. A newer schema "

@@ -70,8 +70,8 @@ Envelope make_hello(const std::string& nonce);
 Envelope make_join(const std::string& secret, const Hello& hello, const std::vector<std::string>& schema, const std::string& name,
                    const std::string& server = "", const std::string& user = "");
 // The leader's decision on a Join: OK, PERMISSION_DENIED (wrong proof or another user) or
-// INVALID_ARGUMENT (another schema; another server or token user when both name one), with
-// a message meant for the follower's user.
+// INVALID_ARGUMENT (another schema, unless the follower names none; another server or token
+// user when both name one), with a message meant for the follower's user.
 Status check_join(const std::string& secret, const std::string& nonce, const Join& join, const std::vector<std::string>& schema,
                   uid_t leader_uid, uid_t peer_uid, const std::string& leader_server = "", const std::string& leader_user = "");
 

@@ -14,6 +14,10 @@
 namespace tandem::sync_channel {
 namespace {
 
+int64_t wall_clock_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 int64_t elapsed_nanos(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - since).count();
 }
@@ -86,6 +90,14 @@ ChannelCore::ChannelCore(std::unique_ptr<Store> store, const ChannelOptions& opt
 
 ChannelCore::~ChannelCore() { (void)checkpoint(); }
 
+std::vector<SessionInfo> ChannelCore::sessions() const {
+  std::vector<SessionInfo> out;
+  out.reserve(members_.size());
+  for (const auto& [id, m] : members_)
+    out.push_back({id, m.site, m.name, m.acked, m.sent, m.joined_ms, m.last_seen_ms, m.pushes, m.replica});
+  return out;
+}
+
 int64_t ChannelCore::db_version() const { return store_->db_version(); }
 const SiteId& ChannelCore::site_id() const { return store_->site_id(); }
 
@@ -144,6 +156,7 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   else if (auto translated = translate_cursor(hello.server_site_id(), hello.cursor())) from = std::max(from, *translated);
   from = std::min(from, store_->db_version());
   m.sent = m.acked = from;
+  m.joined_ms = m.last_seen_ms = wall_clock_ms();
   m.next_push_from = cursor.received;
   {
     // A late upgrade: what the device declares now but is not covered for comes first,
@@ -203,6 +216,8 @@ Status ChannelCore::push(uint64_t session, sync::Push push) {
   if (it == members_.end()) return Status::InvalidArgument("push from a session that has not joined");
   Member& m = it->second;
   if (m.replica) return Status::InvalidArgument("a replica link pushes nothing");
+  m.last_seen_ms = wall_clock_ms();
+  ++m.pushes;
   if (push.seq() != m.last_push_seq + 1)
     return Status::InvalidArgument("push seq " + std::to_string(push.seq()) + " out of order (expected " +
                                    std::to_string(m.last_push_seq + 1) + ")");
@@ -500,6 +515,7 @@ Result<Outbox> ChannelCore::client_ack(uint64_t session, const sync::ClientAck& 
   auto it = members_.find(session);
   if (it == members_.end()) return Status::InvalidArgument("client ack from a session that has not joined");
   Member& m = it->second;
+  m.last_seen_ms = wall_clock_ms();
   if (ack.seq() == 0 || ack.seq() >= m.next_forward_seq)
     return Status::InvalidArgument("client ack for forward " + std::to_string(ack.seq()) + " that was never sent");
   // The version acknowledged must be the one that forward carried: it becomes the cursor

@@ -79,6 +79,19 @@ struct Outgoing {
 };
 using Outbox = std::vector<Outgoing>;
 
+// One joined session as the server's status page shows it (ChannelCore::sessions()).
+struct SessionInfo {
+  uint64_t session = 0;
+  SiteId site{};
+  std::string name;          // hello.client_name
+  int64_t acked = 0;         // server db_version the client acknowledged holding (its cursor)
+  int64_t sent = 0;          // server db_version forwarded through
+  int64_t joined_ms = 0;     // wall clock of the join, ms since the Unix epoch
+  int64_t last_seen_ms = 0;  // wall clock of its last join, push or client ack
+  uint64_t pushes = 0;       // pushes received in this session
+  bool replica = false;      // a replica link (another host's channel), not a device
+};
+
 struct ChannelStats {
   int64_t merges = 0;          // merge transactions
   int64_t group_commits = 0;   // fsyncs that made merges durable
@@ -147,6 +160,8 @@ class ChannelCore {
   void set_emit(Emit emit) { emit_ = std::move(emit); }
 
   size_t session_count() const { return members_.size(); }
+  // Every joined session, by session id.
+  std::vector<SessionInfo> sessions() const;
   int64_t db_version() const;
   const SiteId& site_id() const;
   const ChannelStats& stats() const { return stats_; }
@@ -168,6 +183,9 @@ class ChannelCore {
     std::string resume; // set while version sent + 1 is forwarded in parts
     int64_t acked = 0;  // server db_version the client acknowledged holding
     bool ack_dirty = false;
+    int64_t joined_ms = 0;     // wall clock, for the status page (SessionInfo)
+    int64_t last_seen_ms = 0;
+    uint64_t pushes = 0;
     struct InFlight {
       uint64_t seq;
       int64_t to;     // the forward's to_db_version

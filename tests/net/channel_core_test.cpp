@@ -809,3 +809,52 @@ TEST_CASE("when the last merge of a group commit is refused, the others are acke
     REQUIRE(ch.join(2, "alice", hello(*b)).ok());
   }
 }
+
+TEST_CASE("sessions() lists each joined device with its site and name and cursor and activity", "[channel][status]") {
+  TempDir dir;
+  auto channel = ChannelCore::open(dir.path + "/users/alice.db");
+  REQUIRE(channel.ok());
+  auto& ch = **channel;
+  auto a = client_store(1), b = client_store(2);
+  auto hello_a = hello(*a);
+  hello_a.set_client_name("phone");
+  const auto before = std::chrono::system_clock::now();
+  REQUIRE(ch.join(7, "alice", hello_a).ok());
+  REQUIRE(ch.join(9, "alice", hello(*b)).ok());
+  CHECK(ch.sessions().size() == 2);
+
+  write(*a, "INSERT INTO todo(id, title) VALUES (1, 'milk')");
+  REQUIRE(ch.push(7, push_since(*a, 1, 0)).ok());
+  Outbox out = ch.flush();
+  auto to_b = for_session(out, 9);
+  REQUIRE(to_b.size() == 1);
+  REQUIRE(to_b[0].has_forward());
+
+  auto sessions = ch.sessions();
+  REQUIRE(sessions.size() == 2);
+  const auto& sa = sessions[0];
+  const auto& sb = sessions[1];
+  CHECK(sa.session == 7);
+  CHECK(sa.site == a->site_id());
+  CHECK(sa.name == "phone");
+  CHECK(sa.pushes == 1);
+  CHECK(sa.acked == ch.db_version());  // its own changes: the ack moved its cursor
+  const int64_t before_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(before.time_since_epoch()).count();
+  CHECK(sa.joined_ms >= before_ms);
+  CHECK(sa.last_seen_ms >= sa.joined_ms);
+  CHECK(sb.session == 9);
+  CHECK(sb.site == b->site_id());
+  CHECK(sb.pushes == 0);
+  CHECK(sb.sent == ch.db_version());  // forwarded, not yet acknowledged: it lags
+  CHECK(sb.acked == 0);
+
+  sync::ClientAck ack;
+  ack.set_seq(1);
+  ack.set_server_db_version(to_b[0].forward().batch().to_db_version());
+  REQUIRE(ch.client_ack(9, ack).ok());
+  CHECK(ch.sessions()[1].acked == ch.db_version());
+  ch.leave(7);
+  REQUIRE(ch.sessions().size() == 1);
+  CHECK(ch.sessions()[0].session == 9);
+}

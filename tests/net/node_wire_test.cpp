@@ -95,6 +95,9 @@ TEST_CASE("node wire: the join handshake accepts the secret's holder and refuses
   Status s = node::check_join(secret, nonce, other.join(), schema, 1000, 1000);
   CHECK(s.code() == StatusCode::invalid_argument);
   CHECK_THAT(s.message(), Catch::Contains("same --schema"));
+  // A process without --schema (a local query) takes the leader's.
+  auto schemaless = node::make_join(secret, hello.hello(), {}, "b");
+  CHECK(node::check_join(secret, nonce, schemaless.join(), schema, 1000, 1000).ok());
   // Another server is refused when both name one; an offline process may join any leader.
   auto elsewhere = node::make_join(secret, hello.hello(), schema, "b", "ws://other:7000/sync");
   s = node::check_join(secret, nonce, elsewhere.join(), schema, 1000, 1000, "ws://127.0.0.1:7000/sync");

@@ -6,6 +6,7 @@
 
 #include "actors/system_config.hpp"
 #include "actors/session.hpp"
+#include "actors/status_reporter.hpp"
 
 #include <jwt.h>
 #include <dirent.h>
@@ -16,7 +17,9 @@
 #include <cstdlib>
 #include <deque>
 #include <mutex>
+#include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -29,6 +32,7 @@
 
 #include "tests/net/net_test_util.hpp"
 #include "runtime/auth/token.hpp"
+#include "runtime/metrics/recent_errors.hpp"
 #include "runtime/sync/channel_core.hpp"
 #include "runtime/sync/frames.hpp"
 
@@ -732,4 +736,74 @@ TEST_CASE("a push in fragments is acked once whole and forwarded in fragments, a
   RawClient early(srv.url());
   early.send_raw(frames[0]);
   early.expect_fatal(sync::Error::PROTOCOL);
+}
+
+TEST_CASE("report_status gathers every channel's devices from the actors and errors land in the ring", "[server][status]") {
+  TestServer srv;
+  RawClient a1(srv.url()), a2(srv.url()), b1(srv.url());
+  a1.send(hello(token_for("alice"), 1));
+  expect_welcome(a1);
+  a2.send(hello(token_for("alice"), 2));
+  expect_welcome(a2);
+  b1.send(hello(token_for("bob"), 3));
+  expect_welcome(b1);
+
+  auto gather = [&] {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<Result<cluster::DirectoryStatus>> got;
+    actors::report_status(srv.system, srv.directory, 1000ms, [&](Result<cluster::DirectoryStatus> r) {
+      std::lock_guard<std::mutex> l(mu);
+      got.emplace(std::move(r));
+      cv.notify_all();
+    });
+    std::unique_lock<std::mutex> l(mu);
+    REQUIRE(cv.wait_for(l, 10s, [&] { return got.has_value(); }));
+    INFO(got->status().to_string());
+    REQUIRE(got->ok());
+    return std::move(*got).value();
+  };
+  auto st = gather();
+  CHECK(st.open_channels() == 2);
+  CHECK(st.unanswered_size() == 0);
+  REQUIRE(st.channels_size() == 2);
+  std::map<std::string, cluster::ChannelStatus> by_user;
+  for (const auto& c : st.channels()) by_user[c.user()] = c;
+  REQUIRE(by_user.count("alice"));
+  REQUIRE(by_user.count("bob"));
+  REQUIRE(by_user["alice"].sessions_size() == 2);
+  std::set<std::string> sites, names;
+  for (const auto& s : by_user["alice"].sessions()) {
+    sites.insert(s.site_id());
+    names.insert(s.client_name());
+    CHECK(s.last_seen_unix_ms() > 0);
+  }
+  CHECK(sites == std::set<std::string>{site_hex(site(1)), site_hex(site(2))});
+  CHECK(names == std::set<std::string>{"test-1", "test-2"});
+  REQUIRE(by_user["bob"].sessions_size() == 1);
+  CHECK(by_user["bob"].sessions(0).site_id() == site_hex(site(3)));
+
+  // A refused hello is kept in the ring of recent errors with its code.
+  const uint64_t before = metrics::server_recent_errors().total();
+  RawClient bad(srv.url());
+  bad.send(hello("not-a-token", 9));
+  bad.expect_fatal(sync::Error::UNAUTHENTICATED);
+  CHECK(metrics::server_recent_errors().total() == before + 1);
+  const auto newest = metrics::server_recent_errors().newest_first();
+  REQUIRE_FALSE(newest.empty());
+  CHECK(newest[0].code == sync::Error::UNAUTHENTICATED);
+
+  // A device that leaves is gone from the next status.
+  a2.conn->close(net::kCloseNormal, "bye");
+  REQUIRE(a2.wait_closed());
+  for (int i = 0; i < 100; ++i) {
+    st = gather();
+    bool gone = true;
+    for (const auto& c : st.channels())
+      if (c.user() == "alice" && c.sessions_size() != 1) gone = false;
+    if (gone) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  for (const auto& c : st.channels())
+    if (c.user() == "alice") CHECK(c.sessions_size() == 1);
 }

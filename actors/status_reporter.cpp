@@ -1,0 +1,27 @@
+#include "actors/status_reporter.hpp"
+
+#include <caf/event_based_actor.hpp>
+
+namespace tandem::actors {
+
+void report_status(caf::actor_system& system, const directory_actor& directory, std::chrono::milliseconds channel_timeout,
+                   std::function<void(Result<cluster::DirectoryStatus>)> done) {
+  cluster::DirectoryStatusRequest request;
+  request.set_channels(true);
+  request.set_channel_timeout_ms(static_cast<uint32_t>(channel_timeout.count()));
+  const auto timeout = channel_timeout + std::chrono::seconds(1);
+  system.spawn([directory, request, timeout, done = std::move(done)](caf::event_based_actor* self) mutable {
+    self->request(directory, timeout, std::move(request))
+        .then(
+            [self, done](cluster::DirectoryStatus& status) {
+              done(std::move(status));
+              self->quit();
+            },
+            [self, done](caf::error& err) {
+              done(Status::Unavailable("the directory did not answer: " + self->system().render(err)));
+              self->quit();
+            });
+  });
+}
+
+}  // namespace tandem::actors
