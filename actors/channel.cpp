@@ -4,6 +4,8 @@
 #include <caf/send.hpp>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+
 #include "runtime/metrics/metrics.hpp"
 #include "runtime/store/store.hpp"
 #include "runtime/sync/frames.hpp"
@@ -21,6 +23,7 @@ struct channel_state {
   std::unique_ptr<sync_channel::ChannelCore> core;  // null when the file could not be opened
   std::string open_error;
   channel_usage_sink directory;
+  sync_channel::ChannelOptions options;
   std::map<uint64_t, envelope_sink> sessions;  // session id -> session actor
   bool flush_scheduled = false;
   static inline const char* name = "channel";
@@ -65,6 +68,19 @@ void deliver(self_ptr self, sync_channel::Outbox out) {
   }
 }
 
+// Removes the metadata no peer needs any more (runtime/store/compact.cpp); the file is closing.
+void compact(self_ptr self) {
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  auto report = self->state.core->compact(now, self->state.options.peer_expiry_seconds);
+  if (!report.ok()) {
+    spdlog::warn("hop=server.compact user={} error=\"{}\"", self->state.user, report.status().to_string());
+    return;
+  }
+  spdlog::info("hop=server.compact user={} horizon={} tombstones_removed={} peers_expired={} changelog_keys={}->{}",
+               self->state.user, report->horizon, report->tombstones_removed, report->peers_expired,
+               report->changelog_keys_before, report->changelog_keys_after);
+}
+
 void report_usage(self_ptr self) {
   cluster::ChannelUsage usage;
   usage.set_user(self->state.user);
@@ -84,6 +100,7 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
                                     sync_channel::ChannelOptions options, channel_usage_sink directory) {
   self->state.user = user;
   self->state.directory = std::move(directory);
+  self->state.options = options;
   auto opened = sync_channel::ChannelCore::open(path, options);
   if (opened.ok()) {
     self->state.core = std::move(opened).value();
@@ -203,7 +220,10 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
                      self->state.sessions.size());
         for (auto& [id, session] : self->state.sessions)
           self->send(session, sync_frames::error_envelope(sync::Error::UNAVAILABLE, "channel closed: " + close.reason(), true));
+        for (auto& [id, session] : self->state.sessions)
+          if (self->state.core) self->state.core->leave(id);
         self->state.sessions.clear();
+        if (self->state.core && self->state.options.compact_on_close) compact(self);
         self->quit();
       },
   };
