@@ -191,8 +191,9 @@ void ChannelCore::leave(uint64_t session) {
   auto it = members_.find(session);
   if (it == members_.end()) return;
   pending_pushes_ -= it->second.pending.size();
-  // Recorded even when no ack moved: it is also the peer's last-seen time (peer expiry).
-  (void)store_->record_peer_ack(it->second.site, it->second.acked);
+  // Recorded also when no ack moved (it is the peer's last-seen time, for peer expiry), but
+  // not for a device that holds nothing of ours: a peer at 0 would hold every compaction back.
+  if (it->second.ack_dirty || it->second.acked > 0) (void)store_->record_peer_ack(it->second.site, it->second.acked);
   members_.erase(it);
 }
 
