@@ -24,7 +24,7 @@ int64_t expire_and_compact(Server& server, Node& node) {
 
 }  // namespace
 
-TEST_CASE("a device offline across a compaction re-syncs and converges", "[client-core][resync]") {
+TEST_CASE("the client core re-syncs a device offline across a compaction", "[client-core][resync]") {
   Server server;
   Node a(1), b(2);
   uint64_t sa = 0, sb = 0;
