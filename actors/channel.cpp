@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <random>
+#include <chrono>
 
 #include "runtime/metrics/metrics.hpp"
 #include "runtime/store/store.hpp"
@@ -23,6 +24,7 @@ struct channel_state {
   std::unique_ptr<sync_channel::ChannelCore> core;  // null when the file could not be opened
   std::string open_error;
   channel_usage_sink directory;
+  sync_channel::ChannelOptions options;
   std::map<uint64_t, envelope_sink> sessions;  // session id -> session actor (or linked channel)
   // Replica links: channels of other hosts this one joined (by address; our session id
   // there), and the sessions here that are other hosts' links (`true`: a back link, which
@@ -93,6 +95,19 @@ uint32_t usage_count(self_ptr self) {
     n += link == self->state.links_in.end() || !link->second;
   }
   return n;
+}
+
+// Removes the metadata no peer needs any more (runtime/store/compact.cpp); the file is closing.
+void compact(self_ptr self) {
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  auto report = self->state.core->compact(now, self->state.options.peer_expiry_seconds);
+  if (!report.ok()) {
+    spdlog::warn("hop=server.compact user={} error=\"{}\"", self->state.user, report.status().to_string());
+    return;
+  }
+  spdlog::info("hop=server.compact user={} horizon={} tombstones_removed={} peers_expired={} changelog_keys={}->{}",
+               self->state.user, report->horizon, report->tombstones_removed, report->peers_expired,
+               report->changelog_keys_before, report->changelog_keys_after);
 }
 
 void report_usage(self_ptr self) {
@@ -252,6 +267,7 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
                                     sync_channel::ChannelOptions options, channel_usage_sink directory) {
   self->state.user = user;
   self->state.directory = std::move(directory);
+  self->state.options = options;
   auto opened = sync_channel::ChannelCore::open(path, options);
   if (opened.ok()) {
     self->state.core = std::move(opened).value();
@@ -404,8 +420,11 @@ channel_impl::behavior_type channel(self_ptr self, std::string user, std::string
                      self->state.sessions.size());
         for (auto& [id, session] : self->state.sessions)
           self->send(session, sync_frames::error_envelope(sync::Error::UNAVAILABLE, "channel closed: " + close.reason(), true));
+        for (auto& [id, session] : self->state.sessions)
+          if (self->state.core) self->state.core->leave(id);
         self->state.sessions.clear();
         while (!self->state.links_out.empty()) drop_link(self, self->state.links_out.begin()->first, "closing");
+        if (self->state.core && self->state.options.compact_on_close) compact(self);
         self->quit();
       },
       [self](sync::Envelope& e) { on_link_envelope(self, e); },

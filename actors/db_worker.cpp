@@ -7,6 +7,7 @@
 #include "runtime/ivm/journal.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 #include "runtime/sync/binding.hpp"
+#include "runtime/sync/resync.hpp"
 
 namespace tandem {
 namespace {
@@ -160,6 +161,17 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         // A batch the server forwards again after a crash need not be fsynced here.
         MergeOptions options;
         options.sync = req.resendable() ? CommitSync::kDeferred : CommitSync::kDefault;
+        int64_t reconciled = 0;
+        if (req.has_snapshot_end()) {
+          // The end of a re-sync's snapshot: rows it lacks are reconciled before the merge.
+          const int64_t at = store.db_version();
+          auto done = sync_resync::reconcile(store, req);
+          if (!done.ok()) return error_response<worker::MergeResponse>(done.status());
+          spdlog::info("hop=worker.resync db={} rows_deleted={} rows_kept={} rows_raised={}", self->state.name, done->rows_dropped,
+                       done->rows_kept, done->rows_raised);
+          publish(self, done->deltas, at);
+          reconciled = done->rows_dropped;
+        }
         auto result = store.merge(req.batch(), options);
         if (!result.ok()) {
           spdlog::warn("{}: merge of {} changes refused: {}", self->state.name, req.batch().changes_size(), result.status().to_string());
@@ -172,6 +184,7 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         worker::MergeResponse out;
         out.set_db_version(result->db_version);
         out.set_changes_applied(result->changes_applied);
+        out.set_rows_reconciled(reconciled);
         return out;
       },
       [self](const worker::PeerAckRequest& req) -> worker::PeerStatus {

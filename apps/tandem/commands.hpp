@@ -20,8 +20,10 @@ void add_bench_cluster(CLI::App& bench);   // bench_cluster.cpp: cluster
 void add_bench_schema(CLI::App& bench);    // bench_schema.cpp: schema
 void run_backfill_bench(const std::string& dir, int64_t rows);  // bench_backfill.cpp: bench schema's backfill figure
 void add_bench_node(CLI::App& bench);      // bench_node.cpp: node (two processes)
+void add_bench_compact(CLI::App& bench);   // bench_compact.cpp: compact
 
 void add_server_command(CLI::App& app);  // server.cpp
+void add_server_compact_command(CLI::App& server);  // server_compact.cpp: `server compact`
 void add_token_command(CLI::App& app);   // token.cpp
 void add_client_command(CLI::App& app);  // client.cpp
 void add_demo_command(CLI::App& app);    // demo.cpp: the main job (server + two nodes)

@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
   tandem::app::add_bench_cluster(*bench);
   tandem::app::add_bench_schema(*bench);
   tandem::app::add_bench_node(*bench);
+  tandem::app::add_bench_compact(*bench);
   tandem::app::add_server_command(app);
   tandem::app::add_token_command(app);
   tandem::app::add_client_command(app);

@@ -46,6 +46,7 @@ struct ServerCommand {
   std::string metrics_token;  // empty: /metrics for loopback peers only
   size_t max_channels = 256;
   std::string idle_close = "60s";
+  std::string peer_expiry = "0";  // a duration; 0: peers never expire
   std::string hello_timeout = "10s";
   std::string idle_timeout = "30s";
   size_t max_frame_bytes = 16u << 20;
@@ -118,6 +119,9 @@ std::chrono::milliseconds duration_or_die(const std::string& flag, const std::st
 
 void run_server(const ServerCommand& opts) {
   if (!setup_logging("server", opts.log_level)) throw CLI::RuntimeError(2);
+  // Not required by the parser: `server compact` goes without them.
+  if (opts.data_dir.empty()) die("--data-dir is required");
+  if (opts.secret_file.empty()) die("--secret-file is required");
   std::string host;
   uint16_t port = 0;
   if (!split_host_port(opts.listen, &host, &port)) die("--listen must be HOST:PORT, got '" + opts.listen + "'");
@@ -181,6 +185,8 @@ void run_server(const ServerCommand& opts) {
   dir_cfg.idle_close = duration_or_die("--idle-close", opts.idle_close);
   dir_cfg.channel.push_window = opts.push_window;
   dir_cfg.channel.forward_window = opts.forward_window;
+  if (opts.peer_expiry != "0")
+    dir_cfg.channel.peer_expiry_seconds = duration_or_die("--peer-expiry", opts.peer_expiry).count() / 1000;
   dir_cfg.channel.max_frame_bytes = static_cast<uint32_t>(opts.max_frame_bytes);
   dir_cfg.channel.replicas = replicas;
   dir_cfg.channel.write_quorum = write_quorum;
@@ -276,8 +282,8 @@ void add_server_command(CLI::App& app) {
   auto opts = std::make_shared<ServerCommand>();
   auto* cmd = app.add_subcommand("server", "Run the sync server (one SQLite file per user)");
   cmd->add_option("--listen", opts->listen, "HOST:PORT to accept connections on (port 0: any free port)")->capture_default_str();
-  cmd->add_option("--data-dir", opts->data_dir, "Directory of the per-user files (<dir>/users/<user>.db)")->required();
-  cmd->add_option("--secret-file", opts->secret_file, "File holding the token secret (>= 32 bytes)")->required();
+  cmd->add_option("--data-dir", opts->data_dir, "Directory of the per-user files (<dir>/users/<user>.db) (required)");
+  cmd->add_option("--secret-file", opts->secret_file, "File holding the token secret (>= 32 bytes) (required)");
   cmd->add_option("--tls-cert", opts->tls_cert, "PEM certificate chain: serve wss:// (needs --tls-key)");
   cmd->add_option("--tls-key", opts->tls_key, "PEM private key of --tls-cert");
   cmd->add_option("--max-channels", opts->max_channels, "Most user files open at once")->capture_default_str();
@@ -316,8 +322,15 @@ void add_server_command(CLI::App& app) {
   cmd->add_option("--metrics-token", opts->metrics_token,
                   "Serve /metrics and /status to anyone sending 'Authorization: Bearer TOKEN' (/status: or "
                   "?token=TOKEN), and only them; without it they answer loopback peers only");
+  cmd->add_option("--peer-expiry", opts->peer_expiry,
+                  "Forget a device unseen this long when its user's file is compacted (at close; 0: never); "
+                  "it re-syncs when it comes back")
+      ->capture_default_str();
   add_log_level_option(cmd, &opts->log_level);
-  cmd->callback([opts] { run_server(*opts); });
+  add_server_compact_command(*cmd);
+  cmd->callback([opts, cmd] {
+    if (cmd->get_subcommands().empty()) run_server(*opts);
+  });
 }
 
 }  // namespace tandem::app

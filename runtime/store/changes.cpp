@@ -289,6 +289,10 @@ Status Store::verify() {
 
 Status Store::Impl::compact_changelog_if_needed() {
   if (changelog_keys <= 2 * clock_records + 65536) return Status::Ok();
+  return rebuild_changelog();
+}
+
+Status Store::Impl::rebuild_changelog() {
   std::map<int64_t, TouchedKeys> by_version;
   for (size_t position = 0; position < tables.size(); ++position) {
     const TableInfo& t = *tables[position];

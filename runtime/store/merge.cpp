@@ -336,8 +336,8 @@ Result<MergeResult> Store::merge(const change::ChangeBatch& batch, const MergeOp
 
   {
     TANDEM_ASSIGN_OR_RETURN(auto st, s.db->cached(
-        "INSERT INTO tandem_peers(site_id, received) VALUES (?1, ?2) "
-        "ON CONFLICT(site_id) DO UPDATE SET received = max(received, excluded.received)"));
+        "INSERT INTO tandem_peers(site_id, received, seen) VALUES (?1, ?2, CAST(strftime('%s', 'now') AS INTEGER)) "
+        "ON CONFLICT(site_id) DO UPDATE SET received = max(received, excluded.received), seen = excluded.seen"));
     TANDEM_RETURN_IF_ERROR(st->bind(1, Value::Blob(batch.sender_site_id())));
     TANDEM_RETURN_IF_ERROR(st->bind_int64(2, batch.to_db_version()));
     TANDEM_RETURN_IF_ERROR(st->run());

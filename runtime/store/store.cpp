@@ -29,7 +29,14 @@ CREATE TABLE IF NOT EXISTS tandem_changelog(seq INTEGER PRIMARY KEY, db_version 
                                             table_id INTEGER NOT NULL, keys BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS tandem_changelog_version ON tandem_changelog(db_version);
 CREATE TABLE IF NOT EXISTS tandem_peers(site_id BLOB PRIMARY KEY, received INTEGER NOT NULL DEFAULT 0,
-                                        acked INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+                                        acked INTEGER NOT NULL DEFAULT 0, seen INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+)sql";
+
+// Files created before peers had a last-seen time (unix seconds; Store::compact's expiry)
+// get the column, their peers counted as seen now.
+const char* kPeersSeen = R"sql(
+ALTER TABLE tandem_peers ADD COLUMN seen INTEGER NOT NULL DEFAULT 0;
+UPDATE tandem_peers SET seen = CAST(strftime('%s', 'now') AS INTEGER);
 )sql";
 
 bool is_tandem_table(const char* name) { return name && sqlite3_strnicmp(name, "tandem_", 7) == 0; }
@@ -666,6 +673,13 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreO
     Transaction txn(db);
     TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
     TANDEM_RETURN_IF_ERROR(db.exec(kBookkeeping).with_context("creating Tandem's tables in " + path));
+    {
+      TANDEM_ASSIGN_OR_RETURN(auto cols, db.prepare("SELECT count(*) FROM pragma_table_info('tandem_peers') WHERE name = 'seen'"));
+      TANDEM_ASSIGN_OR_RETURN(bool row, cols->step());
+      const bool has_seen = row && cols->column_int64(0) > 0;
+      cols.reset();
+      if (!has_seen) TANDEM_RETURN_IF_ERROR(db.exec(kPeersSeen).with_context("adding tandem_peers.seen in " + path));
+    }
     TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT key, value FROM tandem_meta"));
     std::optional<SiteId> site;
     std::optional<int64_t> format;
@@ -1089,8 +1103,9 @@ Status Store::record_peer_ack(const SiteId& peer, int64_t acked, int64_t receive
 
 Status Store::Impl::write_peer_cursor(const SiteId& peer, int64_t acked, int64_t received) {
   TANDEM_ASSIGN_OR_RETURN(auto st, db->cached(
-      "INSERT INTO tandem_peers(site_id, acked, received) VALUES (?1, ?2, ?3) "
-      "ON CONFLICT(site_id) DO UPDATE SET acked = max(acked, excluded.acked), received = max(received, excluded.received)"));
+      "INSERT INTO tandem_peers(site_id, acked, received, seen) VALUES (?1, ?2, ?3, CAST(strftime('%s', 'now') AS INTEGER)) "
+      "ON CONFLICT(site_id) DO UPDATE SET acked = max(acked, excluded.acked), received = max(received, excluded.received), "
+      "seen = excluded.seen"));
   TANDEM_RETURN_IF_ERROR(st->bind(1, Value::Blob(site_bytes(peer))));
   TANDEM_RETURN_IF_ERROR(st->bind_int64(2, acked));
   TANDEM_RETURN_IF_ERROR(st->bind_int64(3, received));

@@ -109,6 +109,36 @@ struct PeerRecord {
   PeerCursor cursor;
 };
 
+// What Store::compact may remove (compact.cpp explains what is safe to drop and why).
+struct CompactOptions {
+  int64_t now = 0;          // unix seconds, compared with each peer's last-seen time
+  int64_t peer_expiry = 0;  // seconds; a peer unseen for longer is forgotten first; 0: never
+  // Tombstones above this db_version stay whatever the peer table says: a server channel
+  // passes the lowest cursor of its connected sessions (their acks may not be recorded yet).
+  int64_t horizon_limit = INT64_MAX;
+};
+
+struct CompactReport {
+  int64_t horizon = 0;             // tombstones at or below this db_version were removable
+  int64_t peers_expired = 0;
+  int64_t tombstones_removed = 0;
+  int64_t changelog_keys_before = 0, changelog_keys_after = 0;
+  int64_t compacted_through = 0;   // Store::compacted_through() after the call
+};
+
+// The rows a re-sync snapshot carried: table (lower case) -> encode_key() of each row's key.
+using SnapshotKeys = std::map<std::string, std::set<std::string>>;
+// Adds the rows of `batch` (one part of a snapshot) to `keys`.
+void collect_snapshot_keys(const change::ChangeBatch& batch, SnapshotKeys* keys);
+
+// What Store::reconcile_snapshot did with the rows the snapshot did not carry.
+struct SnapshotReconcile {
+  int64_t rows_dropped = 0;  // known to the server, absent from it: deleted there, and here now
+  int64_t rows_kept = 0;     // only this device's unacknowledged writes: still to push
+  int64_t rows_raised = 0;   // of which given a cl above every compacted one
+  DeltaBatch deltas;         // the dropped rows that were alive (for the IVM)
+};
+
 class Store {
  public:
   // Opens or creates the file and Tandem's bookkeeping tables; loads registered tables.
@@ -201,6 +231,35 @@ class Store {
   // through these. A missing key reads as nullopt. put_notes writes all in one transaction.
   Result<std::optional<std::string>> note(const std::string& key);
   Status put_notes(const std::vector<std::pair<std::string, std::string>>& notes);
+
+  // Removes metadata no peer can need any more, in one transaction (compact.cpp): peers
+  // unseen for options.peer_expiry, tombstones (clock records of deleted rows) at or below
+  // the lowest `acked` of the remaining peers, and change-log listings of keys whose clocks
+  // moved on or were removed. Rows, live clocks and db_version are unchanged. For a server
+  // channel's store: a device merges tombstones it is sent, so only a store whose peers are
+  // told of the compaction (compacted_through) may run it.
+  Result<CompactReport> compact(const CompactOptions& options);
+  // The highest db_version of a tombstone compact() removed (0: none). A peer whose cursor
+  // is below it may have missed a delete that can no longer be sent: it must re-sync.
+  int64_t compacted_through() const;
+  // The highest causal length of a tombstone compact() removed (0: none).
+  int64_t compacted_cl() const;
+  // Bytes of Tandem's bookkeeping tables (clock tables, change log, peers, sites, meta) as
+  // SQLite's dbstat reports their pages, and the live rows of the replicated tables.
+  struct MetadataSize {
+    int64_t bytes = 0;
+    int64_t live_rows = 0;
+  };
+  Result<MetadataSize> metadata_size();
+  // Ends a re-sync (docs/protocol.md): `seen` lists every row the server's snapshot carried
+  // (collect_snapshot_keys); the snapshot itself was merged as ordinary batches. Rows held here but absent from it that the server knew (a clock of another
+  // site, or of ours at or below `server_acked`) were deleted there and their tombstones
+  // compacted away: they are deleted here, leaving a tombstone attributed to `server` that
+  // is never pushed, as the delete would have won over any concurrent update of that life.
+  // Rows holding only our unacknowledged writes stay, to be pushed, their cl raised above
+  // `compacted_cl` (the server's compacted_cl()) if needed. One transaction, one db_version.
+  Result<SnapshotReconcile> reconcile_snapshot(const SnapshotKeys& seen, const SiteId& server, int64_t server_acked,
+                                               int64_t compacted_cl);
 
   // Gives this replica a new random site id, because another device uses the current one
   // (a copied file). Our changes with db_version <= keep_through stay attributed to the old

@@ -115,6 +115,8 @@ class Store::Impl {
 
   // Rebuilds tandem_changelog from the clock records when it has outgrown them.
   Status compact_changelog_if_needed();
+  // Rebuilds it unconditionally (one entry per version and table of the clocks that remain).
+  Status rebuild_changelog();
 
   // Raises tandem_peers' cursors of `peer` (acked, and received when > 0) in the caller's
   // transaction or its own.

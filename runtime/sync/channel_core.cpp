@@ -40,7 +40,8 @@ std::string lower(std::string s) {
 
 // Takes the batch by value: a caller done with its batch moves it in, and large values are
 // then moved, not copied.
-change::ChangeBatch filter_site(change::ChangeBatch batch, const SiteId& site, bool keep_site,
+// `site` null: every site's changes are kept (a re-sync's snapshot).
+change::ChangeBatch filter_site(change::ChangeBatch batch, const SiteId* site, bool keep_site,
                                 const sync_schema::DeclaredColumns* tables = nullptr) {
   change::ChangeBatch out;
   out.set_sender_site_id(batch.sender_site_id());
@@ -48,9 +49,9 @@ change::ChangeBatch filter_site(change::ChangeBatch batch, const SiteId& site, b
   out.set_to_db_version(batch.to_db_version());
   out.set_complete(batch.complete());
   out.set_resume_after(batch.resume_after());
-  const std::string bytes = site_bytes(site);
+  const std::string bytes = site ? site_bytes(*site) : std::string();
   for (auto& c : *batch.mutable_changes()) {
-    if ((c.site_id() == bytes) != keep_site) continue;
+    if (site && (c.site_id() == bytes) != keep_site) continue;
     if (tables && !tables->empty()) {
       auto declared = tables->find(lower(c.table()));
       if (declared == tables->end()) continue;
@@ -64,13 +65,13 @@ change::ChangeBatch filter_site(change::ChangeBatch batch, const SiteId& site, b
 }  // namespace
 
 change::ChangeBatch without_site(const change::ChangeBatch& batch, const SiteId& site) {
-  return filter_site(batch, site, false);
+  return filter_site(batch, &site, false);
 }
 change::ChangeBatch for_client(const change::ChangeBatch& batch, const SiteId& site, const sync_schema::DeclaredColumns& tables) {
-  return filter_site(batch, site, false, &tables);
+  return filter_site(batch, &site, false, &tables);
 }
 change::ChangeBatch for_client(change::ChangeBatch&& batch, const SiteId& site, const sync_schema::DeclaredColumns& tables) {
-  return filter_site(std::move(batch), site, false, &tables);
+  return filter_site(std::move(batch), &site, false, &tables);
 }
 
 Result<std::unique_ptr<ChannelCore>> ChannelCore::open(const std::string& path, const ChannelOptions& options) {
@@ -155,6 +156,7 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   if (hello.server_site_id() == site_bytes(store_->site_id())) from = hello.cursor();
   else if (auto translated = translate_cursor(hello.server_site_id(), hello.cursor())) from = std::max(from, *translated);
   from = std::min(from, store_->db_version());
+  const bool resync = start_resync(m, &from);
   m.sent = m.acked = from;
   m.joined_ms = m.last_seen_ms = wall_clock_ms();
   m.next_push_from = cursor.received;
@@ -176,7 +178,7 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
   }
 
   Outbox out;
-  out.push_back(welcome(session, user, cursor.received, from, m.backfill.has_value()));
+  out.push_back(welcome(session, user, cursor.received, from, m.backfill.has_value(), resync));
 
   auto& member = members_[session] = std::move(m);
   ReadCache cache;
@@ -185,7 +187,7 @@ Result<Outbox> ChannelCore::join(uint64_t session, const std::string& user, cons
 }
 
 Outgoing ChannelCore::welcome(uint64_t session, const std::string& user, int64_t client_acked, int64_t from,
-                              bool backfill) const {
+                              bool backfill, bool resync) const {
   Outgoing welcome;
   welcome.session = session;
   auto* w = welcome.envelope.mutable_welcome();
@@ -200,6 +202,9 @@ Outgoing ChannelCore::welcome(uint64_t session, const std::string& user, int64_t
   w->set_max_message_bytes(sync_frames::kMaxMessageBytes);
   w->set_push_window_bytes(options_.push_window_bytes);
   w->set_backfill(backfill);
+  w->set_resync(resync);
+  w->set_compacted_through(store_->compacted_through());
+  w->set_compacted_cl(store_->compacted_cl());
   return welcome;
 }
 
@@ -207,7 +212,9 @@ void ChannelCore::leave(uint64_t session) {
   auto it = members_.find(session);
   if (it == members_.end()) return;
   pending_pushes_ -= it->second.pending.size();
-  if (it->second.ack_dirty) (void)store_->record_peer_ack(it->second.site, it->second.acked);
+  // Recorded also when no ack moved (it is the peer's last-seen time, for peer expiry), but
+  // not for a device that holds nothing of ours: a peer at 0 would hold every compaction back.
+  if (it->second.ack_dirty || it->second.acked > 0) (void)store_->record_peer_ack(it->second.site, it->second.acked);
   members_.erase(it);
 }
 
@@ -498,13 +505,26 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
     const int64_t to = std::max(all.to_db_version(), m.sent);
     const std::string resume_after = all.resume_after();
     change::ChangeBatch mine;
+    // A re-sync's snapshot carries the client's own changes too: it tells live rows from
+    // rows deleted and compacted here by what the snapshot holds (Store::reconcile_snapshot).
+    const bool snapshot = m.resync_through > 0;
+    const SiteId* exclude = snapshot ? nullptr : &m.site;
     if (--cached->second.users <= 0) {
-      mine = for_client(std::move(cached->second.batch), m.site, m.tables);
+      mine = filter_site(std::move(cached->second.batch), exclude, false, &m.tables);
       cache.erase(cached);
     } else {
-      mine = for_client(all, m.site, m.tables);
+      mine = filter_site(all, exclude, false, &m.tables);
     }
-    send_forward(session, m, std::move(mine), to, false, out);
+    int64_t wire_to = to;
+    if (snapshot) {
+      // Its parts move the client's cursor only once it is whole, (0, 0] until the last,
+      // (0, to]: a connection lost before that leaves the cursor below the horizon, and the
+      // next join re-syncs again.
+      mine.set_from_db_version(0);
+      if (to < m.resync_through || !resume_after.empty()) wire_to = 0;
+      else m.resync_through = 0;
+    }
+    send_forward(session, m, std::move(mine), wire_to, false, out);
     m.sent = to;
     m.resume = resume_after;
   }
@@ -570,6 +590,25 @@ bool ChannelCore::has_unrecorded_acks() const {
   for (const auto& [session, m] : members_)
     if (m.ack_dirty) return true;
   return false;
+}
+
+bool ChannelCore::start_resync(Member& m, int64_t* from) {
+  // Tombstones above the client's cursor were removed: it may hold rows deleted here, or miss
+  // deletes, that no forward can tell it of any more (runtime/store/compact.cpp).
+  if (*from >= store_->compacted_through()) return false;
+  *from = 0;
+  m.resync_through = store_->db_version();
+  return true;  // from 0, no backfill is planned: the snapshot carries every declared column
+}
+
+Result<CompactReport> ChannelCore::compact(int64_t now, int64_t peer_expiry) {
+  TANDEM_RETURN_IF_ERROR(checkpoint());
+  CompactOptions options;
+  options.now = now;
+  options.peer_expiry = peer_expiry;
+  // A joined session's cursor counts whether or not its peer record is written (or expired).
+  for (const auto& [session, m] : members_) options.horizon_limit = std::min(options.horizon_limit, m.acked);
+  return store_->compact(options);
 }
 
 Status ChannelCore::checkpoint() {

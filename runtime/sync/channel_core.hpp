@@ -21,6 +21,9 @@
 //     and acknowledges like a client, naming its own db_version, which gives the pairs that
 //     translate a client's cursor of that host into this one's. With write_quorum W > 1 an
 //     Ack waits until W - 1 links acknowledged the versions it covers.
+//   - A join whose cursor is below the store's compaction horizon (Store::compacted_through)
+//     re-syncs: Welcome.resync, and forwards from 0 that include the client's own changes
+//     up to the join's db_version (docs/protocol.md, "Re-sync").
 //   - What each client acknowledged is kept in memory and written to the store's peer table
 //     by checkpoint() (the channel actor calls it periodically and before closing) and when
 //     the session leaves; losing it in a crash only means some changes are forwarded again,
@@ -70,6 +73,10 @@ struct ChannelOptions {
   bool cluster = false;
   // How long an Ack may wait for the quorum; then its session gets a retryable UNAVAILABLE.
   std::chrono::milliseconds quorum_timeout{5000};
+  // Metadata compaction (ChannelCore::compact) when the channel closes, forgetting peers
+  // unseen for peer_expiry_seconds (0: peers never expire).
+  bool compact_on_close = true;
+  int64_t peer_expiry_seconds = 0;
 };
 
 struct Outgoing {
@@ -150,6 +157,11 @@ class ChannelCore {
   // closed), in one transaction. Nothing to do when no cursor moved.
   Status checkpoint();
   bool has_unrecorded_acks() const;
+  // Records the cursors, then compacts the store (Store::compact): peers unseen for
+  // `peer_expiry` seconds at `now` (0: none expire) are forgotten, and tombstones every
+  // remaining peer and every joined session acknowledged are removed. A client whose cursor
+  // falls below the horizon re-syncs at its next join (Welcome.resync).
+  Result<CompactReport> compact(int64_t now, int64_t peer_expiry);
 
   // Where flush() and client_ack() put each message as it is produced, instead of in the
   // Outbox they return: the channel actor sends it at once, so the first session of a
@@ -205,6 +217,9 @@ class ChannelCore {
       uint64_t done_seq = 0;     // the forward carrying backfill_done (0: not sent yet)
     };
     std::optional<Backfill> backfill;
+    // A re-sync (Welcome.resync) under way: the forwards up to this server db_version are
+    // the snapshot, and carry the client's own changes too. 0: none (or sent whole).
+    int64_t resync_through = 0;
   };
   struct CachedRead {
     change::ChangeBatch batch;
@@ -221,13 +236,17 @@ class ChannelCore {
 
   ChannelCore(std::unique_ptr<Store> store, const ChannelOptions& options);
   void pump(uint64_t session, Member& m, ReadCache& cache, Outbox& out);
+  // When the join's cursor `*from` is below the compaction horizon: forwards start from 0
+  // as a snapshot (`*from` = 0, m.resync_through set); true then.
+  bool start_resync(Member& m, int64_t* from);
   // To emit_ while emitting_ (and the message keeps its session open), else into `out`.
   void put(Outbox& out, Outgoing&& o);
   // Sends backfill forwards while the window allows; false when the backfill still holds
   // the ordinary stream back (not all of it sent).
   bool pump_backfill(uint64_t session, Member& m, Outbox& out);
   void send_forward(uint64_t session, Member& m, change::ChangeBatch batch, int64_t to, bool backfill_done, Outbox& out);
-  Outgoing welcome(uint64_t session, const std::string& user, int64_t client_acked, int64_t from, bool backfill) const;
+  Outgoing welcome(uint64_t session, const std::string& user, int64_t client_acked, int64_t from, bool backfill,
+                   bool resync = false) const;
   // Replica links (channel_replica.cpp).
   // What a forward to a replica link carries besides its batch: the devices' received
   // versions when it reaches the head, the schema when it changed since the last one.

@@ -36,7 +36,7 @@ void ClientCore::send(Outbox& out, sync::Envelope envelope, bool fragmentable) c
 bool ClientCore::caught_up() const {
   return phase_ == Phase::live && in_flight_.empty() && !reading_ && merges_in_flight_ == 0 &&
          recorded_acked_ >= client_acked_ && pushed_through_ >= local_version_ && resume_.empty() &&
-         cursor_ >= server_known_ && !backfilling_;
+         cursor_ >= server_known_ && !backfilling_ && !resyncing_;
 }
 
 void ClientCore::settle_waiters(Outbox& out) {
@@ -320,7 +320,7 @@ WaitAnswer<CaughtUp> ClientCore::wait_caught_up(uint64_t waiter) {
 
 // Reads the next own changes to push, when the windows allow one more push.
 void ClientCore::try_push(Outbox& out) {
-  if (phase_ != Phase::live || reading_ || in_flight_.size() >= push_window_) return;
+  if (phase_ != Phase::live || reading_ || resyncing_ || in_flight_.size() >= push_window_) return;
   if (!in_flight_.empty() && push_window_bytes_ > 0 && in_flight_bytes_ >= push_window_bytes_) return;
   if (local_version_ <= pushed_through_ && resume_.empty()) return;
   reading_ = true;
@@ -536,6 +536,11 @@ void ClientCore::on_welcome(Outbox& out, const sync::Welcome& w) {
   }
   ever_live_ = true;
   last_error_.clear();
+  resyncing_ = w.resync() && w.server_db_version() > 0;
+  resync_through_ = w.server_db_version();
+  resync_acked_ = std::max(recorded_acked_, client_acked_);
+  compacted_cl_ = w.compacted_cl();
+  snapshot_keys_.clear();
   phase_ = Phase::live;
   server_site_ = w.server_site_id();
   cursor_ = w.forward_from();
@@ -557,7 +562,7 @@ void ClientCore::on_welcome(Outbox& out, const sync::Welcome& w) {
     return "hop=client.welcome user=" + w.user() + " server=" + short_site(w.server_site_id()) +
            " server_v=" + std::to_string(w.server_db_version()) + " client_acked=" + std::to_string(w.client_acked_db_version()) +
            " forward_from=" + std::to_string(w.forward_from()) + " local_v=" + std::to_string(local_version_) +
-           (w.backfill() ? " backfill=1" : "");
+           (w.backfill() ? " backfill=1" : "") + (resyncing_ ? " resync=1" : "");
   });
   record_ack(out);
   try_push(out);
@@ -624,6 +629,22 @@ void ClientCore::on_forward(Outbox& out, sync::Forward& forward) {
   });
   server_known_ = std::max(server_known_, t.to);
   ++merges_in_flight_;
+  if (resyncing_ && t.to >= resync_through_ && forward.batch().resume_after().empty()) {
+    // The snapshot's last part: the rows it lacks are reconciled with its merge.
+    merge.ticket.resync_done = true;
+    auto* end = merge.request.mutable_snapshot_end();
+    for (auto& [table, keys] : snapshot_keys_) {
+      auto* listed = end->add_tables();
+      listed->set_table(table);
+      for (const auto& key : keys) listed->add_keys(key);
+    }
+    end->set_server_site_id(server_site_);
+    end->set_server_acked(resync_acked_);
+    end->set_compacted_cl(compacted_cl_);
+    snapshot_keys_.clear();
+  } else if (resyncing_) {
+    collect_snapshot_keys(forward.batch(), &snapshot_keys_);
+  }
   *merge.request.mutable_batch() = std::move(*forward.mutable_batch());
   merge.request.set_resendable(true);  // the hello's cursor brings back whatever a crash undoes
   out.emplace_back(std::move(merge));
@@ -651,6 +672,13 @@ Outbox ClientCore::on_merged(const MergeTicket& t, const Result<worker::MergeRes
   }
   cursor_ = std::max(cursor_, t.to);
   if (t.backfill_done && t.generation == generation_) backfilling_ = false;
+  if (t.resync_done && t.generation == generation_) {
+    resyncing_ = false;
+    // Rows the reconcile raised carry a sentinel at its version: push up to it.
+    local_version_ = std::max(local_version_, merged->db_version());
+    log(LogLevel::info, [&] { return "hop=client.resynced server_v=" + std::to_string(t.to) + " rows_deleted=" + std::to_string(merged->rows_reconciled()); });
+    try_push(out);
+  }
   log(LogLevel::debug, [&] {
     return "hop=client.merged seq=" + std::to_string(t.seq) + range + " changes=" + std::to_string(t.changes) +
            " applied=" + std::to_string(merged->changes_applied()) + " local_v=" + std::to_string(merged->db_version());

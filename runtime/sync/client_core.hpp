@@ -16,6 +16,9 @@
 //     after its merge committed; a forward in Fragments is merged only once whole.
 //   - Backfill (a late schema upgrade, docs/schema.md): when the welcome announces one, the
 //     client is not caught up before it merged the forward that ends it.
+//   - Re-sync (a compacted server, docs/protocol.md): when the welcome announces one, the
+//     keys of the snapshot's forwards are collected, the last one is merged with a
+//     reconcile of the rows the snapshot lacks, and nothing is pushed before that.
 //   - Acks: recorded in the peer table before the callers waiting for them are answered, so
 //     that the next hello (maybe of the next process) tells the server what it holds.
 //   - Waiters (wait_acked, wait_caught_up) are answered with a value once the state allows,
@@ -45,6 +48,7 @@
 #include "proto/sync.pb.h"
 #include "proto/worker.pb.h"
 #include "runtime/common/status.hpp"
+#include "runtime/store/store.hpp"
 #include "runtime/sync/backoff.hpp"
 #include "runtime/sync/frames.hpp"
 
@@ -128,6 +132,7 @@ struct MergeTicket {
   int64_t from = 0, to = 0;
   int changes = 0;
   bool backfill_done = false;  // the last forward of a backfill (Welcome.backfill)
+  bool resync_done = false;    // the last forward of a re-sync's snapshot (Welcome.resync)
 };
 struct Merge {             // -> on_merged(ticket, ...)
   using Response = worker::MergeResponse;
@@ -292,6 +297,14 @@ class ClientCore {
   bool reading_ = false;         // a ReadChanges is out
   int merges_in_flight_ = 0;
   bool backfilling_ = false;     // the welcome announced a backfill whose last forward is not merged yet
+  // A re-sync (Welcome.resync, docs/protocol.md): pushes wait until the forward reaching
+  // resync_through_ merged, together with Store::reconcile_snapshot of the rows the
+  // snapshot carried (collected here as its forwards arrive).
+  bool resyncing_ = false;
+  int64_t resync_through_ = 0;
+  int64_t resync_acked_ = 0;     // own changes the server acknowledged before the re-sync
+  int64_t compacted_cl_ = 0;     // Welcome.compacted_cl
+  SnapshotKeys snapshot_keys_;
   std::string fatal_error_;      // the server refused us for good (token, version, data, binding)
   std::string last_error_;       // why the last attempt or connection failed
   bool ever_live_ = false;       // a welcome arrived in this run

@@ -20,6 +20,7 @@
 #include "runtime/sync/channel_core.hpp"
 #include "runtime/sync/client_core.hpp"
 #include "runtime/sync/frames.hpp"
+#include "runtime/sync/resync.hpp"
 #include "tests/net/net_test_util.hpp"
 
 namespace tandem::client_core_bench {
@@ -68,6 +69,7 @@ struct Node {
   sync_binding::Binding binding;           // what the worker's database is bound to
   std::deque<Action> requests;             // db_worker requests, not answered yet
   size_t merges_answered = 0;              // Merge requests answered so far
+  size_t snapshot_ends = 0;                // of which ended a re-sync's snapshot
   std::vector<Send> sends;                 // everything the core sent, in order
   std::vector<uint64_t> connects;          // generations of the Connects asked for
   std::vector<StartTimer> timers;
@@ -167,6 +169,12 @@ struct Node {
     } else if (auto* m = std::get_if<Merge>(&action)) {
       ++merges_answered;
       worker::MergeResponse r;
+      // As the db_worker: a re-sync's last part first reconciles the rows the snapshot lacks.
+      auto reconciled = sync_resync::reconcile(*store, m->request);
+      INFO(reconciled.status().to_string());
+      REQUIRE(reconciled.ok());
+      r.set_rows_reconciled(reconciled->rows_dropped);
+      snapshot_ends += m->request.has_snapshot_end();
       auto merged = fail_merges ? Result<MergeResult>(Status::Internal("disk full")) : store->merge(m->request.batch());
       if (merged.ok()) {
         r.set_db_version(merged->db_version);
