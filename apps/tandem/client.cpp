@@ -9,6 +9,7 @@
 //   mutate OP TABLE ARGS  an optimistic mutation through a view (insert/update/delete),
 //                         shown at once in every view of the node, then settled
 //   watch SQL [--json]    stay connected; print the live result as it changes
+//   inspect [--json]      describe the database (client_inspect.cpp; no server, no --schema)
 //   (no command)          an interactive shell with the same commands
 //
 // Exit status: 0 success; 1 the database refused the statement or mutation, or a watch's query is
@@ -500,6 +501,7 @@ int run_client(const ClientOptions& opts, const std::string& command) {
   if (!setup_logging("client", opts.log_level)) return 2;
   int code = 0;
   try {
+    if (opts.schema_file.empty()) fail(2, "--schema is required for this command");
     ClientNode node(opts, /*online=*/command != "query");
     if (command == "exec") code = do_exec(node, opts.sql, opts.params);
     else if (command == "query") code = do_query(node, opts.sql, opts.params);
@@ -527,7 +529,7 @@ void add_client_command(CLI::App& app) {
   cmd->add_option("--token", opts->token, "Access token from `tandem token`");
   cmd->add_option("--token-file", opts->token_file, "File holding the access token (instead of --token)");
   cmd->add_option("--db", opts->db, "The node's SQLite file (created if missing)")->required();
-  cmd->add_option("--schema", opts->schema_file, "File of CREATE TABLE statements of the replicated tables")->required();
+  cmd->add_option("--schema", opts->schema_file, "File of CREATE TABLE statements of the replicated tables (not for inspect)");
   cmd->add_option("--timeout", opts->timeout, "How long exec and sync wait for the server")->capture_default_str();
   cmd->add_option("--name", opts->name, "This node's name in logs");
   cmd->add_option("--ca-file", opts->ca_file, "PEM certificate to trust for wss:// (default: system store)");
@@ -549,10 +551,12 @@ void add_client_command(CLI::App& app) {
   watch->add_option("sql", opts->sql, "The query (the live-query subset)")->required();
   watch->add_option("params", opts->params, "Parameters, as for exec");
   watch->add_flag("--json", opts->json, "One JSON line per change instead of a table");
+  add_client_inspect(*cmd, &opts->db);
   cmd->require_subcommand(0, 1);
   cmd->callback([opts, cmd] {
     std::string command;
     for (auto* sub : cmd->get_subcommands()) command = sub->get_name();
+    if (command == "inspect") return;  // done by its own callback (client_inspect.cpp)
     int code = run_client(*opts, command);
     if (code != 0) throw CLI::RuntimeError(code);
   });

@@ -21,8 +21,11 @@ void run_backfill_bench(const std::string& dir, int64_t rows);  // bench_backfil
 void add_bench_node(CLI::App& bench);      // bench_node.cpp: node (two processes)
 
 void add_server_command(CLI::App& app);  // server.cpp
+void add_server_backup_commands(CLI::App& server);  // server_backup.cpp: server backup, server restore
 void add_token_command(CLI::App& app);   // token.cpp
 void add_client_command(CLI::App& app);  // client.cpp
+// client_inspect.cpp: `client inspect`; `db` is the client's --db value, read when it runs.
+void add_client_inspect(CLI::App& client, const std::string* db);
 void add_demo_command(CLI::App& app);    // demo.cpp: the main job (server + two nodes)
 
 }  // namespace tandem::app

@@ -80,6 +80,9 @@ std::chrono::milliseconds duration_or_die(const std::string& flag, const std::st
 
 void run_server(const ServerCommand& opts) {
   if (!setup_logging("server", opts.log_level)) throw CLI::RuntimeError(2);
+  // Not required by the parser: `server backup` and `server restore` go without them.
+  if (opts.data_dir.empty()) die("--data-dir is required");
+  if (opts.secret_file.empty()) die("--secret-file is required");
   std::string host;
   uint16_t port = 0;
   if (!split_host_port(opts.listen, &host, &port)) die("--listen must be HOST:PORT, got '" + opts.listen + "'");
@@ -210,8 +213,8 @@ void add_server_command(CLI::App& app) {
   auto opts = std::make_shared<ServerCommand>();
   auto* cmd = app.add_subcommand("server", "Run the sync server (one SQLite file per user)");
   cmd->add_option("--listen", opts->listen, "HOST:PORT to accept connections on (port 0: any free port)")->capture_default_str();
-  cmd->add_option("--data-dir", opts->data_dir, "Directory of the per-user files (<dir>/users/<user>.db)")->required();
-  cmd->add_option("--secret-file", opts->secret_file, "File holding the token secret (>= 32 bytes)")->required();
+  cmd->add_option("--data-dir", opts->data_dir, "Directory of the per-user files (<dir>/users/<user>.db) (required)");
+  cmd->add_option("--secret-file", opts->secret_file, "File holding the token secret (>= 32 bytes) (required)");
   cmd->add_option("--tls-cert", opts->tls_cert, "PEM certificate chain: serve wss:// (needs --tls-key)");
   cmd->add_option("--tls-key", opts->tls_key, "PEM private key of --tls-cert");
   cmd->add_option("--max-channels", opts->max_channels, "Most user files open at once")->capture_default_str();
@@ -236,7 +239,10 @@ void add_server_command(CLI::App& app) {
                   "Serve /metrics to anyone sending 'Authorization: Bearer TOKEN' (and only them); "
                   "without it /metrics answers loopback peers only");
   add_log_level_option(cmd, &opts->log_level);
-  cmd->callback([opts] { run_server(*opts); });
+  add_server_backup_commands(*cmd);
+  cmd->callback([opts, cmd] {
+    if (cmd->get_subcommands().empty()) run_server(*opts);
+  });
 }
 
 }  // namespace tandem::app

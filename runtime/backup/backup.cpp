@@ -1,20 +1,14 @@
 #include "runtime/backup/backup.hpp"
 
-#include <dirent.h>
-#include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <ctime>
-#include <fstream>
 #include <thread>
 
-#include "runtime/auth/user_id.hpp"
 #include "runtime/backup/file_util.hpp"
 #include "runtime/store/store.hpp"
 #include "runtime/sync/server_lineage.hpp"
