@@ -7,7 +7,7 @@
 // What a device says the server acknowledged of ITS changes (hello.acked_db_version) is in
 // the device's own version space and stays comparable across the restore: the restored file
 // holds a prefix of what the old file acknowledged. The old ids are kept in a store note so
-// that ChannelCore::honours_acked_from can keep counting it (without it every device would be
+// that ChannelCore::honours_acked_of can keep counting it (without it every device would be
 // refused with SITE_CONFLICT: the file holds changes of its site beyond an acked taken as 0).
 #pragma once
 
