@@ -12,6 +12,7 @@
 //   mutate OP TABLE ARGS  an optimistic mutation through a view (insert/update/delete),
 //                         shown at once in every view of the node, then settled
 //   watch SQL [--json]    stay connected; print the live result as it changes
+//   inspect [--json]      describe the database (client_inspect.cpp; no server, no --schema)
 //   (no command)          an interactive shell with the same commands, plus help and
 //                         unwatch (also fed by a pipe: exits with the last failure's status)
 //
@@ -623,7 +624,7 @@ void add_client_command(CLI::App& app) {
   cmd->add_option("--token", opts->token, "Access token from `tandem token`");
   cmd->add_option("--token-file", opts->token_file, "File holding the access token (instead of --token)");
   cmd->add_option("--db", opts->db, "The node's SQLite file (created if missing)")->required();
-  cmd->add_option("--schema", opts->schema_file, "File of CREATE TABLE statements of the replicated tables (needed to sync and to create --db)");
+  cmd->add_option("--schema", opts->schema_file, "File of CREATE TABLE statements of the replicated tables (needed to sync and to create --db; not for inspect)");
   cmd->add_option("--timeout", opts->timeout, "How long exec and sync wait for the server")->capture_default_str();
   cmd->add_option("--name", opts->name, "This node's name in logs");
   cmd->add_option("--ca-file", opts->ca_file, "PEM certificate to trust for wss:// (default: system store)");
@@ -645,10 +646,12 @@ void add_client_command(CLI::App& app) {
   watch->add_option("sql", opts->sql, "The query (the live-query subset)")->required();
   watch->add_option("params", opts->params, "Parameters, as for exec");
   watch->add_flag("--json", opts->json, "One JSON line per change instead of a table");
+  add_client_inspect(*cmd, &opts->db);
   cmd->require_subcommand(0, 1);
   cmd->callback([opts, cmd] {
     std::string command;
     for (auto* sub : cmd->get_subcommands()) command = sub->get_name();
+    if (command == "inspect") return;  // done by its own callback (client_inspect.cpp)
     int code = run_client(*opts, command);
     if (code != 0) throw CLI::RuntimeError(code);
   });

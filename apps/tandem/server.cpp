@@ -119,7 +119,7 @@ std::chrono::milliseconds duration_or_die(const std::string& flag, const std::st
 
 void run_server(const ServerCommand& opts) {
   if (!setup_logging("server", opts.log_level)) throw CLI::RuntimeError(2);
-  // Not required by the parser: `server compact` goes without them.
+  // Not required by the parser: `server compact`, `server backup` and `server restore` go without them.
   if (opts.data_dir.empty()) die("--data-dir is required");
   if (opts.secret_file.empty()) die("--secret-file is required");
   std::string host;
@@ -328,6 +328,7 @@ void add_server_command(CLI::App& app) {
       ->capture_default_str();
   add_log_level_option(cmd, &opts->log_level);
   add_server_compact_command(*cmd);
+  add_server_backup_commands(*cmd);
   cmd->callback([opts, cmd] {
     if (cmd->get_subcommands().empty()) run_server(*opts);
   });

@@ -10,6 +10,7 @@
 #include "runtime/sync/backfill.hpp"
 #include "runtime/sync/frames.hpp"
 #include "runtime/sync/schema_sync.hpp"
+#include "runtime/sync/server_lineage.hpp"
 
 namespace tandem::sync_channel {
 namespace {
@@ -83,7 +84,10 @@ Result<std::unique_ptr<ChannelCore>> ChannelCore::open(const std::string& path, 
   store_options.capture_row_images = false;
   store_options.allocate_keys = false;  // the server only merges: every row comes with its key
   TANDEM_ASSIGN_OR_RETURN(auto store, Store::open(path, store_options));
-  return std::unique_ptr<ChannelCore>(new ChannelCore(std::move(store), options));
+  TANDEM_ASSIGN_OR_RETURN(auto former, sync_lineage::former_sites(*store));
+  std::unique_ptr<ChannelCore> core(new ChannelCore(std::move(store), options));
+  for (const auto& site : former) core->former_sites_.insert(site_bytes(site));
+  return core;
 }
 
 ChannelCore::ChannelCore(std::unique_ptr<Store> store, const ChannelOptions& options)

@@ -255,7 +255,8 @@ class ChannelCore {
   // recorded from that host's link acks); nullopt when no pair applies.
   std::optional<int64_t> translate_cursor(const std::string& server_site, int64_t cursor);
   // Whether a device's acked_db_version of `server_site` counts here: this file's own site,
-  // or another host of the channel (its link acked here, or a pair was recorded).
+  // one it had before a restore (server_lineage.hpp), or another host of the channel (its
+  // link acked here, or a pair was recorded).
   bool honours_acked_of(const std::string& server_site);
   Result<std::vector<std::pair<int64_t, int64_t>>*> pairs_of(const SiteId& site);
   Status refresh_schema();
@@ -271,6 +272,7 @@ class ChannelCore {
   // Per site, the hello.instance_id of the connection whose push was merged last (kept only
   // while the channel is open): an ack lost with its connection is no site conflict.
   std::map<SiteId, std::string> last_pusher_;
+  std::set<std::string> former_sites_;  // site_bytes of the file's ids before restores
   ChannelStats stats_;
   // Replica links: per other host's site, pairs (our version t, its version r) meaning every
   // change here up to t is held there at r; loaded from and recorded to a note.

@@ -88,6 +88,8 @@ bool ChannelCore::honours_acked_of(const std::string& server_site) {
   auto site = site_from_bytes(server_site);
   if (!site) return false;
   if (*site == store_->site_id()) return true;
+  // A restored file's former ids: it holds a prefix of what they acknowledged.
+  if (former_sites_.count(server_site)) return true;
   for (const auto& [session, m] : members_)
     if (m.replica && m.site == *site) return true;
   auto pairs = pairs_of(*site);
