@@ -44,6 +44,7 @@ struct directory_state {
   std::vector<std::string> members;
   std::vector<std::string> former_members;  // removed by a membership change
   std::map<std::string, directory_actor> remotes;
+  std::map<std::string, std::string> member_errors;  // member -> its last failure (status only)
   std::map<std::string, std::vector<std::pair<cluster::ChannelLookup, std::function<void(caf::expected<channel_actor>)>>>>
       connecting;
   static inline const char* name = "directory";
@@ -135,11 +136,13 @@ void lookup_remote(self_ptr self, const std::string& member, cluster::ChannelLoo
               return;
             }
             self->state.remotes[member] = remote;
+            self->state.member_errors.erase(member);
             self->monitor(remote);
             for (auto& [l, d] : waiting) ask_remote(self, remote, std::move(l), std::move(d));
           },
           [self, member](caf::error& err) {
             spdlog::warn("hop=server.directory unreachable member={} error=\"{}\"", member, self->system().render(err));
+            self->state.member_errors[member] = "unreachable: " + self->system().render(err);
             auto waiting = std::move(self->state.connecting[member]);
             self->state.connecting.erase(member);
             for (auto& [l, d] : waiting)
@@ -267,6 +270,8 @@ caf::result<cluster::DirectoryStatus> directory_status(self_ptr self, const clus
     ms->set_endpoint(m);
     ms->set_self(m == self->state.self_member);
     ms->set_connected(ms->self() || self->state.remotes.count(m) > 0);
+    ms->set_connecting(self->state.connecting.count(m) > 0);
+    if (auto e = self->state.member_errors.find(m); e != self->state.member_errors.end()) ms->set_last_error(e->second);
   }
   if (!request.channels() || self->state.channels.empty()) return st;
   struct Gathering {
@@ -304,6 +309,7 @@ directory_impl::behavior_type directory(self_ptr self, DirectoryConfig config) {
     for (auto it = self->state.remotes.begin(); it != self->state.remotes.end(); ++it) {
       if (it->second.address() != down.source) continue;
       spdlog::warn("hop=server.directory member_lost member={}", it->first);
+      self->state.member_errors[it->first] = "connection lost";
       self->state.remotes.erase(it);  // the next lookup connects again
       return;
     }

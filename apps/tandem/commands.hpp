@@ -25,6 +25,7 @@ void add_bench_compact(CLI::App& bench);   // bench_compact.cpp: compact
 void add_server_command(CLI::App& app);  // server.cpp
 void add_server_compact_command(CLI::App& server);  // server_compact.cpp: `server compact`
 void add_server_backup_commands(CLI::App& server);  // server_backup.cpp: server backup, server restore
+void add_server_status_command(CLI::App& server);   // server_status.cpp: `server status`
 void add_token_command(CLI::App& app);   // token.cpp
 void add_client_command(CLI::App& app);  // client.cpp
 // client_inspect.cpp: `client inspect`; `db` is the client's --db value, read when it runs.

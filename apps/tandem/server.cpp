@@ -329,6 +329,7 @@ void add_server_command(CLI::App& app) {
   add_log_level_option(cmd, &opts->log_level);
   add_server_compact_command(*cmd);
   add_server_backup_commands(*cmd);
+  add_server_status_command(*cmd);
   cmd->callback([opts, cmd] {
     if (cmd->get_subcommands().empty()) run_server(*opts);
   });

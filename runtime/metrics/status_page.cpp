@@ -60,7 +60,20 @@ json channel_json(const cluster::ChannelStatus& c, int64_t now_ms) {
         {"last_seen_ms", s->last_seen_unix_ms()},
         {"last_seen_ago_ms", std::max<int64_t>(0, now_ms - s->last_seen_unix_ms())},
     });
-  return {{"user", c.user()}, {"db_version", c.db_version()}, {"devices", std::move(devices)}};
+  // A channel with a client connected serves it; one with only other hosts' links holds a
+  // replica. Replica lag: how far the furthest linked host is behind this copy.
+  bool serves = false;
+  int64_t replica_links = 0, replica_lag = 0;
+  for (const auto* s : sessions) {
+    if (!s->replica()) {
+      serves = true;
+      continue;
+    }
+    ++replica_links;
+    replica_lag = std::max<int64_t>(replica_lag, c.db_version() - s->acked_db_version());
+  }
+  return {{"user", c.user()},         {"db_version", c.db_version()},     {"role", serves ? "serves" : "replica"},
+          {"replica_links", replica_links}, {"replica_lag", replica_lag}, {"devices", std::move(devices)}};
 }
 
 }  // namespace
@@ -79,7 +92,11 @@ std::string render_status_json(const StatusInputs& in, std::string (*error_name)
     directory["channels_opened"] = d.channels_opened();
     directory["channels_closed"] = d.channels_closed();
     for (const auto& m : d.members())
-      members.push_back({{"endpoint", m.endpoint()}, {"self", m.self()}, {"connected", m.connected()}});
+      members.push_back({{"endpoint", m.endpoint()},
+                         {"self", m.self()},
+                         {"connected", m.connected()},
+                         {"connecting", m.connecting()},
+                         {"last_error", m.last_error()}});
     std::vector<const cluster::ChannelStatus*> sorted;
     for (const auto& c : d.channels()) sorted.push_back(&c);
     std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->user() < b->user(); });
@@ -188,7 +205,7 @@ function render(s) {
     {text: seconds > 0 && name in before ? ((value - before[name]) / seconds).toFixed(1) : '', id: 'r-' + name, cls: 'n'},
     {text: help, cls: 'muted'},
   ]), '');
-  fill('members', s.members.map((m) => [m.endpoint, m.self ? 'yes' : '', m.connected ? 'yes' : 'no']),
+  fill('members', s.members.map((m) => [m.endpoint, m.self ? 'yes' : '', m.connected ? 'yes' : m.connecting ? 'connecting' : m.last_error ? 'no: ' + m.last_error : 'not yet (on first use)']),
        'a single host (no --cluster-listen)');
   const d = s.directory;
   $('capacity').textContent = d.ok

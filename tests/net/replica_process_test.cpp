@@ -441,3 +441,85 @@ TEST_CASE("processes: chaos: hosts killed with -9 and restarted, one added and o
          << " exec_ms_max=" << (ms.empty() ? 0 : ms.back());
   WARN(report.str());
 }
+
+TEST_CASE("processes: server status shows members, the channels each host serves and replicates, and replica lag",
+          "[process][cluster][replica][status]") {
+  World w;
+  Cluster c(w, 2);
+  Host& a = c.hosts[0];
+  Host& b = c.hosts[1];
+  std::string user;
+  for (int i = 0; user.empty() && i < 1000; ++i)
+    if (tandem::sync_placement::ranked("u" + std::to_string(i), c.members())[0] == a.member) user = "u" + std::to_string(i);
+  REQUIRE(!user.empty());
+  w.url = a.url;
+  REQUIRE(w.cmd("laptop.db", {"--timeout", "20s", "exec", "INSERT INTO todo(id, title) VALUES (1, 'x')"}, user).code == 0);
+  // A watching device keeps the channel open on A (and A's links keep B's copy open).
+  auto watch_args = w.client("phone.db", user);
+  watch_args.insert(watch_args.end(), {"watch", "SELECT id FROM todo ORDER BY id", "--json"});
+  Process watch(watch_args, w.dir / "watch.log");
+  REQUIRE(watch.line());
+
+  const std::string url_a = "http://127.0.0.1:" + std::to_string(a.port);
+  const std::string url_b = "http://127.0.0.1:" + std::to_string(b.port);
+  auto status = [&](std::vector<std::string> more) {
+    std::vector<std::string> args{kTandem, "server", "status", "--url", url_a, "--url", url_b};
+    args.insert(args.end(), more.begin(), more.end());
+    return run(args, w.dir / "status.log");
+  };
+  auto channel_of = [&](const nlohmann::json& host) {
+    for (const auto& ch : host["channels"])
+      if (ch["user"] == user) return ch;
+    return nlohmann::json();
+  };
+  // The link between the hosts settles within a second or two.
+  nlohmann::json on_a, on_b;
+  for (int i = 0; i < 100; ++i) {
+    auto r = status({"--json"});
+    REQUIRE(r.code == 0);
+    std::istringstream lines(r.out);
+    std::string la, lb;
+    std::getline(lines, la);
+    std::getline(lines, lb);
+    on_a = nlohmann::json::parse(la);
+    on_b = nlohmann::json::parse(lb);
+    auto ca = channel_of(on_a), cb = channel_of(on_b);
+    if (!ca.is_null() && !cb.is_null() && ca["replica_links"] == 1 && cb["replica_links"] == 1 && ca["replica_lag"] == 0 &&
+        cb["db_version"] == ca["db_version"])
+      break;
+    std::this_thread::sleep_for(100ms);
+  }
+  INFO(on_a.dump() << "\n" << on_b.dump());
+  CHECK(on_a["url"] == url_a);
+  REQUIRE(on_a["members"].size() == 2);
+  for (const auto& m : on_a["members"]) CHECK((m["self"] == true || m["connected"] == true));
+  auto ca = channel_of(on_a), cb = channel_of(on_b);
+  REQUIRE(!ca.is_null());
+  REQUIRE(!cb.is_null());
+  CHECK(ca["role"] == "serves");
+  CHECK(cb["role"] == "replica");
+  CHECK(ca["replica_links"] == 1);
+  CHECK(ca["replica_lag"] == 0);
+  CHECK(cb["db_version"] == ca["db_version"]);
+
+  // The text form names the same things.
+  auto text = status({});
+  INFO(text.out);
+  CHECK(text.code == 0);
+  CHECK(text.out.find("host " + url_a) != std::string::npos);
+  CHECK(text.out.find(a.member + "  (this host)") != std::string::npos);
+  CHECK(text.out.find(b.member + "  connected") != std::string::npos);
+  CHECK(text.out.find(user + "  serves") != std::string::npos);
+  CHECK(text.out.find(user + "  replica") != std::string::npos);
+  CHECK(text.out.find("replica links 1 (lag 0)") != std::string::npos);
+
+  // A host that does not answer: said on stderr, exit 1, the others still shown.
+  auto dead = run({kTandem, "server", "status", "--url", url_a, "--url", "http://127.0.0.1:" + std::to_string(free_port())},
+                  w.dir / "status-dead.log");
+  CHECK(dead.code == 1);
+  CHECK(dead.out.find("host " + url_a) != std::string::npos);
+  // A bad URL is an argument error.
+  CHECK(run({kTandem, "server", "status", "--url", "ftp://x"}, w.dir / "status-bad.log").code == 2);
+  watch.signal(SIGTERM);
+  CHECK(watch.wait(10s) == 0);
+}
