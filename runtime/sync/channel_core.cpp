@@ -519,6 +519,7 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
     } else {
       mine = filter_site(all, exclude, false, &m.tables);
     }
+    if (m.replica) drop_echoes(m, mine);
     int64_t wire_to = to;
     if (snapshot) {
       // Its parts move the client's cursor only once it is whole, (0, 0] until the last,

@@ -278,6 +278,13 @@ class ChannelCore {
   // change here up to t is held there at r; loaded from and recorded to a note.
   std::map<SiteId, std::vector<std::pair<int64_t, int64_t>>> pairs_;
   std::set<SiteId> pairs_dirty_;
+  // Per linked host's site, ranges (from, to] of our versions made by merging its forwards,
+  // ascending: not forwarded back to it, which sent them (an echo doubled a replica's merge
+  // work). In memory only: after a restart an echo costs work, not correctness.
+  std::map<SiteId, std::vector<std::pair<int64_t, int64_t>>> echoes_;
+  void note_echo(const SiteId& from_host, int64_t before, int64_t after);
+  // Drops from `batch` what `m` (a replica link) sent us; forgets ranges it is past.
+  void drop_echoes(const Member& m, change::ChangeBatch& batch);
   std::vector<std::string> schema_;  // table_statements() of the store
   uint64_t schema_epoch_ = 0;
   struct WaitingAck {

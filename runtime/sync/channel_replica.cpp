@@ -177,8 +177,10 @@ Result<ChannelCore::ReplicaMerge> ChannelCore::merge_replica(const sync::Forward
   MergeOptions options;
   options.sync = CommitSync::kFull;
   const auto start = std::chrono::steady_clock::now();
+  const int64_t before = store_->db_version();
   TANDEM_ASSIGN_OR_RETURN(auto merged, store_->merge(batch, options));
   if (!merged.synced) TANDEM_RETURN_IF_ERROR(store_->sync());
+  note_echo(*sender, before, store_->db_version());
   stats_.sync_nanos += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
   ++stats_.merges;
   ++stats_.group_commits;
@@ -202,6 +204,39 @@ Result<ChannelCore::ReplicaMerge> ChannelCore::merge_replica(const sync::Forward
     for (auto& [session, m] : members_) pump(session, m, cache, result.out);
   }
   return result;
+}
+
+void ChannelCore::note_echo(const SiteId& from_host, int64_t before, int64_t after) {
+  if (after <= before) return;
+  auto& ranges = echoes_[from_host];
+  if (!ranges.empty() && ranges.back().second == before) ranges.back().second = after;
+  else ranges.emplace_back(before, after);
+  constexpr size_t kMaxRanges = 4096;  // a link that never reads them back: forget the oldest
+  if (ranges.size() > kMaxRanges) ranges.erase(ranges.begin(), ranges.begin() + (ranges.size() - kMaxRanges));
+}
+
+void ChannelCore::drop_echoes(const Member& m, change::ChangeBatch& batch) {
+  auto found = echoes_.find(m.site);
+  if (found == echoes_.end()) return;
+  auto& ranges = found->second;
+  // Changes come in db_version order, ranges too: one pass.
+  auto* changes = batch.mutable_changes();
+  size_t r = 0;
+  int kept = 0;
+  for (int i = 0; i < changes->size(); ++i) {
+    const int64_t v = changes->Get(i).db_version();
+    while (r < ranges.size() && ranges[r].second < v) ++r;
+    const bool echo = r < ranges.size() && ranges[r].first < v && v <= ranges[r].second;
+    if (echo) continue;
+    if (kept != i) changes->SwapElements(kept, i);
+    ++kept;
+  }
+  if (kept < changes->size()) changes->DeleteSubrange(kept, changes->size() - kept);
+  // What the link was sent up to (this batch's end) needs no range any more.
+  const int64_t past = batch.to_db_version();
+  size_t done = 0;
+  while (done < ranges.size() && ranges[done].second <= past) ++done;
+  ranges.erase(ranges.begin(), ranges.begin() + static_cast<long>(done));
 }
 
 int64_t ChannelCore::quorum_version() const {

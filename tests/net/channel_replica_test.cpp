@@ -54,6 +54,7 @@ struct Pair {
   std::unique_ptr<ChannelCore> a, b;
   std::map<uint64_t, std::pair<ChannelCore*, Device*>> sessions;  // client sessions
   bool links_up = false;
+  std::map<ChannelCore*, int> link_changes;  // changes each host forwarded over its link
 
   explicit Pair(uint32_t quorum) {
     ChannelOptions o;
@@ -84,6 +85,7 @@ struct Pair {
       if (o.session == link_session_of(from)) {
         if (!links_up || !o.envelope.has_forward()) continue;
         ChannelCore& to = other(from);
+        link_changes[&from] += o.envelope.forward().batch().changes_size();
         auto merged = to.merge_replica(o.envelope.forward());
         INFO(merged.status().to_string());
         REQUIRE(merged.ok());
@@ -181,6 +183,37 @@ TEST_CASE("a push is acknowledged only once the replica link holds it durably", 
   p.write(1, "INSERT INTO todo(id, title) VALUES (2, 'eggs')");
   CHECK(c1.acked == c1.store->db_version());
   CHECK(rows(p.b->store()) == rows(*c1.store));
+}
+
+TEST_CASE("a host does not forward back to a linked host what that host sent it", "[channel][replica]") {
+  Pair p(2);
+  Device c1{device_store(1)}, c2{device_store(2)};
+  p.join(*p.a, 1, c1);
+  p.link();
+  p.join(*p.b, 2, c2);
+  p.write(1, "INSERT INTO todo(id, title) VALUES (1, 'milk')");
+  p.write(1, "INSERT INTO todo(id, title) VALUES (2, 'eggs')");
+  const int sent_by_a = p.link_changes[p.a.get()];
+  CHECK(sent_by_a > 0);
+  CHECK(p.link_changes[p.b.get()] == 0);  // B got them from A: no echo
+  // B's own client's change goes to A once, and does not come back to B.
+  p.write(2, "UPDATE todo SET done = 1 WHERE id = 1");
+  CHECK(p.link_changes[p.b.get()] > 0);
+  CHECK(p.link_changes[p.a.get()] == sent_by_a);
+  // Everyone converged and every ack went through the quorum.
+  CHECK(rows(p.a->store()) == rows(p.b->store()));
+  CHECK(rows(*c1.store) == rows(p.a->store()));
+  CHECK(rows(*c2.store) == rows(p.b->store()));
+  CHECK(c2.acked == c2.pushed);
+  CHECK(c1.acked == c1.pushed);
+  CHECK_FALSE(p.a->waiting_for_quorum());
+  CHECK_FALSE(p.b->waiting_for_quorum());
+  // A client failing over from A to B still misses nothing (the empty echo ranges moved
+  // the translation pairs).
+  Device c3{device_store(3)};
+  p.join(*p.a, 3, c3);
+  p.join(*p.b, 4, c3);
+  CHECK(rows(*c3.store) == rows(p.b->store()));
 }
 
 TEST_CASE("an ack that waits for a missing replica fails retryable after the timeout", "[channel][replica]") {
