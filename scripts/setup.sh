@@ -18,6 +18,8 @@ tandem_packages=(
   libcaf-dev libprotobuf-dev protobuf-compiler libsqlite3-dev sqlite3 catch2
   libboost-dev libssl-dev libjwt-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
   openssl python3
+  libedit-dev  # the client shell's line editing and history
+  tmux  # tests only: the shell is driven in a real terminal
   chromium  # tests only: the /status page is checked in a real headless browser
 )
 # Needed as commands, whatever provides them: a machine may already carry another build of

@@ -24,6 +24,7 @@
 // after that waits for the node's next leader); 128 + N stopped by signal N (SIGINT, SIGTERM)
 // before the command finished. `watch` ends with 0 on SIGINT or SIGTERM, its normal end.
 #include "actors/system_config.hpp"
+#include "apps/tandem/line_reader.hpp"
 #include "actors/node.hpp"
 #include "actors/peer_syncer.hpp"
 #include "actors/session.hpp"
@@ -451,37 +452,6 @@ int do_watch(ClientNode& node, const std::string& sql, const std::vector<std::st
   return 0;
 }
 
-// The next line of stdin; nullopt at its end or once a stop signal arrived. Reads the
-// descriptor itself (not std::cin) so that a signal wakes it through stop_fd().
-std::optional<std::string> read_line(std::string& pending) {
-  for (;;) {
-    const auto nl = pending.find('\n');
-    if (nl != std::string::npos) {
-      std::string line = pending.substr(0, nl);
-      pending.erase(0, nl + 1);
-      return line;
-    }
-    if (stop_signal() != 0) return std::nullopt;
-    pollfd fds[2] = {{0, POLLIN, 0}, {stop_fd(), POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      return std::nullopt;
-    }
-    if (fds[1].revents != 0) return std::nullopt;
-    if (fds[0].revents == 0) continue;
-    char buf[4096];
-    const ssize_t n = ::read(0, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (pending.empty()) return std::nullopt;
-      std::string last = std::move(pending);  // a last line without a newline
-      pending.clear();
-      return last;
-    }
-    pending.append(buf, static_cast<size_t>(n));
-  }
-}
-
 // Splits the parameters of a shell line on spaces, except inside quotes: 'buy milk' stays
 // one parameter, quotes kept (parse_param reads it as text); "buy milk" is one parameter
 // without its double quotes (so "42" is the number 42). An unclosed quote is an error.
@@ -536,13 +506,12 @@ const char* kShellHelp =
 // is that of the last command that failed (1, 2 or 3 as for the commands), 0 when none did;
 // on a terminal the user saw every error, and leaving is 0.
 int run_shell(ClientNode& node) {
-  std::string pending;
-  const bool tty = ::isatty(0);
+  LineReader input("tandem> ");
+  const bool tty = input.interactive();
   if (tty) std::cerr << "tandem shell: type help for the commands, quit or Ctrl-D to leave\n";
   int failed = 0;
   while (true) {
-    if (tty) std::cerr << "tandem> " << std::flush;
-    auto next = read_line(pending);
+    auto next = input.next();
     if (!next) break;
     std::string line = std::move(*next);
     auto first = line.find_first_not_of(" \t");

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/tab_bus.hpp"
+#include "apps/tandem/line_reader.hpp"
 #include "apps/tandem/stop_signals.hpp"
 #include "runtime/ivm/result_list.hpp"
 #include "runtime/sqlite/value_json.hpp"
@@ -56,6 +57,7 @@ struct Printer {
       out += "\n";
     }
     std::cout << out << std::flush;
+    LineReader::output_written();
   }
 
   void on_result(const view::WatchResponse& r) {
@@ -67,6 +69,7 @@ struct Printer {
     for (const auto& [key, row] : result.rows()) all.push_back(row_json(row));
     std::cout << nlohmann::json{{"type", "result"}, {"db_version", r.db_version()}, {"columns", result.columns()}, {"rows", all}}.dump()
               << std::endl;
+    LineReader::output_written();
   }
 
   void on_change(const view::ViewChange& change) {
@@ -85,8 +88,10 @@ struct Printer {
       if (c.kind() == view::RowChange::CHANGED && c.old_position() >= 0) line["old_position"] = c.old_position();
       std::cout << line.dump() << "\n";
     }
-    if (json) std::cout << std::flush;
-    else if (change.changes_size() > 0) print_table(change.db_version());
+    if (json) {
+      std::cout << std::flush;
+      LineReader::output_written();
+    } else if (change.changes_size() > 0) print_table(change.db_version());
   }
 };
 

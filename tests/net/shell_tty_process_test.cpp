@@ -1,0 +1,144 @@
+// The client shell in a real terminal (tmux, installed by scripts/setup.sh), typed at as a
+// person would: line editing (Ctrl-A, Ctrl-E, Ctrl-W), the history recalled with the arrow
+// keys within a session and in the next one (a private file), a watch's output arriving while
+// a line is being typed (the prompt and the line are drawn again below it), and Ctrl-C.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "tests/net/process_util.hpp"
+
+using namespace tandem_process_test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// tmux from PATH (the child is started by path).
+std::string tmux_path() {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/bin:/bin";
+  for (size_t start = 0; start <= dirs.size();) {
+    const size_t end = std::min(dirs.find(':', start), dirs.size());
+    const std::string candidate = dirs.substr(start, end - start) + "/tmux";
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    start = end + 1;
+  }
+  FAIL("tmux is not installed (scripts/setup.sh installs it)");
+  return {};
+}
+
+// One tmux server of our own (-L), so nothing of the user's tmux is touched.
+struct Terminal {
+  std::string binary = tmux_path();
+  std::string socket = "tandem-test-" + std::to_string(::getpid());
+  std::string log;
+  explicit Terminal(std::string log_file) : log(std::move(log_file)) {}
+  ~Terminal() { (void)!std::system((binary + " -L " + socket + " kill-server 2>/dev/null").c_str()); }
+  RunResult tmux(std::vector<std::string> args) {
+    args.insert(args.begin(), {binary, "-L", socket});
+    return run(args, log);
+  }
+  void start(const std::vector<std::string>& command) {
+    std::vector<std::string> args{"new-session", "-d", "-s", "t", "-x", "200", "-y", "50"};
+    args.insert(args.end(), command.begin(), command.end());
+    auto r = tmux(args);
+    INFO("tmux: " << slurp(log));
+    REQUIRE(r.code == 0);
+    tmux({"set-option", "-t", "t", "remain-on-exit", "on"});
+  }
+  void keys(std::vector<std::string> k) {
+    k.insert(k.begin(), {"send-keys", "-t", "t"});
+    REQUIRE(tmux(k).code == 0);
+  }
+  void type(const std::string& text) { keys({"-l", text}); }
+  std::string screen() { return tmux({"capture-pane", "-t", "t", "-p"}).out; }
+  // Waits until the screen holds `text` `times` times.
+  bool wait_for(const std::string& text, int times = 1, std::chrono::milliseconds within = 15s) {
+    const auto until = std::chrono::steady_clock::now() + within;
+    while (std::chrono::steady_clock::now() < until) {
+      const std::string s = screen();
+      int n = 0;
+      for (size_t at = s.find(text); at != std::string::npos; at = s.find(text, at + 1)) ++n;
+      if (n >= times) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+  bool pane_dead() { return tmux({"display-message", "-p", "-t", "t", "#{pane_dead}"}).out.rfind("1", 0) == 0; }
+};
+
+std::string shell_command(World& w, const std::string& history) {
+  std::string cmd = "env TANDEM_HISTORY=" + history;
+  for (const auto& a : w.client("shell.db")) cmd += " '" + a + "'";
+  return cmd;
+}
+
+}  // namespace
+
+TEST_CASE("shell on a terminal: line editing, history across sessions, a watch redrawn around the typed line, Ctrl-C",
+          "[process][cli][shell]") {
+  World w;
+  w.start_server();
+  const std::string history = w.dir / "history";
+  Terminal term(w.dir / "tmux.log");
+  term.start({shell_command(w, history)});
+  INFO(term.screen());
+  REQUIRE(term.wait_for("tandem> "));
+
+  // Typed with a missing first letter, then fixed at the start of the line.
+  term.type("uery SELECT 41 AS a");
+  term.keys({"C-a"});
+  term.type("q");
+  term.keys({"Enter"});
+  REQUIRE(term.wait_for("[{\"a\":41}]"));
+  // The previous line again (Up), its last word replaced (Ctrl-E, Ctrl-W).
+  term.keys({"Up"});
+  term.keys({"C-e", "C-w"});
+  term.type("b");
+  term.keys({"Enter"});
+  REQUIRE(term.wait_for("[{\"b\":41}]"));
+
+  // A watch, then a write from another process while a line is half typed: the change is
+  // printed and the prompt with the half line is drawn again below it.
+  term.type("watch SELECT count(*) AS n FROM todo");
+  term.keys({"Enter"});
+  REQUIRE(term.wait_for("\"n\":0"));
+  term.type("query SELECT 'half");
+  REQUIRE(term.wait_for("tandem> query SELECT 'half"));
+  REQUIRE(w.cmd("other.db", {"exec", "INSERT INTO todo(id, title) VALUES (1, 'milk')"}).code == 0);
+  REQUIRE(term.wait_for("\"n\":1"));
+  REQUIRE(term.wait_for("tandem> query SELECT 'half", 2));
+  term.type(" done' AS c");
+  term.keys({"Enter"});
+  REQUIRE(term.wait_for("[{\"c\":\"half done\"}]"));
+  term.type("quit");
+  term.keys({"Enter"});
+  const auto quit_until = std::chrono::steady_clock::now() + 10s;
+  while (!term.pane_dead() && std::chrono::steady_clock::now() < quit_until) std::this_thread::sleep_for(50ms);
+  REQUIRE(term.pane_dead());
+
+  // The history is kept privately and brought back in the next session.
+  struct stat st {};
+  REQUIRE(::stat(history.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  const std::string saved = slurp(history);
+  CHECK(saved.find("SELECT\\04041\\040AS\\040b") != std::string::npos);
+  term.tmux({"kill-server"});
+  term.start({shell_command(w, history)});
+  REQUIRE(term.wait_for("tandem> "));
+  term.keys({"Up", "Up", "Up"});  // quit, the half-done query, the watch ... back to "AS b"
+  term.keys({"Up"});
+  term.keys({"Enter"});
+  INFO(term.screen());
+  CHECK(term.wait_for("[{\"b\":41}]"));
+
+  // Ctrl-C leaves the shell promptly, with the terminal given back (the pane's shell is gone).
+  term.keys({"C-c"});
+  const auto stop_until = std::chrono::steady_clock::now() + 10s;
+  while (!term.pane_dead() && std::chrono::steady_clock::now() < stop_until) std::this_thread::sleep_for(50ms);
+  CHECK(term.pane_dead());
+}
