@@ -215,6 +215,7 @@ void run_server(const ServerCommand& opts) {
   server_opts.port = port;
   server_opts.tls_cert_file = opts.tls_cert;
   server_opts.tls_key_file = opts.tls_key;
+  server_opts.websocket_path = "/sync";  // the one sync path; anything else is 404
   server_opts.transport.max_frame_bytes = opts.max_frame_bytes;
   server_opts.transport.idle_timeout = duration_or_die("--idle-timeout", opts.idle_timeout);
   server_opts.transport.handshake_timeout = session_cfg->hello_timeout;

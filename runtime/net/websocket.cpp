@@ -128,9 +128,10 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
     peer_ = std::move(peer);
     peer_loopback_ = loopback;
   }
-  void set_http(HttpFn http, HttpAsyncFn http_async) {
+  void set_http(HttpFn http, HttpAsyncFn http_async, std::string websocket_path) {
     http_ = std::move(http);
     http_async_ = std::move(http_async);
+    websocket_path_ = std::move(websocket_path);
   }
   void keep_context(std::shared_ptr<ssl::context> tls) { tls_ = std::move(tls); }
 
@@ -232,6 +233,13 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
                      [self = this->shared_from_this()](beast::error_code ec, size_t) {
                        if (ec) return self->fail_handshake(ec, "reading the upgrade request");
                        if (!websocket::is_upgrade(self->parser_->get())) return self->answer_plain_http();
+                       if (!self->upgrade_path_allowed()) {
+                         HttpResponse refused;
+                         refused.status = 404;
+                         refused.content_type = "text/plain";
+                         refused.body = "tandem sync: WebSocket on " + self->websocket_path_ + " only\n";
+                         return self->write_http(std::move(refused));
+                       }
                        self->configure_websocket(beast::role_type::server);
                        self->ws_.async_accept(self->parser_->get(), [self](beast::error_code ec2) {
                          if (ec2) return self->fail_handshake(ec2, "WebSocket handshake");
@@ -239,6 +247,13 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
                          self->established_server();
                        });
                      });
+  }
+
+  bool upgrade_path_allowed() const {
+    if (websocket_path_.empty()) return true;
+    const auto target = parser_->get().target();
+    const auto path = target.substr(0, target.find('?'));
+    return path == websocket_path_;
   }
 
   // A plain HTTP request (a browser, a health check, a scrape): the server's HttpAsyncFn or
@@ -475,6 +490,7 @@ class WsConnection : public Connection, public std::enable_shared_from_this<WsCo
   bool peer_loopback_ = false;
   HttpFn http_;  // server side: answers plain HTTP requests
   HttpAsyncFn http_async_;  // server side: the same, answered later (preferred when set)
+  std::string websocket_path_;  // server side: the only upgrade path (empty: any)
   Url url_;
   Server::AcceptFn on_accept_;
   ConnectFn done_;
@@ -527,12 +543,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     if (tls) {
       auto c = std::make_shared<TlsConnection>(options.transport, registry, std::move(socket), *tls);
       c->set_peer(peer, loopback);
-      c->set_http(options.http, options.http_async);
+      c->set_http(options.http, options.http_async, options.websocket_path);
       c->accept(tls, on_accept);
     } else {
       auto c = std::make_shared<PlainConnection>(options.transport, registry, std::move(socket));
       c->set_peer(peer, loopback);
-      c->set_http(options.http, options.http_async);
+      c->set_http(options.http, options.http_async, options.websocket_path);
       c->accept(nullptr, on_accept);
     }
   }

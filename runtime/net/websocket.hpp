@@ -129,6 +129,9 @@ struct ServerOptions {
   // 426 Upgrade Required. The answer closes the connection (no keep-alive).
   HttpFn http;
   HttpAsyncFn http_async;  // when set, answers plain requests instead of `http`
+  // When set, only an upgrade to this path (the query string aside) becomes a WebSocket;
+  // any other is answered 404 and closed.
+  std::string websocket_path;
 };
 
 class Server {

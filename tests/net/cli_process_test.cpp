@@ -1,8 +1,8 @@
 // The `tandem` command line as a new user meets it, through the real binary: help and
 // --version, one exit status (2) for every argument error, local client commands that need
 // neither --server nor --schema and never wait for a timeout, options after the subcommand,
-// and the server's start-up refusal of a data directory it cannot write and its info-level
-// disconnect log.
+// the server's start-up refusal of a data directory it cannot write and its info-level
+// disconnect log, and WebSocket on its sync path only.
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>
@@ -171,6 +171,27 @@ TEST_CASE("cli: the server refuses a data directory it cannot write and logs dis
     std::this_thread::sleep_for(50ms);
   }
   CHECK_THAT(log, Catch::Contains("hop=server.disconnect") && Catch::Contains("user=alice"));
+}
+
+TEST_CASE("cli: the server speaks WebSocket on its sync path only", "[process][cli]") {
+  World w;
+  w.start_server();
+  const std::string base = w.url.substr(0, w.url.size() - std::string("/sync").size());
+  int n = 0;
+  for (const std::string path : {"/other", "/", "/sync/x"}) {
+    INFO(path);
+    w.url = base + path;
+    const std::string db = "refused-" + std::to_string(++n) + ".db";  // a database is bound to its server URL
+    auto r = w.cmd(db, {"--timeout", "5s", "exec", "INSERT INTO todo(id, title) VALUES (1, 'x')"});
+    CHECK(r.code == 3);
+    CHECK_THAT(slurp(w.dir / (db + ".log")), Catch::Contains("declined"));
+  }
+  w.url = base + "/sync?client=1";  // a query string is not part of the path
+  CHECK(w.cmd("a.db", {"--timeout", "10s", "exec", "INSERT INTO todo(id, title) VALUES (1, 'x')"}).code == 0);
+  w.url = base + "/sync";
+  CHECK(w.cmd("b.db", {"--timeout", "10s", "sync"}).code == 0);
+  CHECK(w.rows("b.db") == w.rows("a.db"));
+  CHECK(w.rows("b.db").find("\"id\":1") != std::string::npos);
 }
 
 TEST_CASE("cli: the shell has help and quoted parameters and unwatch and a failing exit status when piped input had errors", "[process][cli][shell]") {
