@@ -53,10 +53,15 @@ class PtyProcess {
     ::close(master_);
   }
   void type(const std::string& s) { REQUIRE(::write(master_, s.data(), s.size()) == static_cast<ssize_t>(s.size())); }
-  // Reads the terminal until `text` appeared (true) or `within` passed.
+  // Reads the terminal until `text` appeared after the previous match (true; the match is
+  // consumed, so a second expect of the same prompt waits for the next one) or `within` passed.
   bool expect(const std::string& text, std::chrono::milliseconds within = 20s) {
     const auto deadline = std::chrono::steady_clock::now() + within;
-    while (seen_.find(text) == std::string::npos) {
+    for (;;) {
+      if (auto at = seen_.find(text); at != std::string::npos) {
+        seen_.erase(0, at + text.size());
+        return true;
+      }
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return false;
       pollfd p{master_, POLLIN, 0};
@@ -66,7 +71,6 @@ class PtyProcess {
       if (n <= 0) return false;
       seen_.append(buf, static_cast<size_t>(n));
     }
-    return true;
   }
   int wait(std::chrono::milliseconds within) {
     const auto deadline = std::chrono::steady_clock::now() + within;
@@ -88,7 +92,7 @@ class PtyProcess {
   pid_t pid_ = -1;
   int master_ = -1;
   bool exited_ = false;
-  std::string seen_;
+  std::string seen_;  // output after the last match
 };
 
 std::vector<std::string> with(std::vector<std::string> args, const std::vector<std::string>& more) {
