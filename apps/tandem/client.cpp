@@ -212,8 +212,9 @@ class ClientNode {
     if (opts_.server.empty()) fail(2, "--server is required for this command");
     token_ = opts_.token;
     if (token_.empty() && !opts_.token_file.empty()) {
-      token_ = read_file(opts_.token_file, "--token-file");
-      while (!token_.empty() && std::isspace(static_cast<unsigned char>(token_.back()))) token_.pop_back();
+      auto token = auth::read_trimmed_file(opts_.token_file, "--token-file");
+      if (!token.ok()) fail(2, token.status().message());
+      token_ = std::move(*token);
     }
     if (token_.empty()) fail(2, "--token (or --token-file) is required for this command");
     auto url = net::parse_url(opts_.server);

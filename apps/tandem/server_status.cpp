@@ -4,12 +4,11 @@
 // each channel's replica lag, and its devices. One host per --url; with --json, one JSON line
 // per host as the host sent it, with the URL added. Exit status 0 when every host answered,
 // 1 when one did not (the others are still printed), 2 for bad arguments.
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "apps/tandem/commands.hpp"
+#include "runtime/auth/token.hpp"
 #include "runtime/net/http_get.hpp"
 
 namespace tandem::app {
@@ -23,11 +22,6 @@ struct StatusCommand {
   std::string ca_file;
   bool json_lines = false;
 };
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
-}
 
 // Hosts connect to each other when a user first needs it: a member without a connection
 // and without an error was simply not needed yet.
@@ -81,14 +75,12 @@ int run_status(const StatusCommand& opts) {
   net::HttpGetOptions get;
   get.ca_file = opts.ca_file;
   if (!opts.token_file.empty()) {
-    std::ifstream in(opts.token_file);
-    if (!in) {
-      std::cerr << "tandem server status: cannot read --token-file '" << opts.token_file << "'\n";
+    auto token = auth::read_trimmed_file(opts.token_file, "--token-file");
+    if (!token.ok()) {
+      std::cerr << "tandem server status: " << token.status().message() << "\n";
       return 2;
     }
-    std::stringstream text;
-    text << in.rdbuf();
-    get.authorization = "Bearer " + trim(text.str());
+    get.authorization = "Bearer " + *token;
   }
   for (const auto& url : opts.urls)
     if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {

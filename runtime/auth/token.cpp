@@ -55,13 +55,18 @@ Status unauthenticated(const std::string& why) { return Status::Unauthenticated(
 
 }  // namespace
 
-Result<std::string> read_secret_file(const std::string& path) {
+Result<std::string> read_trimmed_file(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::InvalidArgument("cannot read secret file '" + path + "': " + std::strerror(errno));
+  if (!in) return Status::InvalidArgument("cannot read " + what + " '" + path + "': " + std::strerror(errno));
   std::ostringstream buf;
   buf << in.rdbuf();
-  std::string secret = buf.str();
-  while (!secret.empty() && std::isspace(static_cast<unsigned char>(secret.back()))) secret.pop_back();
+  std::string text = buf.str();
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  return text;
+}
+
+Result<std::string> read_secret_file(const std::string& path) {
+  TANDEM_ASSIGN_OR_RETURN(std::string secret, read_trimmed_file(path, "secret file"));
   if (secret.size() < kMinSecretBytes)
     return Status::InvalidArgument("secret file '" + path + "' holds " + std::to_string(secret.size()) +
                                    " bytes; an HS256 secret needs at least " + std::to_string(kMinSecretBytes) +

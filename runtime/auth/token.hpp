@@ -35,6 +35,10 @@ struct VerifyOptions {
   int64_t now = -1;             // seconds since the epoch; -1: the system clock
 };
 
+// Reads a file holding one token or secret (an editor's final newline aside): its bytes with
+// trailing whitespace removed. `what` names it in the error ("--token-file").
+Result<std::string> read_trimmed_file(const std::string& path, const std::string& what);
+
 // Reads a secret file: its bytes with trailing whitespace removed. Refuses a missing,
 // unreadable or too short (< kMinSecretBytes) secret with a clear message.
 Result<std::string> read_secret_file(const std::string& path);
