@@ -2,7 +2,6 @@
 // user's) of a stopped server (runtime/store/compact.cpp), printing one JSON line per file.
 // It takes the data directory's lock, so it refuses to run beside a server on D, and a server
 // started meanwhile refuses to start. A running server compacts each file as it closes it.
-#include <algorithm>
 #include <ctime>
 #include <filesystem>
 #include <iostream>
@@ -11,6 +10,7 @@
 #include "apps/tandem/commands.hpp"
 #include "runtime/auth/token.hpp"
 #include "runtime/auth/user_id.hpp"
+#include "runtime/backup/file_util.hpp"
 #include "runtime/common/process_lock.hpp"
 #include "runtime/sync/channel_core.hpp"
 
@@ -78,13 +78,13 @@ void run_compact(const CompactCommand& opts) {
     if (!fs::exists(*path, ec)) die("no file for user '" + opts.user + "' (" + *path + ")");
     files.emplace_back(opts.user, *path);
   } else {
-    const fs::path users = fs::path(opts.data_dir) / "users";
-    if (fs::is_directory(users, ec)) {
-      for (const auto& entry : fs::directory_iterator(users, ec))
-        if (entry.is_regular_file() && entry.path().extension() == ".db")
-          files.emplace_back(entry.path().stem().string(), entry.path().string());
+    // The same listing as backups: <data-dir>/users/<valid user id>.db, sorted.
+    auto users = backup::list_user_files(opts.data_dir + "/users");
+    if (!users.ok()) die(users.status().message());
+    for (const auto& user : *users) {
+      auto path = auth::user_db_path(opts.data_dir, user);
+      if (path.ok()) files.emplace_back(user, *path);
     }
-    std::sort(files.begin(), files.end());
   }
   bool ok = true;
   for (const auto& [user, path] : files) ok = compact_file(user, path, now, expiry) && ok;
