@@ -76,6 +76,7 @@ Status Node::lead() {
       lc.worker = worker;
       lc.bus = bus;
       lc.syncer = syncer;
+      if (!syncer) lc.adopt_sync = [this, worker](const node::Join& join) { return adopt_sync(worker, join); };
       lc.name = cfg.name + "/leader";
       auto started = NodeLeader::start(system_, lc);
       if (started.ok()) leader = std::move(*started);
@@ -90,14 +91,15 @@ Status Node::lead() {
   }
   std::lock_guard<std::mutex> lock(mu_);
   own_worker_ = worker;
-  syncer_ = syncer;
+  // A follower may already have had its server adopted (the listener runs): keep that.
+  if (syncer) syncer_ = syncer;
   leader_ = std::move(leader);
   if (!proxy_) {
     worker_ = worker;
     bus_ = bus;
   }
   leader_pid_ = ::getpid();
-  online_ = static_cast<bool>(syncer);
+  online_ = static_cast<bool>(syncer_);
   leads_ = true;
   return Status::Ok();
 }
@@ -110,8 +112,14 @@ Status Node::join() {
   fc.database_path = cfg.database_path;
   fc.schema = cfg.schema;
   fc.name = cfg.name;
-  fc.server = cfg.sync ? cfg.sync->url : std::string();
-  fc.user = token_user(cfg);
+  if (cfg.sync) {
+    fc.sync.server = cfg.sync->url;
+    fc.sync.user = token_user(cfg);
+    fc.sync.token = cfg.sync->token;
+    fc.sync.also_servers = cfg.sync->also_urls;
+    fc.sync.ca_file = cfg.sync->client.ca_file;
+    fc.sync.insecure = !cfg.sync->client.verify_peer;
+  }
   fc.journal = journal_;
   fc.proxy = proxy_;
   fc.on_leader_lost = [this](const Status& why) { on_lost(why); };
@@ -137,6 +145,28 @@ Status Node::join() {
   follower_ = std::move(*follower);
   if (first) takeover_ = std::thread([this] { takeover_loop(); });
   return Status::Ok();
+}
+
+// The leader runs offline and a follower names a server: the node syncs from now on, with the
+// follower's server, token and TLS settings, and this process's schema (or the follower's,
+// which the leader checked against the file, when this process opened without one).
+Result<actors::peer_syncer_actor> Node::adopt_sync(const db_worker_actor& worker, const node::Join& join) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_) return Status::Unavailable("the node is stopping");
+  if (syncer_) return syncer_;
+  actors::PeerSyncerConfig pc;
+  pc.url = join.server();
+  pc.also_urls.assign(join.also_servers().begin(), join.also_servers().end());
+  pc.token = join.token();
+  pc.schema = config_.schema.empty() ? std::vector<std::string>(join.schema().begin(), join.schema().end()) : config_.schema;
+  pc.client_name = config_.name;
+  pc.client.ca_file = join.ca_file();
+  pc.client.verify_peer = !join.insecure();
+  if (!adopted_loop_) adopted_loop_ = std::make_shared<net::EventLoop>(1);
+  pc.loop = adopted_loop_;
+  syncer_ = actors::spawn_peer_syncer(system_, worker, pc);
+  online_ = true;
+  return syncer_;
 }
 
 Status Node::lead_or_join(const Status& first) {
@@ -234,6 +264,12 @@ Node::~Node() {
   }
   follower_.reset();
   if (own_worker_) caf::anon_send_exit(own_worker_, caf::exit_reason::user_shutdown);
+  if (adopted_loop_) {
+    // The adopted syncer's connection lives on this loop: it ends first.
+    caf::scoped_actor self{system_};
+    if (syncer_) self->wait_for(syncer_);
+    adopted_loop_->stop();
+  }
 }
 
 int64_t Node::leader_pid() const { return leader_pid_; }
@@ -261,7 +297,14 @@ Result<node::SyncWaitResponse> Node::sync_wait(node::SyncWaitRequest req, std::c
     if (e.context().match_elements<std::string>()) return e.context().get_as<std::string>(0);
     return system_.render(e);
   };
-  if (proxy_) {
+  actors::peer_syncer_actor syncer;
+  bool leads = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    leads = leads_;
+    syncer = syncer_;
+  }
+  if (proxy_ && !leads) {
     // The leader's own request times out first and says why; this bound only covers a
     // leader that stopped answering altogether.
     self->request(proxy_, within + std::chrono::seconds(5), req)
@@ -269,20 +312,20 @@ Result<node::SyncWaitResponse> Node::sync_wait(node::SyncWaitRequest req, std::c
                  [&](caf::error& e) { out = Status::Unavailable(render(e)); });
     return out;
   }
-  if (!syncer_) return Status::Unavailable("the node is not connected to a server");
+  if (!syncer) return Status::Unavailable("the node is not connected to a server");
   node::SyncWaitResponse r;
   switch (req.kind()) {
     case node::SyncWaitRequest::ACKED:
-      self->request(syncer_, within, actors::wait_acked_atom::value, req.version())
+      self->request(syncer, within, actors::wait_acked_atom::value, req.version())
           .receive([&](int64_t acked) { r.set_acked(acked), out = r; }, [&](caf::error& e) { out = Status::Unavailable(render(e)); });
       break;
     case node::SyncWaitRequest::CAUGHT_UP:
-      self->request(syncer_, within, actors::caught_up_atom::value)
+      self->request(syncer, within, actors::caught_up_atom::value)
           .receive([&](int64_t local, int64_t cursor) { r.set_acked(local), r.set_cursor(cursor), out = r; },
                    [&](caf::error& e) { out = Status::Unavailable(render(e)); });
       break;
     default:
-      self->request(syncer_, within, actors::last_error_atom::value)
+      self->request(syncer, within, actors::last_error_atom::value)
           .receive([&](std::string& why) { r.mutable_error()->set_message(why), out = r; },
                    [&](caf::error& e) { out = Status::Unavailable(render(e)); });
   }

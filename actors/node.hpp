@@ -110,6 +110,7 @@ class Node {
   // After lead() found the lock held (`led`): join(), then lead() or join() until one works,
   // join_within passes or the node stops.
   Status lead_or_join(const Status& led);
+  Result<actors::peer_syncer_actor> adopt_sync(const db_worker_actor& worker, const node::Join& join);
   void on_lost(const Status& why);
   void takeover_loop();
 
@@ -133,6 +134,7 @@ class Node {
   Status lost_why_;
   std::atomic<bool> stopping_{false};
   std::thread takeover_;
+  std::shared_ptr<net::EventLoop> adopted_loop_;  // the adopted syncer's I/O thread
 };
 
 }  // namespace tandem

@@ -36,7 +36,7 @@ Result<std::unique_ptr<NodeFollower>> NodeFollower::join(caf::actor_system& syst
   f->leader_pid_ = hello->hello().leader_pid();
   auto secret = node::read_secret(secret_file);
   if (!secret.ok()) return fail(secret.status().with_context("cannot join the node's leader process (pid " + std::to_string(f->leader_pid_) + ")"));
-  Status sent = node::write_frame(fd, node::make_join(*secret, hello->hello(), f->config_.schema, f->config_.name, f->config_.server, f->config_.user));
+  Status sent = node::write_frame(fd, node::make_join(*secret, hello->hello(), f->config_.schema, f->config_.name, f->config_.sync));
   if (!sent.ok()) return fail(sent);
   auto welcome = node::read_frame(fd, *frames, f->config_.handshake_timeout + std::chrono::seconds(30));
   if (!welcome.ok()) return fail(welcome.status());

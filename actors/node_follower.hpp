@@ -22,6 +22,7 @@
 #include "actors/db_worker.hpp"
 #include "actors/tab_bus.hpp"
 #include "proto/node.pb.h"
+#include "runtime/node/wire.hpp"
 #include "runtime/common/status.hpp"
 
 namespace tandem {
@@ -33,8 +34,9 @@ struct NodeFollowerConfig {
   std::string database_path;
   std::vector<std::string> schema;
   std::string name = "follower";
-  std::string server;  // the server this process would sync with ("" offline): the leader's must match
-  std::string user;    // the user of this process's token ("" none): the leader's must match
+  // What this process would sync with ({} offline): the leader's server and user must match;
+  // a leader running offline adopts it.
+  node::JoinSync sync;
   std::shared_ptr<ivm::DeltaJournal> journal;  // required: fed from the leader's stream
   caf::actor proxy;                            // required: spawn_node_proxy, attached once joined
   std::chrono::milliseconds handshake_timeout{5000};

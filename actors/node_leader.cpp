@@ -15,6 +15,7 @@
 #include "proto/node.pb.h"
 #include "runtime/node/wire.hpp"
 #include "runtime/sqlite/proto_value.hpp"
+#include "runtime/store/inspect.hpp"
 
 namespace tandem {
 
@@ -37,7 +38,7 @@ struct link_state {
   std::string name;
   db_worker_actor worker;
   tab_bus_actor bus;
-  actors::peer_syncer_actor syncer;
+  std::shared_ptr<NodeLeader::SyncState> sync;
   std::chrono::milliseconds timeout{60000};
   bool broken = false;
 };
@@ -77,8 +78,13 @@ void forward(link_pointer self, uint64_t id, const Request& req, Response* (node
           [self, id](caf::error& err) { write(self, failed(id, Status::Unavailable("db_worker: " + caf::to_string(err)))); });
 }
 
+actors::peer_syncer_actor current_syncer(const NodeLeader::SyncState& sync) {
+  std::lock_guard<std::mutex> lock(sync.mu);
+  return sync.syncer;
+}
+
 void sync_wait(link_pointer self, uint64_t id, const node::SyncWaitRequest& req) {
-  ask_syncer(self, self->state.syncer, req, [self, id](Result<node::SyncWaitResponse> r) {
+  ask_syncer(self, current_syncer(*self->state.sync), req, [self, id](Result<node::SyncWaitResponse> r) {
     if (!r.ok()) return write(self, failed(id, r.status()));
     node::Envelope e;
     e.set_id(id);
@@ -109,14 +115,15 @@ void dispatch(link_pointer self, node::Envelope& e) {
   }
 }
 
-caf::behavior link(link_pointer self, std::shared_ptr<void> keep, int fd, NodeLeaderConfig config, std::string name) {
+caf::behavior link(link_pointer self, std::shared_ptr<void> keep, int fd, NodeLeaderConfig config, std::shared_ptr<NodeLeader::SyncState> sync,
+                   std::string name) {
   auto& st = self->state;
   st.keep = std::move(keep);
   st.fd = fd;
   st.name = std::move(name);
   st.worker = config.worker;
   st.bus = config.bus;
-  st.syncer = config.syncer;
+  st.sync = std::move(sync);
   st.timeout = config.request_timeout;
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& m) -> caf::result<caf::message> {
     spdlog::warn("{}: dropped an unexpected message {}", self->state.name, caf::to_string(m.copy_content_to_message()));
@@ -125,7 +132,7 @@ caf::behavior link(link_pointer self, std::shared_ptr<void> keep, int fd, NodeLe
   self->set_error_handler([self](caf::error& err) { spdlog::warn("{}: {}", self->state.name, caf::to_string(err)); });
   worker::SubscribeRequest sub;
   sub.set_versions(true);
-  const bool online = static_cast<bool>(config.syncer);
+  const bool online = static_cast<bool>(current_syncer(*st.sync));
   self->request(st.worker, std::chrono::seconds(30), sub)
       .then(
           [self, online](const worker::SubscribeResponse& r) {
@@ -184,7 +191,16 @@ Result<std::unique_ptr<NodeLeader>> NodeLeader::start(caf::actor_system& system,
 }
 
 NodeLeader::NodeLeader(caf::actor_system& system, NodeLeaderConfig config, int listen_fd, int wake_read, int wake_write)
-    : system_(system), config_(std::move(config)), listen_fd_(listen_fd), wake_read_(wake_read), wake_write_(wake_write) {}
+    : system_(system),
+      config_(std::move(config)),
+      listen_fd_(listen_fd),
+      wake_read_(wake_read),
+      wake_write_(wake_write),
+      sync_(std::make_shared<SyncState>()) {
+  sync_->server = config_.server;
+  sync_->user = config_.user;
+  sync_->syncer = config_.syncer;
+}
 
 NodeLeader::~NodeLeader() {
   stopping_ = true;
@@ -240,6 +256,31 @@ void NodeLeader::accept_loop() {
   }
 }
 
+// Checks a Join against the node's sync as it stands, and adopts the follower's server when
+// the node runs offline; one admission at a time, so two online followers cannot both be
+// adopted.
+Status NodeLeader::admit(const node::Join& join, const std::string& nonce, uid_t peer) {
+  std::lock_guard<std::mutex> lock(sync_->mu);
+  Status s = node::check_join(config_.secret, nonce, join, config_.schema, ::geteuid(), peer, sync_->server, sync_->user);
+  // A leader opened without a schema (a local query, a watch of an existing file) has the
+  // file's: a follower's must declare the tables as the file holds them.
+  if (s.ok() && config_.schema.empty() && join.schema_size() > 0)
+    s = check_schema_against_file(config_.database_path, {join.schema().begin(), join.schema().end()});
+  if (!s.ok() || sync_->syncer || join.server().empty() || join.token().empty() || !config_.adopt_sync) return s;
+  auto syncer = config_.adopt_sync(join);
+  if (!syncer.ok()) {
+    // The follower still joins; the node stays offline and says why.
+    spdlog::warn("{}: could not sync the node with {} named by a follower: {}", config_.name, join.server(), syncer.status().message());
+    return Status::Ok();
+  }
+  spdlog::info("{}: the node ran offline; it now syncs with {}, named by follower {} (pid {})", config_.name, join.server(), join.name(),
+               join.pid());
+  sync_->server = join.server();
+  sync_->user = join.user();
+  sync_->syncer = std::move(*syncer);
+  return Status::Ok();
+}
+
 // The connection's thread: the handshake, then every frame to the link actor, in order.
 void NodeLeader::serve(std::shared_ptr<Connection> conn) {
   node::FrameReader reader;
@@ -252,7 +293,7 @@ void NodeLeader::serve(std::shared_ptr<Connection> conn) {
     auto uid = node::peer_uid(conn->fd);
     if (!join->has_join()) s = Status::InvalidArgument("the first frame of a follower must be a join");
     else if (!uid.ok()) s = uid.status();
-    else s = node::check_join(config_.secret, nonce, join->join(), config_.schema, ::geteuid(), *uid, config_.server, config_.user);
+    else s = admit(join->join(), nonce, *uid);
   } else {
     s = join.status();
   }
@@ -266,7 +307,7 @@ void NodeLeader::serve(std::shared_ptr<Connection> conn) {
     return;
   }
   ++followers_;
-  auto actor = system_.spawn<caf::detached>(link, std::static_pointer_cast<void>(conn), conn->fd, config_, config_.name + "/" + who);
+  auto actor = system_.spawn<caf::detached>(link, std::static_pointer_cast<void>(conn), conn->fd, config_, sync_, config_.name + "/" + who);
   for (;;) {
     auto e = node::read_frame(conn->fd, reader, std::nullopt);
     if (!e.ok()) {

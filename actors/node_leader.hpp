@@ -9,13 +9,18 @@
 //   - is a member of the leader's tab_bus: pending mutations and settlements cross in both
 //     directions; when the follower dies the bus settles what it published (no phantom row);
 //   - answers the follower's sync waits from the leader's peer_syncer.
+// A leader opened offline adopts the server and token of the first follower that names one
+// (adopt_sync): the node then syncs whichever process took the lock first.
 //
 // Threads: one accept thread, and one reader thread per follower (blocking reads on the
 // socket, handed to the link actor as messages); the link actors run detached because
 // they write to the socket.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -27,6 +32,7 @@
 #include "actors/db_worker.hpp"
 #include "actors/peer_syncer.hpp"
 #include "actors/tab_bus.hpp"
+#include "proto/node.pb.h"
 #include "runtime/common/status.hpp"
 
 namespace tandem {
@@ -40,6 +46,11 @@ struct NodeLeaderConfig {
   db_worker_actor worker;
   tab_bus_actor bus;
   actors::peer_syncer_actor syncer;  // null: followers' sync waits answer "offline"
+  // A leader running offline (null syncer) that admits a follower naming a server calls this
+  // (on that follower's connection thread, before its Welcome) to start syncing the node with
+  // the follower's server and token; the returned syncer then answers every follower's sync
+  // waits, and later followers must name the same server and user. Unset: never adopts.
+  std::function<Result<actors::peer_syncer_actor>(const node::Join&)> adopt_sync;
   std::string name = "node_leader";
   std::chrono::milliseconds request_timeout{60000};
 };
@@ -56,11 +67,20 @@ class NodeLeader {
 
   size_t followers() const { return followers_.load(); }
 
+  // What the node syncs with, shared with the links: a leader running offline adopts the
+  // first online follower's server (NodeLeaderConfig::adopt_sync).
+  struct SyncState {
+    mutable std::mutex mu;
+    std::string server, user;
+    actors::peer_syncer_actor syncer;
+  };
+
  private:
   struct Connection;
   NodeLeader(caf::actor_system& system, NodeLeaderConfig config, int listen_fd, int wake_read, int wake_write);
   void accept_loop();
   void serve(std::shared_ptr<Connection> conn);
+  Status admit(const node::Join& join, const std::string& nonce, uid_t peer);
   void reap_locked();
 
   caf::actor_system& system_;
@@ -71,6 +91,7 @@ class NodeLeader {
   std::thread acceptor_;
   std::mutex mu_;
   std::vector<std::shared_ptr<Connection>> connections_;
+  std::shared_ptr<SyncState> sync_;
 };
 
 // Registers the node protocol's messages (node::Envelope and the sync waits).

@@ -4,7 +4,8 @@
 // (CLOCK_MONOTONIC, shared by the processes of one machine) read just before its write was
 // sent: the follower's view callback measures write -> change visible in process B. The
 // baseline is the same path within one process: a ui_view of the leader, measured the same
-// way in the same run. One JSON line each (docs/testing.md, Benchmarks). Then the takeover
+// way in the same run. The same rows then go as optimistic mutations through the leader's
+// view: mutation -> pending row visible in process B, and in A. One JSON line each (docs/testing.md, Benchmarks). Then the takeover
 // figure (bench_node_takeover.cpp): kill -9 of the leader to a write acknowledged on the new
 // leader, over --cycles.
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include <iostream>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -52,16 +54,18 @@ int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Latencies of ADDED rows seen by a view, and a wait for the n-th.
+// Latencies of rows the first time a view shows them (a mutation's pending row; its commit
+// then changes nothing), in the order seen, and a wait for the n-th.
 struct Seen {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<double> us;
+  std::unordered_set<int64_t> ids;
   void on_change(const view::ViewChange& change) {
     const int64_t at = now_ns();
     std::lock_guard<std::mutex> lock(mu);
     for (const auto& c : change.changes())
-      if (c.kind() == view::RowChange::ADDED && c.row().values_size() == 2)
+      if (c.kind() == view::RowChange::ADDED && c.row().values_size() == 2 && ids.insert(c.row().values(0).integer()).second)
         us.push_back(static_cast<double>(at - c.row().values(1).integer()) / 1000.0);
     cv.notify_all();
   }
@@ -109,12 +113,13 @@ void close(caf::actor_system& system, Opened opened) {
   system.await_all_actors_done();
 }
 
-// One JSON line of the latencies `seen` recorded along `path`.
-void print_latencies(Seen& seen, const std::string& path) {
+// One JSON line of the latencies `seen` recorded along `path`: the `count` from `from` on.
+void print_latencies(Seen& seen, size_t from, size_t count, const std::string& path) {
   std::vector<double> us;
   {
     std::lock_guard<std::mutex> lock(seen.mu);
-    us = seen.us;
+    us.assign(seen.us.begin() + static_cast<std::ptrdiff_t>(std::min(from, seen.us.size())),
+              seen.us.begin() + static_cast<std::ptrdiff_t>(std::min(from + count, seen.us.size())));
   }
   std::cout << nlohmann::json{{"bench", "node"},
                               {"path", path},
@@ -135,8 +140,10 @@ void run_follower(const Options& opt) {
   auto opened = open(system, opt.db, seen);
   if (opened.node->is_leader()) die("--follower found no leader");
   std::cout << "ready" << std::endl;
-  if (!seen.wait_for(static_cast<size_t>(opt.count), std::chrono::minutes(10))) die("not every write reached the follower's view");
-  print_latencies(seen, "write in process A -> change in a watched query in process B");
+  const auto n = static_cast<size_t>(opt.count);
+  if (!seen.wait_for(2 * n, std::chrono::minutes(10))) die("not every write reached the follower's view");
+  print_latencies(seen, 0, n, "write in process A -> change in a watched query in process B");
+  print_latencies(seen, n, n, "optimistic mutation in process A -> pending row in a watched query in process B");
   close(system, std::move(opened));
 }
 
@@ -180,12 +187,31 @@ void run_leader(const Options& opt) {
       if (!local.wait_for(static_cast<size_t>(i), std::chrono::seconds(30))) die("the leader's view missed a write");
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
+    // The same rows as optimistic mutations through the leader's view: every view of the
+    // node shows the pending row before the commit (docs/ivm.md, "Optimistic overlay").
+    for (int i = opt.count + 1; i <= 2 * opt.count; ++i) {
+      view::MutateRequest req;
+      auto* ins = req.add_mutations();
+      ins->set_table("t");
+      ins->mutable_insert()->add_columns("id");
+      *ins->mutable_insert()->add_values() = to_proto(Value::Integer(i));
+      ins->mutable_insert()->add_columns("written_ns");
+      *ins->mutable_insert()->add_values() = to_proto(Value::Integer(now_ns()));
+      bool ok = false;
+      self->request(opened.view, std::chrono::seconds(30), req)
+          .receive([&](const view::MutateResponse& r) { ok = r.error().code() == change::Error::OK; }, [](caf::error&) {});
+      if (!ok) die("mutation " + std::to_string(i) + " failed");
+      if (!local.wait_for(static_cast<size_t>(i), std::chrono::seconds(30))) die("the leader's view missed a mutation");
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
   }
   auto line = (*child)->read_line(std::chrono::minutes(5));
   if (!line) die("the follower printed no result (see " + co.stderr_file + ")");
   std::cout << *line << std::endl;
   (*child)->wait(std::chrono::seconds(30));
-  print_latencies(local, "baseline: write -> change in a watched query in the same process");
+  const auto n = static_cast<size_t>(opt.count);
+  print_latencies(local, 0, n, "baseline: write -> change in a watched query in the same process");
+  print_latencies(local, n, n, "baseline: optimistic mutation -> pending row in a watched query in the same process");
   close(system, std::move(opened));
   if (opt.cycles > 0) run_takeover_bench(dir, kSchema, opt.cycles);
   if (opt.dir.empty() && std::system(("rm -rf '" + dir + "'").c_str()) != 0) std::cerr << "tandem bench node: could not remove " << dir << "\n";

@@ -310,6 +310,8 @@ class ClientNode {
     return n;
   }
 
+  bool syncs() const { return nc_.sync.has_value(); }  // this process was given a server
+
  private:
   ClientOptions opts_;
   std::vector<std::string> schema_;
@@ -531,7 +533,7 @@ int run_shell(ClientNode& node) {
       int code = 0;
       if (cmd == "quit" || cmd == "exit") break;
       if (cmd == "help") std::cout << kShellHelp << std::flush;
-      else if (cmd == "exec") code = do_exec(node, rest, params);
+      else if (cmd == "exec") code = do_exec(node, rest, params, node.syncs());
       else if (cmd == "query") code = do_query(node, rest, params);
       else if (cmd == "sync") code = do_sync(node);
       else if (cmd == "watch") code = do_watch(node, rest, params, true, false);
@@ -563,8 +565,12 @@ int run_client(const ClientOptions& opts, const std::string& command) {
   if (!setup_logging("client", opts.log_level)) return 2;
   int code = 0;
   try {
-    // query never syncs; exec without --server writes locally and says so (no timeout).
-    const bool online = command != "query" && !(command == "exec" && opts.server.empty());
+    // query never syncs; sync needs --server; exec, mutate, watch and the shell without it
+    // work on the local file (exec says so). The node still syncs when another process of
+    // it names a server (docs/node.md).
+    const bool online = command == "sync" || (command != "query" && !opts.server.empty());
+    if (!online && command != "query" && command != "exec")
+      std::cerr << "tandem client: no --server: " << command << " works on the local file; the node syncs while a process of it names a server\n";
     ClientNode node(opts, online);
     if (command == "exec") code = do_exec(node, opts.sql, opts.params, online);
     else if (command == "query") code = do_query(node, opts.sql, opts.params);
@@ -588,7 +594,7 @@ int run_client(const ClientOptions& opts, const std::string& command) {
 void add_client_command(CLI::App& app) {
   auto opts = std::make_shared<ClientOptions>();
   auto* cmd = app.add_subcommand("client", "A client node on a local database file, synced with a server");
-  cmd->add_option("--server", opts->server, "Server URL: ws://HOST:PORT/sync or wss://... (not needed by query; exec without it writes locally only)");
+  cmd->add_option("--server", opts->server, "Server URL: ws://HOST:PORT/sync or wss://... (needed by sync; without it query, exec, mutate, watch and the shell work on the local file, and the node syncs while another process of it names one)");
   cmd->add_option("--also-server", opts->also_servers,
                   "Another host of the same server cluster, tried when a connection fails (repeat; docs/cluster.md)");
   cmd->add_option("--token", opts->token, "Access token from `tandem token`");

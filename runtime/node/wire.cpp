@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 namespace tandem::node {
 namespace {
@@ -48,14 +49,39 @@ Result<std::string> read_fd(int fd, const std::string& path) {
   return out;
 }
 
-Result<sockaddr_un> unix_address(const std::string& path) {
+// A socket's address. A path longer than sun_path is reached through its directory: the
+// directory is opened and the address names the socket as /proc/self/fd/N/<file>, which the
+// kernel resolves to the same file beside the database (so a deep --db path works and the
+// socket keeps the directory's permissions). The directory stays open while the address is
+// in use.
+struct UnixAddress {
   sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path)
-    return Status::InvalidArgument("node socket path '" + path + "' is longer than the " + std::to_string(sizeof addr.sun_path - 1) +
-                                   " bytes a Unix socket path may have; use a shorter --db path");
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  return addr;
+  int dir_fd = -1;
+  UnixAddress() = default;
+  UnixAddress(const UnixAddress&) = delete;
+  UnixAddress& operator=(const UnixAddress&) = delete;
+  UnixAddress(UnixAddress&& o) noexcept : addr(o.addr), dir_fd(std::exchange(o.dir_fd, -1)) {}
+  ~UnixAddress() {
+    if (dir_fd >= 0) ::close(dir_fd);
+  }
+};
+
+Result<UnixAddress> unix_address(const std::string& path) {
+  UnixAddress out;
+  out.addr.sun_family = AF_UNIX;
+  std::string name = path;
+  if (path.size() >= sizeof out.addr.sun_path) {
+    const auto slash = path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    out.dir_fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (out.dir_fd < 0) return Status::Unavailable("cannot open the directory of node socket '" + path + "': " + errno_text(errno));
+    name = "/proc/self/fd/" + std::to_string(out.dir_fd) + "/" + path.substr(slash + 1);
+    if (name.size() >= sizeof out.addr.sun_path)
+      return Status::InvalidArgument("node socket '" + path + "': its file name is longer than a Unix socket address may hold (" +
+                                     std::to_string(sizeof out.addr.sun_path - 1) + " bytes with its directory); use a shorter --db file name");
+  }
+  std::memcpy(out.addr.sun_path, name.c_str(), name.size() + 1);
+  return out;
 }
 
 }  // namespace
@@ -192,15 +218,19 @@ Envelope make_hello(const std::string& nonce) {
 }
 
 Envelope make_join(const std::string& secret, const Hello& hello, const std::vector<std::string>& schema, const std::string& name,
-                   const std::string& server, const std::string& user) {
+                   const JoinSync& sync) {
   Envelope e;
   auto* j = e.mutable_join();
   j->set_proof(join_proof(secret, hello.nonce()));
   for (const auto& s : schema) j->add_schema(s);
   j->set_name(name);
   j->set_pid(::getpid());
-  j->set_server(server);
-  j->set_user(user);
+  j->set_server(sync.server);
+  j->set_user(sync.user);
+  j->set_token(sync.token);
+  for (const auto& url : sync.also_servers) j->add_also_servers(url);
+  j->set_ca_file(sync.ca_file);
+  j->set_insecure(sync.insecure);
   return e;
 }
 
@@ -213,8 +243,9 @@ Status check_join(const std::string& secret, const std::string& nonce, const Joi
   if (join.proof().size() != expected.size() || CRYPTO_memcmp(join.proof().data(), expected.data(), expected.size()) != 0)
     return Status::PermissionDenied("wrong proof of the node secret: this process cannot read the database's .secret file");
   std::vector<std::string> theirs(join.schema().begin(), join.schema().end());
-  // A process without --schema (a local query or exec) takes the leader's.
-  if (!theirs.empty() && theirs != schema)
+  // A process without --schema (a local query or exec) takes the leader's; a leader opened
+  // without one compares the follower's with the file itself (check_schema_against_file).
+  if (!theirs.empty() && !schema.empty() && theirs != schema)
     return Status::InvalidArgument("another schema: this process's schema (" + std::to_string(theirs.size()) +
                                    " statements) differs from the one the leader process opened the database with (" +
                                    std::to_string(schema.size()) + " statements); open every process of a database with the same --schema. A newer schema "
@@ -231,7 +262,8 @@ Status check_join(const std::string& secret, const std::string& nonce, const Joi
 }
 
 Result<int> listen_unix(const std::string& path) {
-  TANDEM_ASSIGN_OR_RETURN(auto addr, unix_address(path));
+  TANDEM_ASSIGN_OR_RETURN(auto address, unix_address(path));
+  const sockaddr_un& addr = address.addr;
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status::Internal("socket: " + errno_text(errno));
   ::unlink(path.c_str());
@@ -253,7 +285,8 @@ Result<int> listen_unix(const std::string& path) {
 }
 
 Result<int> connect_unix(const std::string& path) {
-  TANDEM_ASSIGN_OR_RETURN(auto addr, unix_address(path));
+  TANDEM_ASSIGN_OR_RETURN(auto address, unix_address(path));
+  const sockaddr_un& addr = address.addr;
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status::Internal("socket: " + errno_text(errno));
   int rc;

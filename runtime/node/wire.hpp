@@ -66,12 +66,23 @@ Result<std::string> read_secret(const std::string& path);
 std::string random_bytes(size_t n);
 std::string join_proof(const std::string& secret, const std::string& nonce);
 
+// What a joining process would sync with (all empty: it runs offline). The leader checks
+// server and user against its own; a leader running offline adopts the whole of it.
+struct JoinSync {
+  std::string server;
+  std::string user;  // the token's subject, read unverified
+  std::string token;
+  std::vector<std::string> also_servers;
+  std::string ca_file;
+  bool insecure = false;
+};
+
 Envelope make_hello(const std::string& nonce);
 Envelope make_join(const std::string& secret, const Hello& hello, const std::vector<std::string>& schema, const std::string& name,
-                   const std::string& server = "", const std::string& user = "");
+                   const JoinSync& sync = {});
 // The leader's decision on a Join: OK, PERMISSION_DENIED (wrong proof or another user) or
-// INVALID_ARGUMENT (another schema, unless the follower names none; another server or token
-// user when both name one), with a message meant for the follower's user.
+// INVALID_ARGUMENT (another schema, unless either names none; another server or token user
+// when both name one), with a message meant for the follower's user.
 Status check_join(const std::string& secret, const std::string& nonce, const Join& join, const std::vector<std::string>& schema,
                   uid_t leader_uid, uid_t peer_uid, const std::string& leader_server = "", const std::string& leader_user = "");
 

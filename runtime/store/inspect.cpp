@@ -210,6 +210,51 @@ Result<StoreInspection> inspect_store(const std::string& path) {
   return out;
 }
 
+Status check_schema_against_file(const std::string& path, const std::vector<std::string>& schema) {
+  // The declaration as SQLite reads it: built in a scratch database, so both sides are
+  // compared column by column (names, types, keys, constraints), never as text.
+  TANDEM_ASSIGN_OR_RETURN(auto scratch, Database::open(":memory:"));
+  for (const auto& sql : schema) TANDEM_RETURN_IF_ERROR(scratch->exec(sql).with_context("this process's schema"));
+  std::vector<std::string> declared;
+  {
+    TANDEM_ASSIGN_OR_RETURN(auto st, scratch->prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid"));
+    for (;;) {
+      TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
+      if (!row) break;
+      declared.push_back(st->column(0).bytes());
+    }
+  }
+  OpenOptions o;
+  o.create = false;
+  o.read_only = true;
+  TANDEM_ASSIGN_OR_RETURN(auto db, Database::open(path, o));
+  TANDEM_RETURN_IF_ERROR(db->begin_deferred());
+  Status out = Status::Ok();
+  for (const auto& table : declared) {
+    TANDEM_ASSIGN_OR_RETURN(auto wanted, read_columns(*scratch, table));
+    auto held = read_columns(*db, table);
+    if (!held.ok()) {
+      out = Status::InvalidArgument("another schema: this process declares table " + table + ", which the database does not hold yet");
+      break;
+    }
+    auto added = appended_columns(table, *held, wanted);
+    if (!added.ok()) {
+      out = Status::InvalidArgument("another schema: " + added.status().message());
+      break;
+    }
+    if (!added->empty()) {
+      std::string names;
+      for (size_t i : *added) names += (names.empty() ? "" : ", ") + wanted[i].name;
+      out = Status::InvalidArgument("another schema: this process's declaration of " + table + " adds column(s) " + names +
+                                    " that the database does not hold yet (a newer schema): end every process of this database, then "
+                                    "start them again with the new --schema (the first to open the file migrates it)");
+      break;
+    }
+  }
+  db->rollback();
+  return out;
+}
+
 nlohmann::json inspection_json(const StoreInspection& s) {
   nlohmann::json j;
   j["path"] = s.path;

@@ -63,6 +63,13 @@ struct StoreInspection {
 // INVALID_ARGUMENT when it is not a Tandem store.
 Result<StoreInspection> inspect_store(const std::string& path);
 
+// Whether `schema` (the CREATE statements a process would open the file with) declares the
+// file's tables exactly as they are, read the same way (read-only, no lock): OK, or
+// INVALID_ARGUMENT naming the first declared table the file lacks or holds with other
+// columns (a newer declaration would migrate it: docs/schema.md). Lets a leader opened
+// without a schema admit a process that names one (docs/node.md).
+Status check_schema_against_file(const std::string& path, const std::vector<std::string>& schema);
+
 nlohmann::json inspection_json(const StoreInspection& s);
 std::string inspection_text(const StoreInspection& s);
 

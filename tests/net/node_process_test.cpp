@@ -128,6 +128,94 @@ TEST_CASE("node processes: a process without the secret, or with a secret others
   CHECK(a.wait(10s) == 0);
 }
 
+// An offline process (no --server) may hold the lock: opened first, or the survivor that won
+// it at a takeover. The node must still sync once a process that names a server is in it.
+TEST_CASE("node processes: a leader opened without a server syncs the node once a process with one joins it", "[process][node]") {
+  World w;
+  w.start_server();
+  const std::string query = "SELECT id, title FROM todo ORDER BY id";
+  const std::string db = w.dir / "a.db";
+  // 1. An offline watch creates the file and leads.
+  {
+    Process a({kTandem, "client", "--db", db, "--schema", w.schema, "watch", query, "--json"}, w.dir / "a.log");
+    auto first = a.line();
+    INFO(slurp(w.dir / "a.log"));
+    REQUIRE(first);
+    CHECK(nlohmann::json::parse(*first)["rows"].empty());
+    CHECK_THAT(slurp(w.dir / "a.log"), Catch::Contains("no --server"));
+    // An online exec joins it: the leader adopts its server and token, so the write is
+    // acknowledged by the server, and the offline watch shows it.
+    auto r = w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (1, 'through the offline leader')"});
+    INFO(slurp(w.dir / "a.db.log"));
+    REQUIRE(r.code == 0);
+    CHECK(nlohmann::json::parse(r.out)["acknowledged"] == true);
+    CHECK(next_change(a)["row"]["title"] == "through the offline leader");
+    REQUIRE(w.cmd("b.db", {"sync"}).code == 0);
+    CHECK_THAT(w.rows("b.db"), Catch::Contains("through the offline leader"));
+    // The online process has ended; the leader keeps syncing: another device's write reaches
+    // the offline watch.
+    REQUIRE(w.cmd("b.db", {"exec", "INSERT INTO todo(id, title) VALUES (2, 'from b')"}).code == 0);
+    CHECK(next_change(a)["row"]["title"] == "from b");
+    // The node now syncs with that server: another is refused.
+    auto args = w.client("a.db");
+    std::replace(args.begin(), args.end(), w.url, std::string("ws://127.0.0.1:9/sync"));
+    args.insert(args.end(), {"exec", "INSERT INTO todo(id, title) VALUES (3, 'elsewhere')"});
+    auto e = run(args, w.dir / "c.log");
+    CHECK(e.code == 2);
+    CHECK_THAT(slurp(w.dir / "c.log"), Catch::Contains("another server"));
+    a.signal(SIGTERM);
+    CHECK(a.wait(10s) == 0);
+  }
+  // 2. Without --schema (the file has the tables) the leader checks a joiner's schema against
+  // the file: the same tables are admitted, a newer declaration is refused.
+  {
+    Process a({kTandem, "client", "--db", db, "watch", query, "--json"}, w.dir / "a2.log");
+    auto first = a.line();
+    INFO(slurp(w.dir / "a2.log"));
+    REQUIRE(first);
+    CHECK(nlohmann::json::parse(*first)["rows"].size() == 2);
+    auto r = w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (4, 'schema checked')"});
+    INFO(slurp(w.dir / "a.db.log"));
+    REQUIRE(r.code == 0);
+    CHECK(nlohmann::json::parse(r.out)["acknowledged"] == true);
+    CHECK(next_change(a)["row"]["title"] == "schema checked");
+    const std::string newer = w.dir / "newer.sql";
+    std::ofstream(newer) << "CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT, done INTEGER DEFAULT 0, due TEXT);\n";
+    auto args = w.client("a.db");
+    std::replace(args.begin(), args.end(), w.schema, newer);
+    args.insert(args.end(), {"exec", "INSERT INTO todo(id, title) VALUES (5, 'newer')"});
+    auto refused = run(args, w.dir / "d.log");
+    CHECK(refused.code == 2);
+    CHECK_THAT(slurp(w.dir / "d.log"), Catch::Contains("another schema") && Catch::Contains("due"));
+    a.signal(SIGTERM);
+    CHECK(a.wait(10s) == 0);
+  }
+  // 3. The takeover: an online leader dies (kill -9) and an offline follower wins the lock;
+  // the next online process to join makes it sync again.
+  {
+    Process leader(with(w.client("a.db"), {"watch", query, "--json"}), w.dir / "l.log");
+    REQUIRE(leader.line());
+    Process f({kTandem, "client", "--db", db, "watch", query, "--json"}, w.dir / "f.log");
+    REQUIRE(f.line());
+    leader.signal(SIGKILL);
+    leader.wait(10s);
+    for (int i = 0; i < 500 && slurp(w.dir / "f.log").find("this process now leads the node") == std::string::npos; ++i)
+      std::this_thread::sleep_for(10ms);
+    REQUIRE_THAT(slurp(w.dir / "f.log"), Catch::Contains("this process now leads the node"));
+    auto r = w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (6, 'after the takeover')"});
+    INFO(slurp(w.dir / "a.db.log"));
+    REQUIRE(r.code == 0);
+    CHECK(nlohmann::json::parse(r.out)["acknowledged"] == true);
+    CHECK(next_change(f)["row"]["title"] == "after the takeover");
+    REQUIRE(w.cmd("b.db", {"exec", "INSERT INTO todo(id, title) VALUES (7, 'from b again')"}).code == 0);
+    CHECK(next_change(f)["row"]["title"] == "from b again");
+    f.signal(SIGTERM);
+    CHECK(f.wait(10s) == 0);
+  }
+  REQUIRE(w.cmd("b.db", {"sync"}).code == 0);
+  CHECK(w.rows("b.db") == w.rows("a.db"));
+}
+
 TEST_CASE("node processes: a follower on another schema, another server or another user is refused with a clear error", "[process][node]") {
   World w;
   w.start_server();

@@ -5,10 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
 #include "runtime/node/wire.hpp"
+#include "runtime/sqlite/database.hpp"
+#include "runtime/store/inspect.hpp"
 #include "tests/common/temp_dir.hpp"
 
 using namespace tandem;
@@ -99,7 +102,7 @@ TEST_CASE("node wire: the join handshake accepts the secret's holder and refuses
   auto schemaless = node::make_join(secret, hello.hello(), {}, "b");
   CHECK(node::check_join(secret, nonce, schemaless.join(), schema, 1000, 1000).ok());
   // Another server is refused when both name one; an offline process may join any leader.
-  auto elsewhere = node::make_join(secret, hello.hello(), schema, "b", "ws://other:7000/sync");
+  auto elsewhere = node::make_join(secret, hello.hello(), schema, "b", {"ws://other:7000/sync"});
   s = node::check_join(secret, nonce, elsewhere.join(), schema, 1000, 1000, "ws://127.0.0.1:7000/sync");
   CHECK(s.code() == StatusCode::invalid_argument);
   CHECK_THAT(s.message(), Catch::Contains("another server"));
@@ -108,7 +111,7 @@ TEST_CASE("node wire: the join handshake accepts the secret's holder and refuses
   CHECK(node::check_join(secret, nonce, join.join(), schema, 1000, 1000, "ws://127.0.0.1:7000/sync").ok());
   // A token of another user is refused when both have one; no token on either side is not compared.
   const std::string url = "ws://127.0.0.1:7000/sync";
-  auto bob = node::make_join(secret, hello.hello(), schema, "b", url, "bob");
+  auto bob = node::make_join(secret, hello.hello(), schema, "b", {url, "bob"});
   s = node::check_join(secret, nonce, bob.join(), schema, 1000, 1000, url, "alice");
   CHECK(s.code() == StatusCode::permission_denied);
   CHECK_THAT(s.message(), Catch::Contains("another user"));
@@ -116,6 +119,45 @@ TEST_CASE("node wire: the join handshake accepts the secret's holder and refuses
   CHECK(node::check_join(secret, nonce, bob.join(), schema, 1000, 1000, url, "bob").ok());
   CHECK(node::check_join(secret, nonce, bob.join(), schema, 1000, 1000, "", "").ok());
   CHECK(node::check_join(secret, nonce, join.join(), schema, 1000, 1000, url, "alice").ok());
+  // A leader opened without a schema leaves the comparison to the file (below).
+  CHECK(node::check_join(secret, nonce, other.join(), {}, 1000, 1000).ok());
+  // What a leader running offline adopts travels in the join.
+  node::JoinSync sync{url, "alice", "tok", {"ws://second:7000/sync"}, "/ca.pem", true};
+  auto online = node::make_join(secret, hello.hello(), schema, "b", sync);
+  CHECK(online.join().server() == url);
+  CHECK(online.join().user() == "alice");
+  CHECK(online.join().token() == "tok");
+  REQUIRE(online.join().also_servers_size() == 1);
+  CHECK(online.join().also_servers(0) == "ws://second:7000/sync");
+  CHECK(online.join().ca_file() == "/ca.pem");
+  CHECK(online.join().insecure());
+}
+
+TEST_CASE("node wire: a schema is checked against the file's tables by what they hold, not by text", "[node]") {
+  TempDir dir;
+  const std::string path = dir / "a.db";
+  {
+    auto db = Database::open(path);
+    REQUIRE(db.ok());
+    REQUIRE((*db)->exec("CREATE TABLE todo(id INTEGER PRIMARY KEY, title TEXT NOT NULL DEFAULT '')").ok());
+  }
+  // The same table written another way.
+  CHECK(check_schema_against_file(path, {"CREATE TABLE IF NOT EXISTS todo (\n  id INTEGER PRIMARY KEY,\n  title TEXT NOT NULL DEFAULT ''\n)"}).ok());
+  // A newer declaration (one more column), a table the file lacks, a changed column, bad SQL.
+  Status s = check_schema_against_file(path, {"CREATE TABLE todo(id INTEGER PRIMARY KEY, title TEXT NOT NULL DEFAULT '', done INTEGER)"});
+  CHECK(s.code() == StatusCode::invalid_argument);
+  CHECK_THAT(s.message(), Catch::Contains("adds column(s) done") && Catch::Contains("todo"));
+  s = check_schema_against_file(path, {"CREATE TABLE todo(id INTEGER PRIMARY KEY, title TEXT NOT NULL DEFAULT '')",
+                                       "CREATE TABLE tag(id INTEGER PRIMARY KEY)"});
+  CHECK(s.code() == StatusCode::invalid_argument);
+  CHECK_THAT(s.message(), Catch::Contains("tag") && Catch::Contains("does not hold"));
+  s = check_schema_against_file(path, {"CREATE TABLE todo(id INTEGER PRIMARY KEY, title BLOB)"});
+  CHECK(s.code() == StatusCode::invalid_argument);
+  CHECK_THAT(s.message(), Catch::Contains("title"));
+  CHECK_FALSE(check_schema_against_file(path, {"CREATE TABLE todo(id INTEGER PRIMARY KEY,"}).ok());
+  // The file is only read.
+  CHECK_FALSE(check_schema_against_file(dir / "missing.db", {"CREATE TABLE t(id INTEGER PRIMARY KEY)"}).ok());
+  CHECK_FALSE(std::filesystem::exists(dir / "missing.db"));
 }
 
 TEST_CASE("node wire: a leader and a follower exchange frames over the socket, the peer's uid is ours", "[node]") {
@@ -157,8 +199,40 @@ TEST_CASE("node wire: a leader and a follower exchange frames over the socket, t
   ::close(*listener);
 }
 
-TEST_CASE("node wire: a socket path too long for sun_path is refused with a clear error", "[node]") {
-  auto r = node::listen_unix("/tmp/" + std::string(200, 'x') + ".node");
+TEST_CASE("node wire: a socket beside a database deeper than sun_path works, a file name too long is refused", "[node]") {
+  TempDir dir;
+  // A directory path of about 300 bytes: far past the 107 a socket address holds.
+  std::string deep = dir.path;
+  for (int i = 0; i < 6; ++i) {
+    deep += "/" + std::string(45, static_cast<char>('a' + i));
+    REQUIRE(::mkdir(deep.c_str(), 0700) == 0);
+  }
+  const std::string path = node::socket_path(deep + "/todo.db");
+  REQUIRE(path.size() > 200);
+  auto listener = node::listen_unix(path);
+  INFO(listener.status().to_string());
+  REQUIRE(listener.ok());
+  // The socket file is beside the database, the owner's only, and a follower reaches it by the same path.
+  struct stat st {};
+  REQUIRE(::lstat(path.c_str(), &st) == 0);
+  CHECK(S_ISSOCK(st.st_mode));
+  CHECK((st.st_mode & 077) == 0);
+  auto conn = node::connect_unix(path);
+  REQUIRE(conn.ok());
+  auto accepted = node::accept_unix(*listener);
+  REQUIRE(accepted.ok());
+  node::Envelope e;
+  e.set_id(7);
+  REQUIRE(node::write_frame(*conn, e).ok());
+  node::FrameReader reader;
+  auto got = node::read_frame(*accepted, reader, std::chrono::milliseconds(5000));
+  REQUIRE(got.ok());
+  CHECK(got->id() == 7);
+  ::close(*conn);
+  ::close(*accepted);
+  ::close(*listener);
+  // A file name that alone overflows the address is refused, saying what to shorten.
+  auto r = node::listen_unix(dir.path + "/" + std::string(120, 'x') + ".node");
   CHECK(r.status().code() == StatusCode::invalid_argument);
-  CHECK_THAT(r.status().message(), Catch::Contains("shorter --db path"));
+  CHECK_THAT(r.status().message(), Catch::Contains("shorter --db file name"));
 }
