@@ -78,6 +78,7 @@ Status Node::lead() {
       lc.syncer = syncer;
       if (!syncer) lc.adopt_sync = [this, worker](const node::Join& join) { return adopt_sync(worker, join); };
       lc.name = cfg.name + "/leader";
+      lc.follower_write_timeout = cfg.follower_write_timeout;
       auto started = NodeLeader::start(system_, lc);
       if (started.ok()) leader = std::move(*started);
       else why = started.status();

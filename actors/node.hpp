@@ -59,6 +59,9 @@ struct NodeConfig {
   // How long open keeps trying while the lock is held but no leader answers yet (a leader
   // starting, or one that just died and whose lock a process is about to take).
   std::chrono::milliseconds join_within{5000};
+  // Leader: a follower process that takes no bytes for this long (stopped with SIGSTOP, hung)
+  // is dropped; it joins again and its views rehydrate when it runs again.
+  std::chrono::milliseconds follower_write_timeout{10000};
   // Follower only: called (on an internal thread) when the leader process is gone, before
   // this node takes over.
   std::function<void(const Status&)> on_leader_lost;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -306,6 +307,13 @@ void NodeLeader::serve(std::shared_ptr<Connection> conn) {
     conn->done = true;
     return;
   }
+  // Flow control: the link writes with this bound, so a follower that stopped reading ends
+  // its link instead of growing the link's mailbox without limit.
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(config_.follower_write_timeout.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((config_.follower_write_timeout.count() % 1000) * 1000);
+  if (::setsockopt(conn->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0)
+    spdlog::warn("{}: cannot bound writes to follower {}: {}", config_.name, who, std::strerror(errno));
   ++followers_;
   auto actor = system_.spawn<caf::detached>(link, std::static_pointer_cast<void>(conn), conn->fd, config_, sync_, config_.name + "/" + who);
   for (;;) {

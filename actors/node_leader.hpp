@@ -53,6 +53,9 @@ struct NodeLeaderConfig {
   std::function<Result<actors::peer_syncer_actor>(const node::Join&)> adopt_sync;
   std::string name = "node_leader";
   std::chrono::milliseconds request_timeout{60000};
+  // A follower that takes no bytes for this long (stopped, hung) is dropped, so what the
+  // leader holds for it stays bounded; it joins again and rehydrates when it runs again.
+  std::chrono::milliseconds follower_write_timeout{10000};
 };
 
 class NodeLeader {

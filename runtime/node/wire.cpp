@@ -125,6 +125,8 @@ Status write_frame(int fd, const Envelope& envelope) {
   while (done < frame.size()) {
     ssize_t n = ::send(fd, frame.data() + done, frame.size() - done, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return Status::Unavailable("node connection: the peer took no bytes within the send timeout (stopped or hung)");
     if (n < 0) return Status::Unavailable("node connection: " + errno_text(errno));
     done += static_cast<size_t>(n);
   }

@@ -50,7 +50,9 @@ class FrameReader {
   size_t at_ = 0;
 };
 
-// Blocking I/O on a connected socket. write_frame writes the whole frame (no SIGPIPE);
+// Blocking I/O on a connected socket. write_frame writes the whole frame (no SIGPIPE; with
+// SO_SNDTIMEO set, a peer that takes no bytes for that long fails it: the stream then holds
+// a partial frame and must be dropped);
 // read_frame waits at most `within` (nullopt: for ever). Unavailable on EOF, reset or timeout.
 Status write_frame(int fd, const Envelope& envelope);
 Result<Envelope> read_frame(int fd, FrameReader& reader, std::optional<std::chrono::milliseconds> within);

@@ -55,6 +55,7 @@ struct Proc {
   std::shared_ptr<Mirror> mirror = std::make_shared<Mirror>();
   std::atomic<bool> lost{false};
   std::atomic<int> taken_over{0};  // takeovers reported OK
+  std::chrono::milliseconds follower_write_timeout{10000};
 
   Result<bool> open(const std::string& db, const std::string& name, const std::string& schema = kSchema) {
     NodeConfig nc;
@@ -62,6 +63,7 @@ struct Proc {
     nc.schema = {schema};
     nc.name = name;
     nc.join_within = 2s;
+    nc.follower_write_timeout = follower_write_timeout;
     nc.on_leader_lost = [this](const Status&) { lost = true; };
     nc.on_takeover = [this](const TakeoverReport& r) {
       if (r.status.ok()) ++taken_over;
@@ -330,4 +332,54 @@ TEST_CASE("node: a follower that ends with a mutation in flight leaves no phanto
   }
   CHECK(eventually([&] { return a.mirror->ready && a.mirror->render() == a.truth(); }));
   INFO(a.mirror->render() << " vs " << a.truth());
+}
+
+TEST_CASE("node: a follower that stops reading is dropped while the leader and the other followers go on", "[node]") {
+  TempDir dir;
+  const std::string db = dir / "a.db";
+  Proc a;
+  a.follower_write_timeout = 300ms;
+  REQUIRE(*a.open(db, "a"));
+  Proc b;
+  REQUIRE(b.open(db, "b").ok());
+  // A follower that joins properly, then never reads again (a process stopped with SIGSTOP).
+  auto fd = node::connect_unix(node::socket_path(db));
+  REQUIRE(fd.ok());
+  node::FrameReader reader;
+  auto hello = node::read_frame(*fd, reader, 5000ms);
+  REQUIRE(hello.ok());
+  auto secret = node::read_secret(node::secret_path(db));
+  REQUIRE(secret.ok());
+  REQUIRE(node::write_frame(*fd, node::make_join(*secret, hello->hello(), {kSchema}, "stuck")).ok());
+  auto welcome = node::read_frame(*fd, reader, 5000ms);
+  REQUIRE(welcome.ok());
+  REQUIRE(welcome->welcome().error().code() == change::Error::OK);
+  // 40 commits of 64 KiB each: far more than a socket's buffer holds for the stuck one.
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 1; i <= 40; ++i)
+    REQUIRE(a.exec("INSERT INTO todo(id, title, done) VALUES (" + std::to_string(i) + ", 'big', randomblob(65536))").error().code() ==
+            change::Error::OK);
+  // The leader and the reading follower are not held up by the stuck one.
+  CHECK(eventually([&] { return b.mirror->ready && b.mirror->render() == a.truth(); }));
+  INFO("writes and the follower's view took " << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count() << " ms");
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+  // The stuck follower was dropped: what it reads now is what the kernel buffered, then the end
+  // of the stream, not every commit (without the bound its link would wait to write them all).
+  std::this_thread::sleep_for(1s);
+  int deltas = 0;
+  Status end = Status::Ok();
+  for (;;) {
+    auto e = node::read_frame(*fd, reader, 2000ms);
+    if (!e.ok()) {
+      end = e.status();
+      break;
+    }
+    deltas += e->has_deltas();
+  }
+  ::close(*fd);
+  CHECK(deltas < 40);
+  CHECK_THAT(end.message(), !Catch::Contains("no answer in time"));
+  // The leader still serves: a new write reaches the other follower.
+  REQUIRE(a.exec("INSERT INTO todo(id, title) VALUES (100, 'after')").error().code() == change::Error::OK);
+  CHECK(eventually([&] { return b.mirror->render() == a.truth(); }));
 }
