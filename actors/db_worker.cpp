@@ -99,10 +99,10 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         if (req.statements_size() > 0) {
           std::vector<SqlStatement> statements;
           for (const auto& s : req.statements()) statements.push_back({s.sql(), from_proto(s.params())});
-          result = store.write(statements, req.mutation_id());
+          result = store.write(statements, req.mutation_id(), req.request_key());
         } else {
           std::vector<worker::Mutation> mutations(req.mutations().begin(), req.mutations().end());
-          result = store.mutate(mutations, req.mutation_id());
+          result = store.mutate(mutations, req.mutation_id(), req.request_key());
         }
         worker::WriteResponse out;
         out.set_mutation_id(req.mutation_id());
@@ -113,7 +113,11 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
           out.set_db_version(store.db_version());
           return out;
         }
-        publish(self, result->deltas, before);
+        if (result->replayed)
+          spdlog::info("{}: write {} was committed before (at db_version {}); answered again", self->state.name, req.request_key(),
+                       result->db_version);
+        else
+          publish(self, result->deltas, before);
         out.set_db_version(result->db_version);
         out.set_rows_changed(result->rows_changed);
         out.set_last_key(result->last_key);

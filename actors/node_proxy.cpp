@@ -7,6 +7,7 @@
 
 #include <caf/all.hpp>
 #include <map>
+#include <type_traits>
 
 #include "actors/tab_bus.hpp"
 #include "runtime/ivm/journal.hpp"
@@ -24,8 +25,16 @@ struct proxy_state {
   actors::peer_syncer_actor syncer;
   std::string dead;               // non-empty: no leader will come, every request fails with it
   uint64_t next_id = 1;
-  // Remote requests sent and not answered, by id.
-  std::map<uint64_t, std::function<void(node::Envelope&)>> waiting;
+  std::string key_prefix;         // request keys of this proxy's writes: random, then the request id
+  // Remote requests sent and not answered, by id. `retry` (when set) sends the request again
+  // at the next leader if this one dies first: reads and waits, and writes, which carry a
+  // request key and so run exactly once (Store::write).
+  struct Waiting {
+    std::function<void(node::Envelope&)> done;
+    std::function<void()> retry;
+    bool write = false;  // a keyed write (for the log)
+  };
+  std::map<uint64_t, Waiting> waiting;
   // Requests that came between leaders, replayed at the next attachment.
   std::vector<std::function<void()>> queued;
   std::vector<delta_subscriber_actor> subscribers;
@@ -52,7 +61,8 @@ node::Envelope failed_envelope(const Status& s) {
 // false: the frame could not be written, so the leader never read it (a partial frame is
 // never handled): the connection is treated as gone and the caller queues the request for
 // the next leader (the reader thread reports the loss and the node takes over).
-bool send_remote(proxy_pointer self, node::Envelope e, std::function<void(node::Envelope&)> done) {
+bool send_remote(proxy_pointer self, node::Envelope e, std::function<void(node::Envelope&)> done, std::function<void()> retry,
+                 bool write = false) {
   auto& st = self->state;
   const uint64_t id = st.next_id++;
   e.set_id(id);
@@ -63,8 +73,24 @@ bool send_remote(proxy_pointer self, node::Envelope e, std::function<void(node::
     st.fd = -1;
     return false;
   }
-  st.waiting[id] = std::move(done);
+  st.waiting[id] = {std::move(done), std::move(retry), write};
   return true;
+}
+
+// Which requests may be sent again to the next leader when the one they went to died without
+// answering: those that change nothing, and writes (keyed below). A merge, an ack, a binding
+// or a new site id are not: their outcome at the dead leader is unknown.
+template <class Request>
+constexpr bool retry_safe = std::is_same_v<Request, worker::WriteRequest> || std::is_same_v<Request, worker::QueryRequest> ||
+                            std::is_same_v<Request, worker::ChangesSinceRequest> || std::is_same_v<Request, worker::PeerStatusRequest> ||
+                            std::is_same_v<Request, worker::PeersRequest> || std::is_same_v<Request, worker::StatusRequest>;
+
+// A write going to a leader process gets a key (unless its sender named one), so that sent
+// again after that leader's death it runs exactly once.
+template <class Request>
+void key_request(proxy_pointer self, Request& req, uint64_t id) {
+  if constexpr (std::is_same_v<Request, worker::WriteRequest>)
+    if (req.request_key().empty()) req.set_request_key(self->state.key_prefix + std::to_string(id));
 }
 
 // One db_worker request of this process, routed to whatever stands behind the proxy now.
@@ -82,13 +108,21 @@ void route(proxy_pointer self, const Request& req, void (node::Envelope::*set)(R
         .then([rp](Response& r) mutable { rp.deliver(std::move(r)); }, [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
     return;
   }
+  auto keyed = std::make_unique<Request>(req);
+  key_request(self, *keyed, st.next_id);
+  std::function<void()> retry;
+  if constexpr (retry_safe<Request>) retry = [self, again = *keyed, set, get, rp]() mutable { route(self, again, set, get, rp); };
+  Request copy = *keyed;
   node::Envelope e;
-  (e.*set)(new Request(req));
-  const bool sent = send_remote(self, std::move(e), [rp, get](node::Envelope& answer) mutable {
-    if (answer.has_failed()) return rp.deliver(caf::make_error(caf::sec::runtime_error, answer.failed().message()));
-    rp.deliver(std::move(*(answer.*get)()));
-  });
-  if (!sent) route(self, req, set, get, rp);  // between leaders now: queued
+  (e.*set)(keyed.release());
+  const bool sent = send_remote(
+      self, std::move(e),
+      [rp, get](node::Envelope& answer) mutable {
+        if (answer.has_failed()) return rp.deliver(caf::make_error(caf::sec::runtime_error, answer.failed().message()));
+        rp.deliver(std::move(*(answer.*get)()));
+      },
+      std::move(retry), std::is_same_v<Request, worker::WriteRequest>);
+  if (!sent) route(self, copy, set, get, rp);  // between leaders now: queued, with its key
 }
 
 template <class Request, class Response>
@@ -115,10 +149,14 @@ void sync_wait(proxy_pointer self, const node::SyncWaitRequest& req, caf::respon
   }
   node::Envelope e;
   *e.mutable_sync_wait() = req;
-  const bool sent = send_remote(self, std::move(e), [rp](node::Envelope& answer) mutable {
-    if (answer.has_failed()) return rp.deliver(caf::make_error(caf::sec::runtime_error, answer.failed().message()));
-    rp.deliver(std::move(*answer.mutable_sync_wait_response()));
-  });
+  // A wait in progress at the leader's death waits on at the next leader's syncer.
+  const bool sent = send_remote(
+      self, std::move(e),
+      [rp](node::Envelope& answer) mutable {
+        if (answer.has_failed()) return rp.deliver(caf::make_error(caf::sec::runtime_error, answer.failed().message()));
+        rp.deliver(std::move(*answer.mutable_sync_wait_response()));
+      },
+      [self, req, rp]() mutable { sync_wait(self, req, rp); });
   if (!sent) sync_wait(self, req, rp);  // between leaders now: queued
 }
 
@@ -182,7 +220,7 @@ void on_frame(proxy_pointer self, node::Envelope& e) {
         spdlog::warn("{}: an answer to no request (id {}) from the leader", st.name, e.id());
         return;
       }
-      auto cb = std::move(it->second);
+      auto cb = std::move(it->second.done);
       st.waiting.erase(it);
       cb(e);
     }
@@ -205,19 +243,37 @@ void to_leader(proxy_pointer self, node::Envelope e) {
   }
 }
 
-// Requests sent to a leader that is gone: each fails now (it may or may not have committed).
+// Requests sent to a leader that is gone: those that may be sent again wait for the next
+// leader, ahead of the requests made since (a keyed write runs there exactly once: either the
+// dead leader committed it and the next one answers the recorded outcome, or it runs now);
+// the others fail now (their outcome at the dead leader is unknown).
 void fail_waiting(proxy_pointer self, const std::string& why) {
   auto waiting = std::move(self->state.waiting);
   self->state.waiting.clear();
-  for (auto& [id, cb] : waiting) {
+  std::vector<std::function<void()>> again;
+  size_t writes = 0;
+  for (auto& [id, w] : waiting) {
+    if (w.retry) {
+      writes += w.write;
+      again.push_back(std::move(w.retry));
+      continue;
+    }
     auto f = failed_envelope(Status::Unavailable(why));
-    cb(f);
+    w.done(f);
   }
+  if (!again.empty())
+    spdlog::info("{}: {} request(s) in flight at the leader's death, {} of them write(s), wait for the next leader", self->state.name,
+                 again.size(), writes);
+  auto& queued = self->state.queued;
+  queued.insert(queued.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
 }
 
 caf::behavior proxy_behavior(proxy_pointer self, std::string name, std::shared_ptr<ivm::DeltaJournal> journal) {
   self->state.name = std::move(name);
   self->state.journal = std::move(journal);
+  static const char* hex = "0123456789abcdef";
+  for (unsigned char c : node::random_bytes(8)) (self->state.key_prefix += hex[c >> 4]) += hex[c & 15];
+  self->state.key_prefix += "-" + std::to_string(::getpid()) + "-";
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& m) -> caf::result<caf::message> {
     spdlog::warn("{}: dropped an unexpected message {}", self->state.name, caf::to_string(m.copy_content_to_message()));
     return caf::make_error(caf::sec::unexpected_message);

@@ -30,7 +30,13 @@ CREATE TABLE IF NOT EXISTS tandem_changelog(seq INTEGER PRIMARY KEY, db_version 
 CREATE INDEX IF NOT EXISTS tandem_changelog_version ON tandem_changelog(db_version);
 CREATE TABLE IF NOT EXISTS tandem_peers(site_id BLOB PRIMARY KEY, received INTEGER NOT NULL DEFAULT 0,
                                         acked INTEGER NOT NULL DEFAULT 0, seen INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tandem_requests(key TEXT NOT NULL UNIQUE, db_version INTEGER NOT NULL,
+                                           rows_changed INTEGER NOT NULL, last_key INTEGER NOT NULL);
 )sql";
+
+// Keys of idempotent writes kept (Store::write's request_key): far more than can be in
+// flight at a leader's death.
+constexpr int64_t kRequestsKept = 1000;
 
 // Files created before peers had a last-seen time (unix seconds; Store::compact's expiry)
 // get the column, their peers counted as seen now.
@@ -334,10 +340,27 @@ Result<Statement*> Store::Impl::user_statement(const std::string& sql) {
 
 // ---- local writes ----
 
-Result<CommitResult> Store::Impl::local_write(const std::function<Status()>& body, const std::string& mutation_id) {
+Result<CommitResult> Store::Impl::local_write(const std::function<Status()>& body, const std::string& mutation_id,
+                                              const std::string& request_key) {
   MirrorGuard mirror(*this);
   Transaction txn(*db);
   TANDEM_RETURN_IF_ERROR(txn.begin_immediate());
+  if (!request_key.empty()) {
+    // Inside the write lock: the answer cannot change before this transaction ends.
+    TANDEM_ASSIGN_OR_RETURN(auto st, db->cached("SELECT db_version, rows_changed, last_key FROM tandem_requests WHERE key = ?1"));
+    TANDEM_RETURN_IF_ERROR(st->bind(1, Value::Text(request_key)));
+    TANDEM_ASSIGN_OR_RETURN(bool found, st->step());
+    if (found) {
+      CommitResult replay;
+      replay.replayed = true;
+      replay.db_version = st->column_int64(0);
+      replay.rows_changed = st->column_int64(1);
+      replay.last_key = st->column_int64(2);
+      replay.deltas.db_version = db_version;
+      replay.deltas.mutation_id = mutation_id;
+      return replay;
+    }
+  }
   int64_t changes_before = db->total_changes();
   last_key = 0;
   mode = Mode::user_write;
@@ -356,6 +379,17 @@ Result<CommitResult> Store::Impl::local_write(const std::function<Status()>& bod
   }
   int64_t rows_changed = db->total_changes() - changes_before;
   TANDEM_ASSIGN_OR_RETURN(CommitResult result, record_local_write(capture.take(), mutation_id));
+  if (!request_key.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(auto ins, db->cached("INSERT INTO tandem_requests(key, db_version, rows_changed, last_key) VALUES (?1, ?2, ?3, ?4)"));
+    TANDEM_RETURN_IF_ERROR(ins->bind(1, Value::Text(request_key)));
+    TANDEM_RETURN_IF_ERROR(ins->bind(2, Value::Integer(result.db_version)));
+    TANDEM_RETURN_IF_ERROR(ins->bind(3, Value::Integer(rows_changed)));
+    TANDEM_RETURN_IF_ERROR(ins->bind(4, Value::Integer(last_key)));
+    TANDEM_RETURN_IF_ERROR(ins->run());
+    TANDEM_ASSIGN_OR_RETURN(auto prune, db->cached("DELETE FROM tandem_requests WHERE rowid <= last_insert_rowid() - ?1"));
+    TANDEM_RETURN_IF_ERROR(prune->bind(1, Value::Integer(kRequestsKept)));
+    TANDEM_RETURN_IF_ERROR(prune->run());
+  }
   TANDEM_RETURN_IF_ERROR(txn.commit());
   mirror.commit();
   result.rows_changed = rows_changed;
@@ -881,7 +915,8 @@ Result<std::vector<std::string>> Store::application_tables() {
 
 const TableInfo* Store::table(const std::string& name) const { return impl_->find_table(name); }
 
-Result<CommitResult> Store::write(const std::vector<SqlStatement>& statements, const std::string& mutation_id) {
+Result<CommitResult> Store::write(const std::vector<SqlStatement>& statements, const std::string& mutation_id,
+                                  const std::string& request_key) {
   Impl& s = *impl_;
   return s.local_write(
       [&]() -> Status {
@@ -902,7 +937,7 @@ Result<CommitResult> Store::write(const std::vector<SqlStatement>& statements, c
         }
         return Status::Ok();
       },
-      mutation_id);
+      mutation_id, request_key);
 }
 
 Result<CommitResult> Store::transact(const std::function<Status(Database&)>& body, const std::string& mutation_id) {
@@ -910,7 +945,8 @@ Result<CommitResult> Store::transact(const std::function<Status(Database&)>& bod
   return s.local_write([&]() { return body(*s.db); }, mutation_id);
 }
 
-Result<CommitResult> Store::mutate(const std::vector<worker::Mutation>& mutations, const std::string& mutation_id) {
+Result<CommitResult> Store::mutate(const std::vector<worker::Mutation>& mutations, const std::string& mutation_id,
+                                   const std::string& request_key) {
   Impl& s = *impl_;
   return s.local_write(
       [&]() -> Status {
@@ -971,7 +1007,7 @@ Result<CommitResult> Store::mutate(const std::vector<worker::Mutation>& mutation
         }
         return Status::Ok();
       },
-      mutation_id);
+      mutation_id, request_key);
 }
 
 Result<QueryResult> Store::query(const std::string& sql, const Row& params) {

@@ -68,6 +68,9 @@ struct CommitResult {
   int64_t rows_changed = 0; // rows inserted, updated or deleted by the statements
   int64_t last_key = 0;     // the last key Tandem allocated for a row inserted without one (keys.hpp), or 0
   DeltaBatch deltas;        // one RowDelta per touched row of a replicated table
+  // The request key was committed before (write/mutate with request_key): nothing ran; the
+  // fields above are that commit's (deltas empty, at the store's current db_version).
+  bool replayed = false;
 };
 
 // When a commit reaches the disk. The store runs in WAL mode, where an fsync of the WAL makes
@@ -170,9 +173,16 @@ class Store {
 
   // One local write transaction running `statements` in order. Transaction control,
   // ATTACH, PRAGMA, schema changes and writes to Tandem's tables are refused.
-  Result<CommitResult> write(const std::vector<SqlStatement>& statements, const std::string& mutation_id = {});
-  // One local write transaction applying structured mutations in order.
-  Result<CommitResult> mutate(const std::vector<worker::Mutation>& mutations, const std::string& mutation_id = {});
+  // `request_key` (non-empty) makes the write idempotent: the key is recorded with the
+  // outcome in the same transaction, and a write whose key is already recorded runs nothing
+  // and answers that outcome (replayed). A node's follower names each write it sends to the
+  // leader process, so a write in flight when the leader died runs exactly once at the next
+  // leader (docs/node.md). The newest 1,000 keys are kept.
+  Result<CommitResult> write(const std::vector<SqlStatement>& statements, const std::string& mutation_id = {},
+                             const std::string& request_key = {});
+  // One local write transaction applying structured mutations in order (request_key: as write).
+  Result<CommitResult> mutate(const std::vector<worker::Mutation>& mutations, const std::string& mutation_id = {},
+                              const std::string& request_key = {});
   // One local write transaction running `body`, which executes statements on the given
   // connection; application SQL prepared there is authorized as in write(). For embedding
   // code and benchmarks that keep their own prepared statements.

@@ -110,8 +110,11 @@ class Store::Impl {
   // Runs inside the write transaction, before COMMIT.
   Result<CommitResult> record_local_write(std::vector<CaptureEvent> events, const std::string& mutation_id);
 
-  // Runs `body` as one local write transaction with capture on.
-  Result<CommitResult> local_write(const std::function<Status()>& body, const std::string& mutation_id);
+  // Runs `body` as one local write transaction with capture on. A non-empty `request_key`
+  // (Store::write) is recorded with the outcome in the same transaction; a key already
+  // recorded runs nothing and returns the recorded outcome (CommitResult::replayed).
+  Result<CommitResult> local_write(const std::function<Status()>& body, const std::string& mutation_id,
+                                   const std::string& request_key = {});
 
   // Rebuilds tandem_changelog from the clock records when it has outgrown them.
   Status compact_changelog_if_needed();

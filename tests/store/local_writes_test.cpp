@@ -446,3 +446,44 @@ TEST_CASE("structured mutations", "[store][local]") {
   }
   CHECK(dump(*s, "t").size() == 1);
 }
+
+TEST_CASE("a write with a request key runs once: the same key again answers the recorded outcome and runs nothing",
+          "[store][local][request_key]") {
+  auto s = store();
+  auto first = s->write({{"INSERT INTO t(id, a) VALUES (1, 'x'), (2, 'y')", {}}}, "", "proc-7");
+  REQUIRE(first.ok());
+  CHECK_FALSE(first->replayed);
+  CHECK(first->db_version == 1);
+  CHECK(first->rows_changed == 2);
+  exec(*s, "UPDATE t SET a = 'z' WHERE id = 1");  // the node moves on meanwhile
+  // The same write sent again (its first answer was lost with the leader process): not run.
+  auto again = s->write({{"INSERT INTO t(id, a) VALUES (1, 'x'), (2, 'y')", {}}}, "", "proc-7");
+  REQUIRE(again.ok());
+  CHECK(again->replayed);
+  CHECK(again->db_version == 1);
+  CHECK(again->rows_changed == 2);
+  CHECK(again->deltas.deltas.empty());
+  CHECK(s->db_version() == 2);
+  CHECK(render(dump(*s, "t")) == "(1, 'z', NULL, NULL)\n(2, 'y', NULL, NULL)\n");
+  // Mutations are keyed the same way.
+  worker::Mutation m;
+  m.set_table("t");
+  m.mutable_insert()->add_columns("id");
+  *m.mutable_insert()->add_values() = to_proto(Value::Integer(3));
+  REQUIRE(s->mutate({m}, "m1", "proc-8").ok());
+  auto replay = s->mutate({m}, "m1", "proc-8");
+  REQUIRE(replay.ok());
+  CHECK(replay->replayed);
+  CHECK(replay->db_version == 3);
+  // A refused write records nothing: sent again, it runs (and is refused) again.
+  CHECK_FALSE(s->write({{"INSERT INTO t(id, a) VALUES (1, 'dup')", {}}}, "", "proc-9").ok());
+  CHECK_FALSE(s->write({{"INSERT INTO t(id, a) VALUES (1, 'dup')", {}}}, "", "proc-9").ok());
+  // Only the newest 1,000 keys are kept.
+  for (int i = 0; i < 1000; ++i)
+    REQUIRE(s->write({{"UPDATE t SET b = ?1 WHERE id = 2", {Value::Integer(i)}}}, "", "k" + std::to_string(i)).ok());
+  auto old = s->write({{"INSERT INTO t(id, a) VALUES (1, 'x'), (2, 'y')", {}}}, "", "proc-7");
+  CHECK_FALSE(old.ok());  // forgotten: it ran again and met the rows it made
+  auto recent = s->write({{"UPDATE t SET b = -1 WHERE id = 2", {}}}, "", "k999");
+  REQUIRE(recent.ok());
+  CHECK(recent->replayed);
+}
