@@ -19,6 +19,10 @@
 //                                                      which rows each version touched (below)
 //   tandem_peers(site_id BLOB PRIMARY KEY, received INTEGER, acked INTEGER)
 //                                                      the peer-tracking table
+//   tandem_requests(key TEXT UNIQUE, db_version INTEGER, rows_changed INTEGER, last_key INTEGER)
+//                                                      outcomes of keyed writes (Store::write's
+//                                                      request_key), the newest 1,000: a write sent
+//                                                      again after a leader process died runs once
 //
 // Why a record per row, not a row per cell (cr-sqlite's layout): a local INSERT then costs one
 // B-tree insert for the clocks instead of one per column plus an index entry per column, and a
