@@ -33,6 +33,7 @@
 #include "apps/tandem/bench_util.hpp"
 #include "apps/tandem/commands.hpp"
 #include "runtime/common/child_process.hpp"
+#include "runtime/sqlite/database.hpp"
 #include "runtime/sqlite/proto_value.hpp"
 
 namespace tandem::app {
@@ -147,6 +148,33 @@ void run_follower(const Options& opt) {
   close(system, std::move(opened));
 }
 
+// The floor of the committed path, in the same run: one plain SQLite commit of one row (WAL,
+// synchronous=FULL, as the node's store commits a local write), nothing else.
+void print_commit_floor(const std::string& dir, int count) {
+  auto db = Database::open(dir + "/floor.db");
+  if (!db.ok()) die("cannot open the baseline database: " + db.status().to_string());
+  if (!(*db)->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, written_ns INTEGER)").ok()) die("baseline schema");
+  auto st = (*db)->prepare("INSERT INTO t(id, written_ns) VALUES (?1, ?2)");
+  if (!st.ok()) die("baseline statement");
+  std::vector<double> us;
+  for (int i = 1; i <= count; ++i) {
+    const int64_t start = now_ns();
+    if (!(*db)->begin_immediate().ok()) die("baseline begin");
+    (*st)->reset();
+    if (!(*st)->bind(1, Value::Integer(i)).ok() || !(*st)->bind(2, Value::Integer(start)).ok() || !(*st)->run().ok()) die("baseline insert");
+    if (!(*db)->commit().ok()) die("baseline commit");
+    us.push_back(static_cast<double>(now_ns() - start) / 1000.0);
+  }
+  std::cout << nlohmann::json{{"bench", "node"},
+                              {"path", "baseline: one plain SQLite commit of one row (WAL, synchronous=FULL), the committed path's floor"},
+                              {"changes", us.size()},
+                              {"us_p50", percentile(us, 0.5)},
+                              {"us_p99", percentile(us, 0.99)},
+                              {"us_max", percentile(us, 1.0)}}
+                   .dump()
+            << std::endl;
+}
+
 void run_leader(const Options& opt) {
   std::string dir = opt.dir;
   if (dir.empty()) {
@@ -219,6 +247,7 @@ void run_leader(const Options& opt) {
   print_latencies(local, 0, n, "baseline: write -> change in a watched query in the same process");
   print_latencies(local, n, n, "baseline: optimistic mutation -> pending row in a watched query in the same process");
   close(system, std::move(opened));
+  print_commit_floor(dir, opt.count);
   if (opt.cycles > 0) run_takeover_bench(dir, kSchema, opt.cycles);
   if (opt.dir.empty() && std::system(("rm -rf '" + dir + "'").c_str()) != 0) std::cerr << "tandem bench node: could not remove " << dir << "\n";
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Smoke test of `tandem bench node` with a few writes and two takeover cycles: five JSON
-lines (a write and an optimistic mutation across processes, both in-process baselines, kill -9
-of the leader to a write on the new leader), every write seen by both views, sane numbers. Not a timed test: it
+"""Smoke test of `tandem bench node` with a few writes and two takeover cycles: six JSON
+lines (a write and an optimistic mutation across processes, both in-process baselines, a plain
+SQLite commit as the committed path's floor, kill -9 of the leader to a write on the new leader), every write seen by both views, sane numbers. Not a timed test: it
 checks that the benchmark runs and measures, not how fast."""
 import json
 import subprocess
@@ -12,8 +12,8 @@ out = subprocess.run([binary, "bench", "node", "--count", "50", "--cycles", "2"]
 if out.returncode != 0:
     sys.exit("tandem bench node failed: " + out.stderr)
 lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-if len(lines) != 5 or any(l.get("bench") != "node" for l in lines):
-    sys.exit("expected five node lines; got " + out.stdout)
+if len(lines) != 6 or any(l.get("bench") != "node" for l in lines):
+    sys.exit("expected six node lines; got " + out.stdout)
 takeover = lines.pop()
 if takeover.get("cycles") != 2 or not (0 < takeover.get("ms_p50", 0) <= takeover.get("ms_max", 0)) or "kill -9" not in takeover.get("path", ""):
     sys.exit(f"implausible takeover figures: {takeover}")
@@ -25,6 +25,7 @@ for l in lines:
         sys.exit(f"implausible figures: {l}")
 paths = [l["path"] for l in lines]
 if not ("write" in paths[0] and "process B" in paths[0] and "mutation" in paths[1] and "process B" in paths[1]
-        and "write" in paths[2] and "same process" in paths[2] and "mutation" in paths[3] and "same process" in paths[3]):
+        and "write" in paths[2] and "same process" in paths[2] and "mutation" in paths[3] and "same process" in paths[3]
+        and "plain SQLite commit" in paths[4]):
     sys.exit("unexpected paths: " + out.stdout)
 print("1 passed, 0 failed")
