@@ -114,14 +114,8 @@ void close(caf::actor_system& system, Opened opened) {
   system.await_all_actors_done();
 }
 
-// One JSON line of the latencies `seen` recorded along `path`: the `count` from `from` on.
-void print_latencies(Seen& seen, size_t from, size_t count, const std::string& path) {
-  std::vector<double> us;
-  {
-    std::lock_guard<std::mutex> lock(seen.mu);
-    us.assign(seen.us.begin() + static_cast<std::ptrdiff_t>(std::min(from, seen.us.size())),
-              seen.us.begin() + static_cast<std::ptrdiff_t>(std::min(from + count, seen.us.size())));
-  }
+// One JSON line of latencies along `path`.
+void print_line(const std::vector<double>& us, const std::string& path) {
   std::cout << nlohmann::json{{"bench", "node"},
                               {"path", path},
                               {"changes", us.size()},
@@ -130,6 +124,17 @@ void print_latencies(Seen& seen, size_t from, size_t count, const std::string& p
                               {"us_max", percentile(us, 1.0)}}
                    .dump()
             << std::endl;
+}
+
+// One JSON line of the latencies `seen` recorded along `path`: the `count` from `from` on.
+void print_latencies(Seen& seen, size_t from, size_t count, const std::string& path) {
+  std::vector<double> us;
+  {
+    std::lock_guard<std::mutex> lock(seen.mu);
+    us.assign(seen.us.begin() + static_cast<std::ptrdiff_t>(std::min(from, seen.us.size())),
+              seen.us.begin() + static_cast<std::ptrdiff_t>(std::min(from + count, seen.us.size())));
+  }
+  print_line(us, path);
 }
 
 // The child: joins, says "ready", prints its latencies once it saw `count` rows.
@@ -165,14 +170,7 @@ void print_commit_floor(const std::string& dir, int count) {
     if (!(*db)->commit().ok()) die("baseline commit");
     us.push_back(static_cast<double>(now_ns() - start) / 1000.0);
   }
-  std::cout << nlohmann::json{{"bench", "node"},
-                              {"path", "baseline: one plain SQLite commit of one row (WAL, synchronous=FULL), the committed path's floor"},
-                              {"changes", us.size()},
-                              {"us_p50", percentile(us, 0.5)},
-                              {"us_p99", percentile(us, 0.99)},
-                              {"us_max", percentile(us, 1.0)}}
-                   .dump()
-            << std::endl;
+  print_line(us, "baseline: one plain SQLite commit of one row (WAL, synchronous=FULL), the committed path's floor");
 }
 
 void run_leader(const Options& opt) {
