@@ -34,6 +34,14 @@ nlohmann::json next_change(Process& p) {
   return nlohmann::json::parse(*line);
 }
 
+// An exec through a process with --server on a.db, which the server must acknowledge.
+void exec_acknowledged(World& w, const std::string& sql) {
+  auto r = w.cmd("a.db", {"exec", sql});
+  INFO(slurp(w.dir / "a.db.log"));
+  REQUIRE(r.code == 0);
+  CHECK(nlohmann::json::parse(r.out)["acknowledged"] == true);
+}
+
 }  // namespace
 
 TEST_CASE("node processes: a watch in one process shows another process's exec at once, a refused write shows nothing",
@@ -145,10 +153,7 @@ TEST_CASE("node processes: a leader opened without a server syncs the node once 
     CHECK_THAT(slurp(w.dir / "a.log"), Catch::Contains("no --server"));
     // An online exec joins it: the leader adopts its server and token, so the write is
     // acknowledged by the server, and the offline watch shows it.
-    auto r = w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (1, 'through the offline leader')"});
-    INFO(slurp(w.dir / "a.db.log"));
-    REQUIRE(r.code == 0);
-    CHECK(nlohmann::json::parse(r.out)["acknowledged"] == true);
+    exec_acknowledged(w, "INSERT INTO todo(id, title) VALUES (1, 'through the offline leader')");
     CHECK(next_change(a)["row"]["title"] == "through the offline leader");
     REQUIRE(w.cmd("b.db", {"sync"}).code == 0);
     CHECK_THAT(w.rows("b.db"), Catch::Contains("through the offline leader"));
@@ -174,10 +179,7 @@ TEST_CASE("node processes: a leader opened without a server syncs the node once 
     INFO(slurp(w.dir / "a2.log"));
     REQUIRE(first);
     CHECK(nlohmann::json::parse(*first)["rows"].size() == 2);
-    auto r = w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (4, 'schema checked')"});
-    INFO(slurp(w.dir / "a.db.log"));
-    REQUIRE(r.code == 0);
-    CHECK(nlohmann::json::parse(r.out)["acknowledged"] == true);
+    exec_acknowledged(w, "INSERT INTO todo(id, title) VALUES (4, 'schema checked')");
     CHECK(next_change(a)["row"]["title"] == "schema checked");
     const std::string newer = w.dir / "newer.sql";
     std::ofstream(newer) << "CREATE TABLE todo(id INTEGER PRIMARY KEY NOT NULL, title TEXT, done INTEGER DEFAULT 0, due TEXT);\n";
@@ -202,10 +204,7 @@ TEST_CASE("node processes: a leader opened without a server syncs the node once 
     for (int i = 0; i < 500 && slurp(w.dir / "f.log").find("this process now leads the node") == std::string::npos; ++i)
       std::this_thread::sleep_for(10ms);
     REQUIRE_THAT(slurp(w.dir / "f.log"), Catch::Contains("this process now leads the node"));
-    auto r = w.cmd("a.db", {"exec", "INSERT INTO todo(id, title) VALUES (6, 'after the takeover')"});
-    INFO(slurp(w.dir / "a.db.log"));
-    REQUIRE(r.code == 0);
-    CHECK(nlohmann::json::parse(r.out)["acknowledged"] == true);
+    exec_acknowledged(w, "INSERT INTO todo(id, title) VALUES (6, 'after the takeover')");
     CHECK(next_change(f)["row"]["title"] == "after the takeover");
     REQUIRE(w.cmd("b.db", {"exec", "INSERT INTO todo(id, title) VALUES (7, 'from b again')"}).code == 0);
     CHECK(next_change(f)["row"]["title"] == "from b again");
