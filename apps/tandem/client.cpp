@@ -19,9 +19,9 @@
 // Exit status: 0 success; 1 the database refused the statement or mutation, or a watch's query is
 // outside the live-query subset; 2 bad arguments or files, or the database is held by a
 // process that cannot be joined; 3 the server did not acknowledge in time, could not be reached, or
-// refused the client (the write stays local), or (a follower) the leader process ended
-// with the command's request in flight (it may or may not have committed; a request made
-// after that waits for the node's next leader); 128 + N stopped by signal N (SIGINT, SIGTERM)
+// refused the client (the write stays local), or (a follower) no process could lead the node
+// again after its leader ended (a request in flight at the dead leader is sent again to the
+// next one, a write running exactly once); 128 + N stopped by signal N (SIGINT, SIGTERM)
 // before the command finished. `watch` ends with 0 on SIGINT or SIGTERM, its normal end.
 #include "actors/system_config.hpp"
 #include "apps/tandem/line_reader.hpp"

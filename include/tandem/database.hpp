@@ -45,7 +45,8 @@ struct Options {
   std::string log_level = "warn";
   // Follower only, a notice: the leader process ended. The node takes over by itself (this
   // process leads, or joins the survivor that does) and the Database carries on; a call in
-  // flight at the dead leader fails with unavailable. Runs on a library thread.
+  // flight at the dead leader is sent again to the next one (a write runs exactly once).
+  // Runs on a library thread.
   std::function<void(const Status&)> on_leader_lost;
 };
 
