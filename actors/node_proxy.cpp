@@ -110,13 +110,12 @@ void route(proxy_pointer self, const Request& req, void (node::Envelope::*set)(R
         .then([rp](Response& r) mutable { rp.deliver(std::move(r)); }, [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
     return;
   }
-  auto keyed = std::make_unique<Request>(req);
-  key_request(self, *keyed, st.next_id);
+  Request keyed = req;
+  key_request(self, keyed, st.next_id);
   std::function<void()> retry;
-  if constexpr (retry_safe<Request>) retry = [self, again = *keyed, set, get, rp]() mutable { route(self, again, set, get, rp); };
-  Request copy = *keyed;
+  if constexpr (retry_safe<Request>) retry = [self, keyed, set, get, rp]() mutable { route(self, keyed, set, get, rp); };
   node::Envelope e;
-  (e.*set)(keyed.release());
+  (e.*set)(new Request(keyed));
   const bool sent = send_remote(
       self, std::move(e),
       [rp, get](node::Envelope& answer) mutable {
@@ -124,7 +123,7 @@ void route(proxy_pointer self, const Request& req, void (node::Envelope::*set)(R
         rp.deliver(std::move(*(answer.*get)()));
       },
       std::move(retry), std::is_same_v<Request, worker::WriteRequest>);
-  if (!sent) route(self, copy, set, get, rp);  // between leaders now: queued, with its key
+  if (!sent) route(self, keyed, set, get, rp);  // between leaders now: queued, with its key
 }
 
 template <class Request, class Response>

@@ -4,10 +4,11 @@
 // (CLOCK_MONOTONIC, shared by the processes of one machine) read just before its write was
 // sent: the follower's view callback measures write -> change visible in process B. The
 // baseline is the same path within one process: a ui_view of the leader, measured the same
-// way in the same run. The same rows then go as optimistic mutations through the leader's
-// view: mutation -> pending row visible in process B, and in A. One JSON line each (docs/testing.md, Benchmarks). Then the takeover
-// figure (bench_node_takeover.cpp): kill -9 of the leader to a write acknowledged on the new
-// leader, over --cycles.
+// way in the same run. The same rows then go as optimistic mutations through another view of
+// the leader: mutation -> pending row visible in process B, and in A; then one plain SQLite
+// commit per row, the committed path's floor. One JSON line each (docs/testing.md,
+// Benchmarks). Then the takeover figure (bench_node_takeover.cpp): kill -9 of the leader to a
+// write acknowledged on the new leader, over --cycles.
 #include <unistd.h>
 
 #include <algorithm>

@@ -114,6 +114,19 @@ Status read_sizes(Database& db, StoreInspection& out) {
   return Status::Ok();
 }
 
+// The application's tables (not SQLite's, not Tandem's), by name.
+Result<std::vector<std::string>> application_table_names(Database& db) {
+  TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+                                              "AND name NOT LIKE 'tandem\\_%' ESCAPE '\\' ORDER BY name"));
+  std::vector<std::string> names;
+  for (;;) {
+    TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
+    if (!row) break;
+    names.push_back(st->column(0).bytes());
+  }
+  return names;
+}
+
 Status read_all(Database& db, StoreInspection& out) {
   {
     TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'tandem_meta'"));
@@ -166,13 +179,10 @@ Status read_all(Database& db, StoreInspection& out) {
     out.pending_versions = static_cast<int64_t>(versions.size());
   }
   {
-    TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-                                                   "AND name NOT LIKE 'tandem\\_%' ESCAPE '\\' ORDER BY name"));
-    for (;;) {
-      TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
-      if (!row) break;
+    TANDEM_ASSIGN_OR_RETURN(auto names, application_table_names(db));
+    for (auto& name : names) {
       InspectedTable t;
-      t.name = st->column(0).bytes();
+      t.name = std::move(name);
       t.replicated = replicated.count(t.name) > 0;
       TANDEM_ASSIGN_OR_RETURN(auto columns, read_columns(db, t.name));
       for (const auto& c : columns) t.columns.push_back({c.name, c.declared_type, c.pk_position, c.not_null});
@@ -215,15 +225,7 @@ Status check_schema_against_file(const std::string& path, const std::vector<std:
   // compared column by column (names, types, keys, constraints), never as text.
   TANDEM_ASSIGN_OR_RETURN(auto scratch, Database::open(":memory:"));
   for (const auto& sql : schema) TANDEM_RETURN_IF_ERROR(scratch->exec(sql).with_context("this process's schema"));
-  std::vector<std::string> declared;
-  {
-    TANDEM_ASSIGN_OR_RETURN(auto st, scratch->prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid"));
-    for (;;) {
-      TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
-      if (!row) break;
-      declared.push_back(st->column(0).bytes());
-    }
-  }
+  TANDEM_ASSIGN_OR_RETURN(auto declared, application_table_names(*scratch));
   OpenOptions o;
   o.create = false;
   o.read_only = true;
