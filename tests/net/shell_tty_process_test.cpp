@@ -31,24 +31,29 @@ std::string tmux_path() {
   return {};
 }
 
-// One tmux server of our own (-L), so nothing of the user's tmux is touched.
+// One tmux server of our own (-L), so nothing of the user's tmux is touched. Each Terminal has
+// its own server: restarting one right after kill-server raced its teardown (a new session
+// could land on the exiting server and vanish with it).
 struct Terminal {
   std::string binary = tmux_path();
-  std::string socket = "tandem-test-" + std::to_string(::getpid());
+  std::string socket;
   std::string log;
-  explicit Terminal(std::string log_file) : log(std::move(log_file)) {}
+  Terminal(std::string log_file, const std::string& name)
+      : socket("tandem-test-" + std::to_string(::getpid()) + "-" + name), log(std::move(log_file)) {}
   ~Terminal() { (void)!std::system((binary + " -L " + socket + " kill-server 2>/dev/null").c_str()); }
   RunResult tmux(std::vector<std::string> args) {
-    args.insert(args.begin(), {binary, "-L", socket});
+    args.insert(args.begin(), {binary, "-L", socket, "-f", "/dev/null"});
     return run(args, log);
   }
+  // remain-on-exit is set before the command starts, so a command that dies at once leaves its
+  // pane (and its last words) for describe() instead of taking the server with it.
   void start(const std::vector<std::string>& command) {
-    std::vector<std::string> args{"new-session", "-d", "-s", "t", "-x", "200", "-y", "50"};
+    std::vector<std::string> args{"start-server", ";", "set-option", "-g", "remain-on-exit", "on", ";",
+                                  "new-session", "-d", "-s", "t", "-x", "200", "-y", "50"};
     args.insert(args.end(), command.begin(), command.end());
     auto r = tmux(args);
     INFO("tmux: " << slurp(log));
     REQUIRE(r.code == 0);
-    tmux({"set-option", "-t", "t", "remain-on-exit", "on"});
   }
   void keys(std::vector<std::string> k) {
     k.insert(k.begin(), {"send-keys", "-t", "t"});
@@ -56,6 +61,11 @@ struct Terminal {
   }
   void type(const std::string& text) { keys({"-l", text}); }
   std::string screen() { return tmux({"capture-pane", "-t", "t", "-p"}).out; }
+  // What a failed wait saw: the pane with its scrollback, and whether its command has ended.
+  std::string describe() {
+    return "pane dead/status: " + tmux({"display-message", "-p", "-t", "t", "#{pane_dead} #{pane_dead_status}"}).out +
+           "pane with scrollback:\n" + tmux({"capture-pane", "-t", "t", "-p", "-S", "-"}).out + "tmux log: " + slurp(log);
+  }
   // Waits until the screen holds `text` `times` times.
   bool wait_for(const std::string& text, int times = 1, std::chrono::milliseconds within = 15s) {
     const auto until = std::chrono::steady_clock::now() + within;
@@ -67,6 +77,10 @@ struct Terminal {
       std::this_thread::sleep_for(50ms);
     }
     return false;
+  }
+  // wait_for, failing the test with what the terminal showed.
+  void expect(const std::string& text, int times = 1) {
+    if (!wait_for(text, times)) FAIL("the terminal never showed " << text << " x" << times << ": " << describe());
   }
   bool pane_dead() { return tmux({"display-message", "-p", "-t", "t", "#{pane_dead}"}).out.rfind("1", 0) == 0; }
 };
@@ -84,37 +98,36 @@ TEST_CASE("shell on a terminal: line editing, history across sessions, a watch r
   World w;
   w.start_server();
   const std::string history = w.dir / "history";
-  Terminal term(w.dir / "tmux.log");
+  Terminal term(w.dir / "tmux.log", "first");
   term.start({shell_command(w, history)});
-  INFO(term.screen());
-  REQUIRE(term.wait_for("tandem> "));
+  term.expect("tandem> ");
 
   // Typed with a missing first letter, then fixed at the start of the line.
   term.type("uery SELECT 41 AS a");
   term.keys({"C-a"});
   term.type("q");
   term.keys({"Enter"});
-  REQUIRE(term.wait_for("[{\"a\":41}]"));
+  term.expect("[{\"a\":41}]");
   // The previous line again (Up), its last word replaced (Ctrl-E, Ctrl-W).
   term.keys({"Up"});
   term.keys({"C-e", "C-w"});
   term.type("b");
   term.keys({"Enter"});
-  REQUIRE(term.wait_for("[{\"b\":41}]"));
+  term.expect("[{\"b\":41}]");
 
   // A watch, then a write from another process while a line is half typed: the change is
   // printed and the prompt with the half line is drawn again below it.
   term.type("watch SELECT count(*) AS n FROM todo");
   term.keys({"Enter"});
-  REQUIRE(term.wait_for("\"n\":0"));
+  term.expect("\"n\":0");
   term.type("query SELECT 'half");
-  REQUIRE(term.wait_for("tandem> query SELECT 'half"));
+  term.expect("tandem> query SELECT 'half");
   REQUIRE(w.cmd("other.db", {"exec", "INSERT INTO todo(id, title) VALUES (1, 'milk')"}).code == 0);
-  REQUIRE(term.wait_for("\"n\":1"));
-  REQUIRE(term.wait_for("tandem> query SELECT 'half", 2));
+  term.expect("\"n\":1");
+  term.expect("tandem> query SELECT 'half", 2);
   term.type(" done' AS c");
   term.keys({"Enter"});
-  REQUIRE(term.wait_for("[{\"c\":\"half done\"}]"));
+  term.expect("[{\"c\":\"half done\"}]");
   term.type("quit");
   term.keys({"Enter"});
   const auto quit_until = std::chrono::steady_clock::now() + 10s;
@@ -127,18 +140,17 @@ TEST_CASE("shell on a terminal: line editing, history across sessions, a watch r
   CHECK((st.st_mode & 0777) == 0600);
   const std::string saved = slurp(history);
   CHECK(saved.find("SELECT\\04041\\040AS\\040b") != std::string::npos);
-  term.tmux({"kill-server"});
-  term.start({shell_command(w, history)});
-  REQUIRE(term.wait_for("tandem> "));
-  term.keys({"Up", "Up", "Up"});  // quit, the half-done query, the watch ... back to "AS b"
-  term.keys({"Up"});
-  term.keys({"Enter"});
-  INFO(term.screen());
-  CHECK(term.wait_for("[{\"b\":41}]"));
+  Terminal second(w.dir / "tmux2.log", "second");
+  second.start({shell_command(w, history)});
+  second.expect("tandem> ");
+  second.keys({"Up", "Up", "Up"});  // quit, the half-done query, the watch ... back to "AS b"
+  second.keys({"Up"});
+  second.keys({"Enter"});
+  second.expect("[{\"b\":41}]");
 
   // Ctrl-C leaves the shell promptly, with the terminal given back (the pane's shell is gone).
-  term.keys({"C-c"});
+  second.keys({"C-c"});
   const auto stop_until = std::chrono::steady_clock::now() + 10s;
-  while (!term.pane_dead() && std::chrono::steady_clock::now() < stop_until) std::this_thread::sleep_for(50ms);
-  CHECK(term.pane_dead());
+  while (!second.pane_dead() && std::chrono::steady_clock::now() < stop_until) std::this_thread::sleep_for(50ms);
+  CHECK(second.pane_dead());
 }
