@@ -78,7 +78,10 @@ void ClientCore::attempt_failed(Outbox& out, const std::string& why) {
   last_error_ = why;
   // Callers learn it at once only once every host of the cluster was tried (the last URL
   // of the list failing ends a round: they are tried in order from the first).
-  if (!ever_live_ && url_index_ == config_.also_urls.size()) fail_all(out, why);
+  if (!ever_live_ && url_index_ == config_.also_urls.size()) {
+    round_failed_ = true;
+    fail_all(out, why);
+  }
 }
 
 // The database belongs to another user or server: never connect again in this run.
@@ -294,7 +297,7 @@ WaitAnswer<int64_t> ClientCore::wait_acked(int64_t version, uint64_t waiter) {
     answer.now = Result<int64_t>(client_acked_);
   } else if (!fatal_error_.empty()) {
     answer.now = Result<int64_t>(failure(fatal_error_));
-  } else if (!ever_live_ && !last_error_.empty()) {
+  } else if (!ever_live_ && round_failed_) {
     answer.now = Result<int64_t>(failure(last_error_));
   } else {
     local_version_ = std::max(local_version_, version);
@@ -310,7 +313,7 @@ WaitAnswer<CaughtUp> ClientCore::wait_caught_up(uint64_t waiter) {
     answer.now = Result<CaughtUp>(CaughtUp{client_acked_, cursor_});
   } else if (!fatal_error_.empty()) {
     answer.now = Result<CaughtUp>(failure(fatal_error_));
-  } else if (!ever_live_ && !last_error_.empty()) {
+  } else if (!ever_live_ && round_failed_) {
     answer.now = Result<CaughtUp>(failure(last_error_));
   } else {
     caught_up_waiters_.push_back(waiter);

@@ -23,7 +23,7 @@
 //     that the next hello (maybe of the next process) tells the server what it holds.
 //   - Waiters (wait_acked, wait_caught_up) are answered with a value once the state allows,
 //     or an error: a fatal refusal, or, until the server was reached in this run, the cause
-//     of each failed attempt.
+//     of the attempt that ended a round of the URLs (every host of the list tried once).
 //   - Reconnects with exponential backoff and full jitter (sync_backoff::Backoff, seeded
 //     from the config), reset by a welcome; a fatal refusal waits the whole cap.
 //   - The binding (runtime/sync/binding.hpp) is checked before the first connection, and
@@ -308,6 +308,10 @@ class ClientCore {
   std::string fatal_error_;      // the server refused us for good (token, version, data, binding)
   std::string last_error_;       // why the last attempt or connection failed
   bool ever_live_ = false;       // a welcome arrived in this run
+  // Every URL of the list failed once, before any welcome: a waiter arriving now fails at
+  // once. One refused host of several is not enough (a waiter must not fail while another
+  // host of the cluster is still to be tried).
+  bool round_failed_ = false;
   std::string bound_user_;       // the database's binding (empty: never synced)
   std::string bound_server_;
   size_t url_index_ = 0;  // which of url, also_urls... the next connection goes to

@@ -309,3 +309,42 @@ TEST_CASE("a server error before the welcome is the cause told to waiters, then 
   server.settle({&a});
   CHECK(rows(server.channel->store()) == rows(*a.store));
 }
+
+// A cluster's device whose own host is down: a waiter that arrives after that host refused
+// the connection must wait for the other hosts it knows (the replica_process_test failover
+// failed this way under load: the write's commit took longer than the refusal).
+TEST_CASE("a waiter arriving after one host of several refused waits for the others", "[client-core]") {
+  auto c = config();
+  c.also_urls = {"ws://127.0.0.1:2/sync"};
+  Node a(1, c);
+  Server server;
+  a.start();
+  REQUIRE(a.connects.size() == 1);
+  a.take(a.core.on_connect_failed(a.connects.back(), "Connection refused"));
+  CHECK(a.core.last_error().find("Connection refused") != std::string::npos);
+  const int64_t v = a.write("INSERT INTO todo(id, title) VALUES (1, 'desk')");
+  const uint64_t acked = a.wait_acked(v);
+  const uint64_t caught = a.wait_caught_up();
+  CHECK(a.acked.count(acked) == 0);  // not failed: the other host is still to be tried
+  CHECK(a.caught_up.count(caught) == 0);
+  REQUIRE(a.timers.size() == 1);
+  a.take(a.core.on_timer(a.timers.back().generation));
+  REQUIRE(a.connects.size() == 2);
+  server.accept(a);
+  server.settle({&a});
+  REQUIRE(a.acked.count(acked) == 1);
+  CHECK(a.acked.at(acked).ok());
+  REQUIRE(a.caught_up.count(caught) == 1);
+  CHECK(a.caught_up.at(caught).ok());
+
+  // Every host refused: the round is over, and a waiter arriving then fails at once.
+  Node b(2, c);
+  b.start();
+  b.take(b.core.on_connect_failed(b.connects.back(), "Connection refused"));
+  b.take(b.core.on_timer(b.timers.back().generation));
+  b.take(b.core.on_connect_failed(b.connects.back(), "Connection refused"));
+  const uint64_t late = b.wait_acked(b.write("INSERT INTO todo(id, title) VALUES (2, 'x')"));
+  REQUIRE(b.acked.count(late) == 1);
+  CHECK_FALSE(b.acked.at(late).ok());
+  CHECK(b.acked.at(late).status().message().find("127.0.0.1:2") != std::string::npos);
+}

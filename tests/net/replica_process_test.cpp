@@ -158,6 +158,7 @@ TEST_CASE("processes: three hosts keep two copies: a host killed with -9 loses n
   auto exec = [&](const std::string& u, const std::string& db, int id) {
     auto r = w.cmd(db, {"--timeout", "20s", "exec", "INSERT INTO todo(id, title) VALUES (" + std::to_string(id) + ", 'x')"}, u);
     INFO(u << " id " << id << ": " << r.out);
+    INFO("its log: " << (r.code != 0 ? slurp(w.dir / (db + ".log")) : std::string("(not read: exit 0)")));
     REQUIRE(r.code == 0);
     CHECK(nlohmann::json::parse(r.out.substr(0, r.out.find('\n')))["acknowledged"] == true);
   };
@@ -210,6 +211,7 @@ TEST_CASE("processes: three hosts keep two copies: a host killed with -9 loses n
   w.url = k.url;
   auto desk_after = desk(101);
   INFO(desk_after.out);
+  INFO("the desk's log: " << slurp(w.dir / "desk.db.log"));
   CHECK(desk_after.code == 0);
   CHECK(nlohmann::json::parse(desk_after.out.substr(0, desk_after.out.find('\n')))["acknowledged"] == true);
   w.url = edge.url;
