@@ -157,21 +157,8 @@ void run_follower(const Options& opt) {
 // The floor of the committed path, in the same run: one plain SQLite commit of one row (WAL,
 // synchronous=FULL, as the node's store commits a local write), nothing else.
 void print_commit_floor(const std::string& dir, int count) {
-  auto db = Database::open(dir + "/floor.db");
-  if (!db.ok()) die("cannot open the baseline database: " + db.status().to_string());
-  if (!(*db)->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, written_ns INTEGER)").ok()) die("baseline schema");
-  auto st = (*db)->prepare("INSERT INTO t(id, written_ns) VALUES (?1, ?2)");
-  if (!st.ok()) die("baseline statement");
-  std::vector<double> us;
-  for (int i = 1; i <= count; ++i) {
-    const int64_t start = now_ns();
-    if (!(*db)->begin_immediate().ok()) die("baseline begin");
-    (*st)->reset();
-    if (!(*st)->bind(1, Value::Integer(i)).ok() || !(*st)->bind(2, Value::Integer(start)).ok() || !(*st)->run().ok()) die("baseline insert");
-    if (!(*db)->commit().ok()) die("baseline commit");
-    us.push_back(static_cast<double>(now_ns() - start) / 1000.0);
-  }
-  print_line(us, "baseline: one plain SQLite commit of one row (WAL, synchronous=FULL), the committed path's floor");
+  print_line(plain_commit_us("node", dir + "/floor.db", count),
+             "baseline: one plain SQLite commit of one row (WAL, synchronous=FULL), the committed path's floor");
 }
 
 void run_leader(const Options& opt) {

@@ -20,6 +20,7 @@
 
 #include "runtime/common/child_process.hpp"
 #include "runtime/common/status.hpp"
+#include "runtime/sqlite/database.hpp"
 
 namespace tandem::app {
 
@@ -89,6 +90,30 @@ inline double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   const size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
   return v[std::min(i, v.size() - 1)];
+}
+
+// The floor under every committed path, measured in the bench's own run: `count` plain SQLite
+// commits of one row each (WAL, synchronous=FULL, as a store commits a local write or a
+// server a push) into a fresh file at `path`, each timed from BEGIN to COMMIT's return, in us.
+inline std::vector<double> plain_commit_us(const char* bench, const std::string& path, int count) {
+  auto db = Database::open(path);
+  if (!db.ok()) bench_fail(bench, db.status(), "cannot open the baseline database " + path);
+  bench_check(bench, (*db)->exec("CREATE TABLE t(id INTEGER PRIMARY KEY, written_ns INTEGER)"), "baseline schema");
+  auto st = (*db)->prepare("INSERT INTO t(id, written_ns) VALUES (?1, ?2)");
+  if (!st.ok()) bench_fail(bench, st.status(), "baseline statement");
+  std::vector<double> us;
+  us.reserve(static_cast<size_t>(std::max(count, 0)));
+  for (int i = 1; i <= count; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    bench_check(bench, (*db)->begin_immediate(), "baseline begin");
+    (*st)->reset();
+    bench_check(bench, (*st)->bind(1, Value::Integer(i)), "baseline bind");
+    bench_check(bench, (*st)->bind(2, Value::Integer(start.time_since_epoch().count())), "baseline bind");
+    bench_check(bench, (*st)->run(), "baseline insert");
+    bench_check(bench, (*db)->commit(), "baseline commit");
+    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+  }
+  return us;
 }
 
 }  // namespace tandem::app
