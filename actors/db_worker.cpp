@@ -17,6 +17,9 @@ struct db_worker_state {
   std::shared_ptr<ivm::DeltaJournal> journal;
   std::vector<delta_subscriber_actor> subscribers;
   std::vector<delta_subscriber_actor> version_subscribers;  // also told of commits without deltas
+  // Told of local commits with their own changes (SubscribeRequest.own_changes), and the
+  // limits of that read.
+  std::vector<std::pair<own_changes_subscriber_actor, worker::ChangesSinceRequest>> pushers;
   std::string name;
 };
 
@@ -29,8 +32,58 @@ Response error_response(const Status& s) {
   return r;
 }
 
+// One read of the change log, for a ChangesSinceRequest and for a pusher's LocalCommit.
+worker::ChangesSinceResponse read_changes(Store& store, const worker::ChangesSinceRequest& req) {
+  std::optional<SiteId> exclude;
+  if (!req.exclude_site_id().empty()) {
+    exclude = site_from_bytes(req.exclude_site_id());
+    if (!exclude) return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("exclude_site_id must be 16 bytes"));
+  }
+  std::optional<SiteId> only;
+  if (!req.only_site_id().empty()) {
+    only = site_from_bytes(req.only_site_id());
+    if (!only) return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("only_site_id must be 16 bytes"));
+  }
+  if (req.since_db_version() < 0 || req.limit() < 0 || req.max_bytes() < 0)
+    return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("negative version or limit"));
+  Store::ChangesRequest request;
+  request.since = req.since_db_version();
+  request.exclude = exclude;
+  request.only_from = only;
+  request.limit = static_cast<size_t>(req.limit());
+  request.split_versions = req.split_versions();
+  request.resume_after = req.resume_after();
+  request.max_bytes = static_cast<size_t>(req.max_bytes());
+  auto batch = store.changes(request);
+  if (!batch.ok()) return error_response<worker::ChangesSinceResponse>(batch.status());
+  worker::ChangesSinceResponse out;
+  *out.mutable_batch() = std::move(batch).value();
+  return out;
+}
+
+// A local commit for the pushers, with the changes they would otherwise ask for next.
+void tell_pushers(worker_pointer self, const change::RowDeltaBatch& message, int64_t version_before) {
+  auto& st = self->state;
+  if (st.pushers.empty() || message.origin() != change::RowDeltaBatch::LOCAL) return;
+  const std::string site = site_bytes(st.store->site_id());
+  for (const auto& [pusher, limits] : st.pushers) {
+    worker::LocalCommit commit;
+    *commit.mutable_batch() = message;
+    commit.set_since_db_version(version_before);
+    commit.set_site_id(site);
+    worker::ChangesSinceRequest read = limits;
+    read.set_since_db_version(version_before);
+    read.set_only_site_id(site);
+    read.clear_exclude_site_id();
+    read.clear_resume_after();
+    *commit.mutable_changes() = read_changes(*st.store, read);
+    self->send(pusher, std::move(commit));
+  }
+}
+
 // Journal first, then subscribers: a view that read version v in SQLite finds v in the
-// journal (docs/ivm.md), and every subscriber sees transactions in commit order.
+// journal (docs/ivm.md), and every subscriber sees transactions in commit order. Pushers
+// come last: their read must not delay the views.
 void publish(worker_pointer self, const DeltaBatch& batch, int64_t version_before) {
   auto& st = self->state;
   if (batch.db_version == version_before) return;
@@ -48,11 +101,19 @@ void publish(worker_pointer self, const DeltaBatch& batch, int64_t version_befor
     for (const auto& s : st.version_subscribers) self->send(s, message);
     return;
   }
-  if (st.subscribers.empty()) return;
-  spdlog::debug("{}: committed db_version {} ({} row deltas, {}{}) -> {} subscribers", st.name, batch.db_version, batch.deltas.size(),
-                batch.origin == DeltaOrigin::merge ? "merge" : "local",
-                batch.mutation_id.empty() ? "" : ", mutation " + batch.mutation_id, st.subscribers.size());
+  spdlog::debug("{}: committed db_version {} ({} row deltas, {}{}) -> {} subscribers, {} pushers", st.name, batch.db_version,
+                batch.deltas.size(), batch.origin == DeltaOrigin::merge ? "merge" : "local",
+                batch.mutation_id.empty() ? "" : ", mutation " + batch.mutation_id, st.subscribers.size(), st.pushers.size());
   for (const auto& s : st.subscribers) self->send(s, message);
+  tell_pushers(self, message, version_before);
+}
+
+void forget_subscriber(worker_pointer self, const caf::actor_addr& who) {
+  auto& st = self->state;
+  for (auto* subs : {&st.subscribers, &st.version_subscribers})
+    subs->erase(std::remove_if(subs->begin(), subs->end(), [&](const delta_subscriber_actor& a) { return a.address() == who; }), subs->end());
+  st.pushers.erase(std::remove_if(st.pushers.begin(), st.pushers.end(), [&](const auto& p) { return p.first.address() == who; }),
+                   st.pushers.end());
 }
 
 worker::PeerStatus peer_status(Store& store, const std::string& peer_bytes) {
@@ -78,11 +139,7 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
   self->state.store = std::move(*opened);
   self->state.journal = std::move(journal);
   self->state.name = std::move(name);
-  self->set_down_handler([self](const caf::down_msg& down) {
-    for (auto* subs : {&self->state.subscribers, &self->state.version_subscribers})
-      subs->erase(std::remove_if(subs->begin(), subs->end(), [&](const delta_subscriber_actor& a) { return a.address() == down.source; }),
-                  subs->end());
-  });
+  self->set_down_handler([self](const caf::down_msg& down) { forget_subscriber(self, down.source); });
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& m) -> caf::result<caf::message> {
     spdlog::warn("{}: dropped an unexpected message {}", self->state.name, caf::to_string(m.copy_content_to_message()));
     return caf::make_error(caf::sec::unexpected_message);
@@ -133,31 +190,7 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         return out;
       },
       [self](const worker::ChangesSinceRequest& req) -> worker::ChangesSinceResponse {
-        std::optional<SiteId> exclude;
-        if (!req.exclude_site_id().empty()) {
-          exclude = site_from_bytes(req.exclude_site_id());
-          if (!exclude) return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("exclude_site_id must be 16 bytes"));
-        }
-        std::optional<SiteId> only;
-        if (!req.only_site_id().empty()) {
-          only = site_from_bytes(req.only_site_id());
-          if (!only) return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("only_site_id must be 16 bytes"));
-        }
-        if (req.since_db_version() < 0 || req.limit() < 0 || req.max_bytes() < 0)
-          return error_response<worker::ChangesSinceResponse>(Status::InvalidArgument("negative version or limit"));
-        Store::ChangesRequest request;
-        request.since = req.since_db_version();
-        request.exclude = exclude;
-        request.only_from = only;
-        request.limit = static_cast<size_t>(req.limit());
-        request.split_versions = req.split_versions();
-        request.resume_after = req.resume_after();
-        request.max_bytes = static_cast<size_t>(req.max_bytes());
-        auto batch = self->state.store->changes(request);
-        if (!batch.ok()) return error_response<worker::ChangesSinceResponse>(batch.status());
-        worker::ChangesSinceResponse out;
-        *out.mutable_batch() = std::move(batch).value();
-        return out;
+        return read_changes(*self->state.store, req);
       },
       [self](const worker::MergeRequest& req) -> worker::MergeResponse {
         Store& store = *self->state.store;
@@ -243,6 +276,15 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         worker::SubscribeResponse out;
         out.set_db_version(self->state.store->db_version());
         if (!sender) return out;
+        if (req.has_own_changes()) {
+          auto pusher = caf::actor_cast<own_changes_subscriber_actor>(self->current_sender());
+          auto& pushers = self->state.pushers;
+          if (std::none_of(pushers.begin(), pushers.end(), [&](const auto& p) { return p.first == pusher; })) {
+            pushers.emplace_back(pusher, req.own_changes());
+            self->monitor(pusher);
+          }
+          return out;
+        }
         auto& subs = self->state.subscribers;
         if (std::find(subs.begin(), subs.end(), sender) == subs.end()) {
           subs.push_back(sender);
@@ -251,12 +293,7 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         }
         return out;
       },
-      [self](const worker::UnsubscribeRequest&) {
-        auto sender = self->current_sender();
-        for (auto* subs : {&self->state.subscribers, &self->state.version_subscribers})
-          subs->erase(std::remove_if(subs->begin(), subs->end(), [&](const delta_subscriber_actor& a) { return a.address() == sender; }),
-                      subs->end());
-      },
+      [self](const worker::UnsubscribeRequest&) { forget_subscriber(self, caf::actor_cast<caf::actor_addr>(self->current_sender())); },
   };
 }
 
@@ -315,8 +352,10 @@ void add_db_worker_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<worker::SubscribeRequest>("tandem.worker.SubscribeRequest");
   cfg.add_message_type<worker::SubscribeResponse>("tandem.worker.SubscribeResponse");
   cfg.add_message_type<worker::UnsubscribeRequest>("tandem.worker.UnsubscribeRequest");
+  cfg.add_message_type<worker::LocalCommit>("tandem.worker.LocalCommit");
   cfg.add_message_type<db_worker_actor>("tandem.actors.db_worker_actor");
   cfg.add_message_type<delta_subscriber_actor>("tandem.actors.delta_subscriber_actor");
+  cfg.add_message_type<own_changes_subscriber_actor>("tandem.actors.own_changes_subscriber_actor");
 }
 
 }  // namespace tandem

@@ -33,6 +33,8 @@ class DeltaJournal;
 
 // Anything that receives committed row deltas (tab_bus, ui_view, peer_syncer, tests).
 using delta_subscriber_actor = caf::typed_actor<caf::reacts_to<change::RowDeltaBatch>>;
+// A subscriber that pushes the node's changes (SubscribeRequest.own_changes: the peer_syncer).
+using own_changes_subscriber_actor = caf::typed_actor<caf::reacts_to<worker::LocalCommit>>;
 
 using db_worker_actor = caf::typed_actor<
     caf::replies_to<worker::WriteRequest>::with<worker::WriteResponse>,

@@ -83,8 +83,8 @@ struct Carrier {
                 s->quit(err);
               });
   }
-  void operator()(sync_client::Subscribe&) const {
-    self->request(self->state.worker, self->state.config.request_timeout, worker::SubscribeRequest{})
+  void operator()(sync_client::Subscribe& s) const {
+    self->request(self->state.worker, self->state.config.request_timeout, std::move(s.request))
         .then([](worker::SubscribeResponse&) {}, [](caf::error&) {});
   }
   void operator()(sync_client::Connect& c) const {
@@ -190,6 +190,7 @@ syncer_impl::behavior_type peer_syncer(self_ptr self, db_worker_actor worker, Pe
       },
       [self](reconnect_atom, uint64_t gen) { relay(self, self->state.core->on_timer(gen)); },
       [self](const change::RowDeltaBatch& batch) { relay(self, self->state.core->on_local_commit(batch)); },
+      [self](worker::LocalCommit& commit) { relay(self, self->state.core->on_local_commit(std::move(commit))); },
       [self](wait_acked_atom, int64_t version) -> caf::result<int64_t> {
         auto& ls = self->state;
         const uint64_t id = ++ls.next_waiter;

@@ -152,7 +152,13 @@ Outbox ClientCore::start() { return {ReadStatus{}}; }
 Outbox ClientCore::on_status(const worker::StatusResponse& status) {
   site_ = status.site_id();
   local_version_ = status.db_version();
-  return {Subscribe{}, ReadPeers{}};
+  // A commit's own changes come with it up to 256 KiB; a larger one is read in parts as
+  // before (the worker would otherwise copy a huge value into a message even offline).
+  Subscribe subscribe;
+  auto* own = subscribe.request.mutable_own_changes();
+  *own = push_read();
+  own->set_max_bytes(static_cast<int64_t>(std::min<size_t>(config_.push_batch_bytes, size_t{256} << 10)));
+  return {std::move(subscribe), ReadPeers{}};
 }
 
 Outbox ClientCore::on_peers(const Result<worker::PeersResponse>& peers) {
@@ -291,6 +297,28 @@ Outbox ClientCore::on_local_commit(const change::RowDeltaBatch& batch) {
   return out;
 }
 
+// The worker read (since_db_version, v] of our site right after commit v. When every own
+// change before it was pushed (local_version_ <= pushed_through_ <= since) and a push may go
+// now, that read is exactly what push_read() would return (the versions between hold only
+// merged changes), so it is pushed without asking again: one round trip to the worker less
+// per write. Otherwise (a push in flight fills the window, a read is out, an older part is
+// unsent, our site changed) the commit only raises local_version_, as before.
+Outbox ClientCore::on_local_commit(worker::LocalCommit&& commit) {
+  const bool usable = commit.has_changes() && commit.changes().error().code() == change::Error::OK &&
+                      commit.batch().origin() == change::RowDeltaBatch::LOCAL && commit.site_id() == site_ && can_push() &&
+                      resume_.empty() && local_version_ <= pushed_through_ && pushed_through_ <= commit.since_db_version() &&
+                      commit.batch().db_version() > pushed_through_;
+  if (!usable) return on_local_commit(commit.batch());
+  local_version_ = std::max(local_version_, commit.batch().db_version());
+  log(LogLevel::debug, [&] {
+    return "hop=client.local_commit local_v=" + std::to_string(commit.batch().db_version()) +
+           " rows=" + std::to_string(commit.batch().deltas_size()) + " changes_attached=" +
+           std::to_string(commit.changes().batch().changes_size());
+  });
+  reading_ = true;
+  return on_changes_read(generation_, Result<worker::ChangesSinceResponse>(std::move(*commit.mutable_changes())));
+}
+
 WaitAnswer<int64_t> ClientCore::wait_acked(int64_t version, uint64_t waiter) {
   WaitAnswer<int64_t> answer;
   if (client_acked_ >= version && recorded_acked_ >= version) {
@@ -322,14 +350,13 @@ WaitAnswer<CaughtUp> ClientCore::wait_caught_up(uint64_t waiter) {
 }
 
 // Reads the next own changes to push, when the windows allow one more push.
-void ClientCore::try_push(Outbox& out) {
-  if (phase_ != Phase::live || reading_ || resyncing_ || in_flight_.size() >= push_window_) return;
-  if (!in_flight_.empty() && push_window_bytes_ > 0 && in_flight_bytes_ >= push_window_bytes_) return;
-  if (local_version_ <= pushed_through_ && resume_.empty()) return;
-  reading_ = true;
-  ReadChanges read;
-  read.generation = generation_;
-  auto& req = read.request;
+bool ClientCore::can_push() const {
+  if (phase_ != Phase::live || reading_ || resyncing_ || in_flight_.size() >= push_window_) return false;
+  return in_flight_.empty() || push_window_bytes_ == 0 || in_flight_bytes_ < push_window_bytes_;
+}
+
+worker::ChangesSinceRequest ClientCore::push_read() const {
+  worker::ChangesSinceRequest req;
   req.set_since_db_version(pushed_through_);
   req.set_only_site_id(site_);  // everything else we hold came from the server, which has it
   req.set_limit(static_cast<int64_t>(config_.push_batch_changes));
@@ -337,6 +364,16 @@ void ClientCore::try_push(Outbox& out) {
   req.set_split_versions(true);
   req.set_resume_after(resume_);
   req.set_max_bytes(static_cast<int64_t>(config_.push_batch_bytes));
+  return req;
+}
+
+void ClientCore::try_push(Outbox& out) {
+  if (!can_push()) return;
+  if (local_version_ <= pushed_through_ && resume_.empty()) return;
+  reading_ = true;
+  ReadChanges read;
+  read.generation = generation_;
+  read.request = push_read();
   out.emplace_back(std::move(read));
 }
 

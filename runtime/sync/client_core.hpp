@@ -108,7 +108,9 @@ struct StartTimer {
   uint64_t generation = 0;
 };
 struct ReadStatus {};      // worker::StatusRequest -> on_status (a failure stops the actor)
-struct Subscribe {};       // worker::SubscribeRequest: committed deltas -> on_local_commit
+// Committed deltas -> on_local_commit; local commits come with their own changes
+// (request.own_changes: the push is built where the commit happened).
+struct Subscribe { worker::SubscribeRequest request; };
 struct ReadPeers {         // -> on_peers
   using Response = worker::PeersResponse;
   worker::PeersRequest request;
@@ -209,6 +211,9 @@ class ClientCore {
 
   // The db_worker's committed deltas (only LOCAL ones matter).
   Outbox on_local_commit(const change::RowDeltaBatch& batch);
+  // A local commit with the changes the worker read for it at once: pushed as they are when
+  // they are exactly what the next read would return, else as on_local_commit(batch).
+  Outbox on_local_commit(worker::LocalCommit&& commit);
   Outbox on_changes_read(uint64_t generation, Result<worker::ChangesSinceResponse>&& read);
   Outbox on_merged(const MergeTicket& ticket, const Result<worker::MergeResponse>& merged);
   Outbox on_ack_recorded(const AckTicket& ticket, const Result<worker::PeerStatus>& recorded);
@@ -315,6 +320,8 @@ class ClientCore {
   std::string bound_user_;       // the database's binding (empty: never synced)
   std::string bound_server_;
   size_t url_index_ = 0;  // which of url, also_urls... the next connection goes to
+  bool can_push() const;  // connected, no read out, room in the push window
+  worker::ChangesSinceRequest push_read() const;  // the read of the next push, from pushed_through_
   const std::string& current_url() const;
   void next_url();
   // The binding check against every URL of the cluster: allowed when one of them matches.

@@ -80,6 +80,7 @@ struct Node {
   bool subscribed = false;
   bool fail_reads = false;                 // the worker refuses ReadChanges
   bool fail_merges = false;                // the worker refuses Merge
+  worker::ChangesSinceRequest own_changes;  // the subscription's limits for a commit's own changes
   uint64_t next_waiter = 0;
 
   explicit Node(uint8_t n, ClientConfig c = config()) : store(test::client_store(site(n), kSchema, "todo")), core(std::move(c)) {}
@@ -116,8 +117,9 @@ struct Node {
       r.set_site_id(site_bytes(store->site_id()));
       r.set_db_version(store->db_version());
       take(core.on_status(r));
-    } else if (std::holds_alternative<Subscribe>(action)) {
+    } else if (auto* sub = std::get_if<Subscribe>(&action)) {
       subscribed = true;
+      own_changes = sub->request.own_changes();
     } else if (std::holds_alternative<ReadPeers>(action)) {
       auto peers = store->peers();
       REQUIRE(peers.ok());
@@ -149,23 +151,8 @@ struct Node {
         take(core.on_changes_read(read->generation, std::move(r)));
         return true;
       }
-      const auto& q = read->request;
-      Store::ChangesRequest request;
-      request.since = q.since_db_version();
-      REQUIRE(q.only_site_id() == site_bytes(store->site_id()));  // a client pushes only its own changes
-      request.only_from = site_from_bytes(q.only_site_id());
-      request.limit = static_cast<size_t>(q.limit());
-      request.split_versions = q.split_versions();
-      request.resume_after = q.resume_after();
-      request.max_bytes = static_cast<size_t>(q.max_bytes());
-      auto batch = store->changes(request);
-      if (batch.ok()) {
-        *r.mutable_batch() = std::move(batch).value();
-      } else {
-        r.mutable_error()->set_code(change::Error::INVALID_ARGUMENT);
-        r.mutable_error()->set_message(batch.status().message());
-      }
-      take(core.on_changes_read(read->generation, std::move(r)));
+      REQUIRE(read->request.only_site_id() == site_bytes(store->site_id()));  // a client pushes only its own changes
+      take(core.on_changes_read(read->generation, changes(read->request)));
     } else if (auto* m = std::get_if<Merge>(&action)) {
       ++merges_answered;
       worker::MergeResponse r;
@@ -221,6 +208,48 @@ struct Node {
     batch.set_origin(change::RowDeltaBatch::LOCAL);
     batch.set_db_version(r->db_version);
     take(core.on_local_commit(batch));
+    return r->db_version;
+  }
+
+  // As the db_worker answers a ChangesSinceRequest.
+  worker::ChangesSinceResponse changes(const worker::ChangesSinceRequest& q) {
+    worker::ChangesSinceResponse r;
+    Store::ChangesRequest request;
+    request.since = q.since_db_version();
+    request.only_from = site_from_bytes(q.only_site_id());
+    request.limit = static_cast<size_t>(q.limit());
+    request.split_versions = q.split_versions();
+    request.resume_after = q.resume_after();
+    request.max_bytes = static_cast<size_t>(q.max_bytes());
+    auto batch = store->changes(request);
+    if (batch.ok()) {
+      *r.mutable_batch() = std::move(batch).value();
+    } else {
+      r.mutable_error()->set_code(change::Error::INVALID_ARGUMENT);
+      r.mutable_error()->set_message(batch.status().message());
+    }
+    return r;
+  }
+
+  // A local write told as the db_worker tells its pusher: a LocalCommit with the commit's
+  // own changes read at once with the subscription's limits.
+  int64_t write_attached(const std::string& sql) {
+    REQUIRE(subscribed);
+    const int64_t before = store->db_version();
+    auto r = store->write({SqlStatement{sql, {}}});
+    INFO(r.status().to_string());
+    REQUIRE(r.ok());
+    worker::LocalCommit commit;
+    commit.mutable_batch()->set_origin(change::RowDeltaBatch::LOCAL);
+    commit.mutable_batch()->set_db_version(r->db_version);
+    commit.set_since_db_version(before);
+    commit.set_site_id(site_bytes(store->site_id()));
+    worker::ChangesSinceRequest read = own_changes;
+    read.set_since_db_version(before);
+    read.set_only_site_id(site_bytes(store->site_id()));
+    read.clear_resume_after();
+    *commit.mutable_changes() = changes(read);
+    take(core.on_local_commit(std::move(commit)));
     return r->db_version;
   }
 

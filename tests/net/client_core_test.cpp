@@ -348,3 +348,69 @@ TEST_CASE("a waiter arriving after one host of several refused waits for the oth
   CHECK_FALSE(b.acked.at(late).ok());
   CHECK(b.acked.at(late).status().message().find("127.0.0.1:2") != std::string::npos);
 }
+
+// The push built where the commit happened (worker::LocalCommit): the same pushes, byte for
+// byte, as the read the core would otherwise ask for, and the old path whenever the attached
+// read is not exactly that read.
+TEST_CASE("a local commit with its own changes is pushed without a read, byte for byte as a read would", "[client-core]") {
+  const std::vector<std::string> writes = {
+      "INSERT INTO todo(id, title) VALUES (1, 'milk')", "INSERT INTO todo(id, title) VALUES (2, 'eggs')",
+      "UPDATE todo SET title = 'oat milk' WHERE id = 1", "DELETE FROM todo WHERE id = 2",
+      "INSERT INTO todo(id, title) VALUES (3, 'tea'), (4, 'rice')"};
+  // Two nodes of the same site, each with a server of its own: one told of its commits with
+  // their changes, one reading them.
+  Server attached_server, read_server;
+  Node attached(1), reads(1);
+  uint64_t s1 = 0, s2 = 0;
+  connect(attached, attached_server, &s1);
+  connect(reads, read_server, &s2);
+  attached_server.settle({&attached});
+  read_server.settle({&reads});
+  REQUIRE(attached.core.phase() == ClientCore::Phase::live);
+  REQUIRE(attached.own_changes.limit() > 0);
+  CHECK(attached.own_changes.max_bytes() <= (int64_t{256} << 10));
+  const size_t from1 = attached.sends.size(), from2 = reads.sends.size();
+  for (const auto& sql : writes) {
+    attached.write_attached(sql);
+    CHECK_FALSE(attached.pending<ReadChanges>());  // nothing asked of the worker
+    reads.write(sql);
+    reads.answer_all();
+  }
+  auto pushes = [](std::vector<sync::Envelope> all) {
+    std::vector<std::string> out;
+    for (auto& e : all)
+      if (e.has_push()) out.push_back(e.SerializeAsString());
+    return out;
+  };
+  const auto attached_pushes = pushes(attached.messages(from1));
+  CHECK(attached_pushes.size() == writes.size());  // one push per commit, sent at once
+  CHECK(attached_pushes == pushes(reads.messages(from2)));
+  attached_server.settle({&attached});
+  CHECK(rows(attached_server.channel->store()) == rows(*attached.store));
+  CHECK(attached.core.client_acked() == attached.store->db_version());
+
+  // A read already out: the commit only waits for it; the read then carries both.
+  attached.write("INSERT INTO todo(id, title) VALUES (5, 'salt')");  // its read is not answered yet
+  REQUIRE(attached.pending<ReadChanges>());
+  const size_t before = attached.sends.size();
+  attached.write_attached("INSERT INTO todo(id, title) VALUES (6, 'pepper')");
+  CHECK(attached.sends.size() == before);  // not pushed on its own
+  attached.answer_all();
+  auto both = pushes(attached.messages(before));
+  REQUIRE(both.size() == 1);
+  sync::Envelope e;
+  REQUIRE(e.ParseFromString(both[0]));
+  CHECK(e.push().batch().to_db_version() == attached.store->db_version());
+  attached_server.settle({&attached});
+  CHECK(rows(attached_server.channel->store()) == rows(*attached.store));
+
+  // Offline: the commit is kept and pushed by a read once connected.
+  attached_server.cut(s1);
+  attached.write_attached("INSERT INTO todo(id, title) VALUES (7, 'flour')");
+  REQUIRE_FALSE(attached.timers.empty());
+  attached.take(attached.core.on_timer(attached.timers.back().generation));
+  attached_server.accept(attached);
+  attached_server.settle({&attached});
+  CHECK(rows(attached_server.channel->store()) == rows(*attached.store));
+  CHECK(attached.core.client_acked() == attached.store->db_version());
+}
