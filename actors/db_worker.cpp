@@ -61,29 +61,34 @@ worker::ChangesSinceResponse read_changes(Store& store, const worker::ChangesSin
   return out;
 }
 
-// A local commit for the pushers, with the changes they would otherwise ask for next.
+// A local commit for the pushers, with the changes they would otherwise ask for next. A
+// commit whose row deltas reach a pusher's byte limit goes without them (the pusher reads
+// it in parts): a 200 MB value is not copied into a message per commit.
 void tell_pushers(worker_pointer self, const change::RowDeltaBatch& message, int64_t version_before) {
   auto& st = self->state;
   if (st.pushers.empty() || message.origin() != change::RowDeltaBatch::LOCAL) return;
   const std::string site = site_bytes(st.store->site_id());
+  const auto delta_bytes = static_cast<int64_t>(message.ByteSizeLong());
   for (const auto& [pusher, limits] : st.pushers) {
     worker::LocalCommit commit;
     *commit.mutable_batch() = message;
     commit.set_since_db_version(version_before);
     commit.set_site_id(site);
-    worker::ChangesSinceRequest read = limits;
-    read.set_since_db_version(version_before);
-    read.set_only_site_id(site);
-    read.clear_exclude_site_id();
-    read.clear_resume_after();
-    *commit.mutable_changes() = read_changes(*st.store, read);
+    if (limits.max_bytes() == 0 || delta_bytes < limits.max_bytes()) {
+      worker::ChangesSinceRequest read = limits;
+      read.set_since_db_version(version_before);
+      read.set_only_site_id(site);
+      read.clear_exclude_site_id();
+      read.clear_resume_after();
+      *commit.mutable_changes() = read_changes(*st.store, read);
+    }
     self->send(pusher, std::move(commit));
   }
 }
 
 // Journal first, then subscribers: a view that read version v in SQLite finds v in the
 // journal (docs/ivm.md), and every subscriber sees transactions in commit order. Pushers
-// come last: their read must not delay the views.
+// come last, so that their read delays no view (the writer's answer waits for it).
 void publish(worker_pointer self, const DeltaBatch& batch, int64_t version_before) {
   auto& st = self->state;
   if (batch.db_version == version_before) return;

@@ -152,8 +152,9 @@ Outbox ClientCore::start() { return {ReadStatus{}}; }
 Outbox ClientCore::on_status(const worker::StatusResponse& status) {
   site_ = status.site_id();
   local_version_ = status.db_version();
-  // A commit's own changes come with it up to 256 KiB; a larger one is read in parts as
-  // before (the worker would otherwise copy a huge value into a message even offline).
+  // A commit's own changes come with it when its row deltas are under 256 KiB; a larger
+  // one is read as before (the worker would otherwise copy a huge value into a message on
+  // every commit, even offline).
   Subscribe subscribe;
   auto* own = subscribe.request.mutable_own_changes();
   *own = push_read();
@@ -297,16 +298,17 @@ Outbox ClientCore::on_local_commit(const change::RowDeltaBatch& batch) {
   return out;
 }
 
-// The worker read (since_db_version, v] of our site right after commit v. When every own
-// change before it was pushed (local_version_ <= pushed_through_ <= since) and a push may go
-// now, that read is exactly what push_read() would return (the versions between hold only
-// merged changes), so it is pushed without asking again: one round trip to the worker less
-// per write. Otherwise (a push in flight fills the window, a read is out, an older part is
-// unsent, our site changed) the commit only raises local_version_, as before.
+// The worker read (since_db_version, v] of our site right after commit v. When our last
+// read ended exactly at since_db_version (pushed_through_ == since, nothing of it left to
+// resume) and a push may go now, no commit of any kind came between, so that read holds
+// what push_read() would find (cut at the worker's smaller byte limit for a big commit, as
+// a read in parts): it is pushed without asking again, one round trip to the worker less
+// per write. Anything else (a commit the syncer was not told of, a merge or a re-sync's
+// reconcile in between, a read out, a full window, a new site) takes the read path.
 Outbox ClientCore::on_local_commit(worker::LocalCommit&& commit) {
   const bool usable = commit.has_changes() && commit.changes().error().code() == change::Error::OK &&
                       commit.batch().origin() == change::RowDeltaBatch::LOCAL && commit.site_id() == site_ && can_push() &&
-                      resume_.empty() && local_version_ <= pushed_through_ && pushed_through_ <= commit.since_db_version() &&
+                      resume_.empty() && pushed_through_ == commit.since_db_version() &&
                       commit.batch().db_version() > pushed_through_;
   if (!usable) return on_local_commit(commit.batch());
   local_version_ = std::max(local_version_, commit.batch().db_version());

@@ -212,7 +212,7 @@ class ClientCore {
   // The db_worker's committed deltas (only LOCAL ones matter).
   Outbox on_local_commit(const change::RowDeltaBatch& batch);
   // A local commit with the changes the worker read for it at once: pushed as they are when
-  // they are exactly what the next read would return, else as on_local_commit(batch).
+  // the last read ended exactly where the commit began, else as on_local_commit(batch).
   Outbox on_local_commit(worker::LocalCommit&& commit);
   Outbox on_changes_read(uint64_t generation, Result<worker::ChangesSinceResponse>&& read);
   Outbox on_merged(const MergeTicket& ticket, const Result<worker::MergeResponse>& merged);

@@ -404,6 +404,30 @@ TEST_CASE("a local commit with its own changes is pushed without a read, byte fo
   attached_server.settle({&attached});
   CHECK(rows(attached_server.channel->store()) == rows(*attached.store));
 
+  // Acknowledged between writes, as a lone writer is: still no read per write.
+  for (int id = 10; id < 13; ++id) {
+    attached.write_attached("INSERT INTO todo(id, title) VALUES (" + std::to_string(id) + ", 'acked')");
+    CHECK_FALSE(attached.pending<ReadChanges>());
+    attached_server.settle({&attached});
+    CHECK(attached.core.client_acked() == attached.store->db_version());
+  }
+
+  // A commit the syncer was never told of (made before it subscribed, say): the next
+  // commit's changes start after it, so they are not pushed alone; a read takes both.
+  REQUIRE(attached.store->write({SqlStatement{"INSERT INTO todo(id, title) VALUES (20, 'untold')", {}}}).ok());
+  const size_t untold_from = attached.sends.size();
+  attached.write_attached("INSERT INTO todo(id, title) VALUES (21, 'told')");
+  CHECK(attached.sends.size() == untold_from);
+  attached.answer_all();
+  auto untold = pushes(attached.messages(untold_from));
+  REQUIRE(untold.size() == 1);
+  sync::Envelope u;
+  REQUIRE(u.ParseFromString(untold[0]));
+  CHECK(u.push().batch().to_db_version() == attached.store->db_version());
+  attached_server.settle({&attached});
+  CHECK(rows(attached_server.channel->store()) == rows(*attached.store));
+  CHECK(attached.core.client_acked() == attached.store->db_version());
+
   // Offline: the commit is kept and pushed by a read once connected.
   attached_server.cut(s1);
   attached.write_attached("INSERT INTO todo(id, title) VALUES (7, 'flour')");
