@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <iostream>
 #include <mutex>
+#include <optional>
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -61,6 +62,7 @@ void run_takeover_role(const std::string& role, const std::string& db, const std
   std::mutex mu;
   std::condition_variable cv;
   bool lost = false;
+  std::optional<TakeoverReport> taken;  // how this process came out of the takeover
   NodeConfig nc;
   nc.database_path = db;
   nc.schema = {schema};
@@ -68,6 +70,14 @@ void run_takeover_role(const std::string& role, const std::string& db, const std
   nc.on_leader_lost = [&](const Status&) {
     std::lock_guard<std::mutex> lock(mu);
     lost = true;
+    cv.notify_all();
+  };
+  // Whether this process leads is read from its takeover report, not from is_leader() once
+  // the write is acknowledged: the new leader's proxy passes writes to its own worker
+  // before the takeover has finished (and set is_leader()).
+  nc.on_takeover = [&](const TakeoverReport& report) {
+    std::lock_guard<std::mutex> lock(mu);
+    taken = report;
     cv.notify_all();
   };
   auto node = Node::open(system, nc);
@@ -93,9 +103,16 @@ void run_takeover_role(const std::string& role, const std::string& db, const std
     }
     const int64_t acked = steady_ns();
     if (!ok) die("the write after the takeover failed: " + why);
+    bool leads = false;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      if (!cv.wait_for(lock, std::chrono::seconds(60), [&] { return taken.has_value(); })) die("the takeover never ended");
+      if (!taken->status.ok()) die("the takeover failed: " + taken->status.to_string());
+      leads = taken->leads;
+    }
     std::string killed;
     if (!std::getline(std::cin, killed)) die("no kill time");
-    std::cout << nlohmann::json{{"us", static_cast<double>(acked - std::stoll(killed)) / 1000.0}, {"leads", (*node)->is_leader()}}.dump()
+    std::cout << nlohmann::json{{"us", static_cast<double>(acked - std::stoll(killed)) / 1000.0}, {"leads", leads}}.dump()
               << std::endl;
   }
   // Until the bench ends this process (stdin closed) or kills it.
