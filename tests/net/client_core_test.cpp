@@ -352,7 +352,7 @@ TEST_CASE("a waiter arriving after one host of several refused waits for the oth
 // The push built where the commit happened (worker::LocalCommit): the same pushes, byte for
 // byte, as the read the core would otherwise ask for, and the old path whenever the attached
 // read is not exactly that read.
-TEST_CASE("a local commit with its own changes is pushed without a read, byte for byte as a read would", "[client-core]") {
+TEST_CASE("a local commit with its own changes is pushed without a read and byte for byte as a read would push it", "[client-core]") {
   const std::vector<std::string> writes = {
       "INSERT INTO todo(id, title) VALUES (1, 'milk')", "INSERT INTO todo(id, title) VALUES (2, 'eggs')",
       "UPDATE todo SET title = 'oat milk' WHERE id = 1", "DELETE FROM todo WHERE id = 2",
