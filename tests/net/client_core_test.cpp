@@ -389,20 +389,27 @@ TEST_CASE("a local commit with its own changes is pushed without a read and byte
   CHECK(rows(attached_server.channel->store()) == rows(*attached.store));
   CHECK(attached.core.client_acked() == attached.store->db_version());
 
+  // A commit that takes the read path: not pushed on its own; the read, once answered,
+  // sends one push up to it, and the server ends equal to the device.
+  auto read_path_takes = [&](const std::string& sql) {
+    const size_t from = attached.sends.size();
+    attached.write_attached(sql);
+    CHECK(attached.sends.size() == from);
+    attached.answer_all();
+    auto sent = pushes(attached.messages(from));
+    REQUIRE(sent.size() == 1);
+    sync::Envelope e;
+    REQUIRE(e.ParseFromString(sent[0]));
+    CHECK(e.push().batch().to_db_version() == attached.store->db_version());
+    attached_server.settle({&attached});
+    CHECK(rows(attached_server.channel->store()) == rows(*attached.store));
+    CHECK(attached.core.client_acked() == attached.store->db_version());
+  };
+
   // A read already out: the commit only waits for it; the read then carries both.
   attached.write("INSERT INTO todo(id, title) VALUES (5, 'salt')");  // its read is not answered yet
   REQUIRE(attached.pending<ReadChanges>());
-  const size_t before = attached.sends.size();
-  attached.write_attached("INSERT INTO todo(id, title) VALUES (6, 'pepper')");
-  CHECK(attached.sends.size() == before);  // not pushed on its own
-  attached.answer_all();
-  auto both = pushes(attached.messages(before));
-  REQUIRE(both.size() == 1);
-  sync::Envelope e;
-  REQUIRE(e.ParseFromString(both[0]));
-  CHECK(e.push().batch().to_db_version() == attached.store->db_version());
-  attached_server.settle({&attached});
-  CHECK(rows(attached_server.channel->store()) == rows(*attached.store));
+  read_path_takes("INSERT INTO todo(id, title) VALUES (6, 'pepper')");
 
   // Acknowledged between writes, as a lone writer is: still no read per write.
   for (int id = 10; id < 13; ++id) {
@@ -415,18 +422,7 @@ TEST_CASE("a local commit with its own changes is pushed without a read and byte
   // A commit the syncer was never told of (made before it subscribed, say): the next
   // commit's changes start after it, so they are not pushed alone; a read takes both.
   REQUIRE(attached.store->write({SqlStatement{"INSERT INTO todo(id, title) VALUES (20, 'untold')", {}}}).ok());
-  const size_t untold_from = attached.sends.size();
-  attached.write_attached("INSERT INTO todo(id, title) VALUES (21, 'told')");
-  CHECK(attached.sends.size() == untold_from);
-  attached.answer_all();
-  auto untold = pushes(attached.messages(untold_from));
-  REQUIRE(untold.size() == 1);
-  sync::Envelope u;
-  REQUIRE(u.ParseFromString(untold[0]));
-  CHECK(u.push().batch().to_db_version() == attached.store->db_version());
-  attached_server.settle({&attached});
-  CHECK(rows(attached_server.channel->store()) == rows(*attached.store));
-  CHECK(attached.core.client_acked() == attached.store->db_version());
+  read_path_takes("INSERT INTO todo(id, title) VALUES (21, 'told')");
 
   // Offline: the commit is kept and pushed by a read once connected.
   attached_server.cut(s1);
