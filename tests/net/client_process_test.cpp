@@ -70,7 +70,12 @@ class PtyProcess {
       ssize_t n = ::read(master_, buf, sizeof buf);
       if (n <= 0) return false;
       seen_.append(buf, static_cast<size_t>(n));
+      transcript_.append(buf, static_cast<size_t>(n));
     }
+  }
+  // expect, failing the test with everything the terminal showed when `text` never came.
+  void require(const std::string& text, std::chrono::milliseconds within = 20s) {
+    if (!expect(text, within)) FAIL("the terminal never showed '" << text << "'; it showed:\n" << transcript_);
   }
   int wait(std::chrono::milliseconds within) {
     const auto deadline = std::chrono::steady_clock::now() + within;
@@ -93,6 +98,7 @@ class PtyProcess {
   int master_ = -1;
   bool exited_ = false;
   std::string seen_;  // output after the last match
+  std::string transcript_;  // everything read, for a failure's message
 };
 
 std::vector<std::string> with(std::vector<std::string> args, const std::vector<std::string>& more) {
@@ -292,10 +298,10 @@ TEST_CASE("client processes: the shell on a terminal stops on Ctrl-C and ends on
   w.start_server();
   {
     PtyProcess shell(w.client("a.db"));
-    REQUIRE(shell.expect("tandem> "));
+    shell.require("tandem> ");
     shell.type("watch SELECT upper(title) FROM todo\n");  // refused: the shell goes on
-    REQUIRE(shell.expect("error: cannot watch", 10s));
-    REQUIRE(shell.expect("tandem> ", 10s));
+    shell.require("error: cannot watch", 10s);
+    shell.require("tandem> ", 10s);
     const auto start = std::chrono::steady_clock::now();
     shell.type("\x03");
     CHECK(shell.wait(kStopWithin + 5s) == 128 + SIGINT);
@@ -303,10 +309,10 @@ TEST_CASE("client processes: the shell on a terminal stops on Ctrl-C and ends on
   }
   {
     PtyProcess shell(w.client("a.db"));
-    REQUIRE(shell.expect("tandem> "));
+    shell.require("tandem> ");
     shell.type("watch SELECT nope FROM todo\n");
-    REQUIRE(shell.expect("error: cannot watch", 10s));
-    REQUIRE(shell.expect("tandem> ", 10s));
+    shell.require("error: cannot watch", 10s);
+    shell.require("tandem> ", 10s);
     const auto start = std::chrono::steady_clock::now();
     shell.type("\x04");
     CHECK(shell.wait(kStopWithin + 5s) == 0);
