@@ -551,7 +551,8 @@ int run_shell(ClientNode& node) {
       }
       if (code != 0) failed = code;
     } catch (const ExitError& e) {
-      std::cerr << "error: " << e.message << "\n";
+      // One write: a log line of another thread cannot land inside it.
+      std::cerr << ("error: " + e.message + "\n");
       failed = e.code;
     }
   }
