@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -116,14 +117,8 @@ Status read_sizes(Database& db, StoreInspection& out) {
 
 // The application's tables (not SQLite's, not Tandem's), by name.
 Result<std::vector<std::string>> application_table_names(Database& db) {
-  TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-                                              "AND name NOT LIKE 'tandem\\_%' ESCAPE '\\' ORDER BY name"));
-  std::vector<std::string> names;
-  for (;;) {
-    TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
-    if (!row) break;
-    names.push_back(st->column(0).bytes());
-  }
+  TANDEM_ASSIGN_OR_RETURN(auto names, application_tables(db));
+  std::sort(names.begin(), names.end());
   return names;
 }
 

@@ -81,6 +81,18 @@ bool is_reserved_table_name(const std::string& name) {
   return upper(name.substr(0, 7)) == "TANDEM_" || upper(name.substr(0, 7)) == "SQLITE_";
 }
 
+Result<std::vector<std::string>> application_tables(Database& db) {
+  TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+                                              "AND name NOT LIKE 'tandem\\_%' ESCAPE '\\' ORDER BY rowid"));
+  std::vector<std::string> names;
+  for (;;) {
+    TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
+    if (!row) break;
+    names.push_back(st->column(0).bytes());
+  }
+  return names;
+}
+
 Result<std::vector<ColumnInfo>> read_columns(Database& db, const std::string& table) {
   TANDEM_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?1)"));
   TANDEM_RETURN_IF_ERROR(st->bind(1, Value::Text(table)));

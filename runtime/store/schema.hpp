@@ -61,6 +61,9 @@ struct TableInfo {
 // Double-quotes an identifier for SQL.
 std::string quote_identifier(const std::string& name);
 
+// The application's tables (not SQLite's, not Tandem's), in the order they were created.
+Result<std::vector<std::string>> application_tables(Database& db);
+
 // Every column of a table as SQLite reports it (PRAGMA table_xinfo), in declared order,
 // without judging it. NOT_FOUND when there is no such table.
 Result<std::vector<ColumnInfo>> read_columns(Database& db, const std::string& table);

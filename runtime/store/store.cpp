@@ -900,18 +900,7 @@ std::vector<std::string> Store::replicated_tables() const {
   return names;
 }
 
-Result<std::vector<std::string>> Store::application_tables() {
-  TANDEM_ASSIGN_OR_RETURN(auto st, impl_->db->prepare(
-      "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-      "AND name NOT LIKE 'tandem\\_%' ESCAPE '\\' ORDER BY rowid"));
-  std::vector<std::string> names;
-  for (;;) {
-    TANDEM_ASSIGN_OR_RETURN(bool row, st->step());
-    if (!row) break;
-    names.push_back(st->column(0).bytes());
-  }
-  return names;
-}
+Result<std::vector<std::string>> Store::application_tables() { return tandem::application_tables(*impl_->db); }
 
 const TableInfo* Store::table(const std::string& name) const { return impl_->find_table(name); }
 
