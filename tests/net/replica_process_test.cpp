@@ -244,35 +244,38 @@ TEST_CASE("processes: a host added and a host removed at run time strand no rows
           "[process][cluster][membership]") {
   World w;
   Cluster c(w, 2, {"--replicas", "1"}, true);
+  w.url = c.hosts[0].url;
+  const auto before = c.members();
+  // The third host's address is chosen now (it starts below), so that the users cover every
+  // case: four move to it, four stay on the host that later leaves, four on the one that stays.
+  // Members are random ports: 12 fixed names all stayed put in CI once (each stays with
+  // chance 2/3).
+  const std::string joined_member = c.add().member;
+  const auto after = c.members();
   std::vector<std::string> users;
-  for (int i = 0; i < 12; ++i) users.push_back("user" + std::to_string(i));
-  Host& edge = c.hosts[0];
-  w.url = edge.url;
-  auto before = c.members();
+  std::map<std::string, int> per_case;  // by the host that holds the user once the third joined
+  for (int i = 0; users.size() < 12; ++i) {
+    const std::string u = "user" + std::to_string(i);
+    if (++per_case[tandem::sync_placement::owner_of(u, after)] <= 4) users.push_back(u);
+  }
   for (const auto& u : users) {
     auto r = w.cmd(u + "-laptop.db", {"--timeout", "20s", "exec", "INSERT INTO todo(id, title) VALUES (1, 'before')"}, u);
     REQUIRE(r.code == 0);
   }
 
   // A third host joins: the member file gains it and every host re-reads it.
-  Host& joined = c.add();
+  Host& joined = c.by_member(joined_member);
   c.write_members();
   c.start(joined);
   c.reload();
-  auto after = c.members();
-  int moved = 0;
   for (const auto& u : users) {
     INFO("user " << u);
-    const std::string old_owner = tandem::sync_placement::owner_of(u, before);
     const std::string new_owner = tandem::sync_placement::owner_of(u, after);
-    moved += old_owner != new_owner;
     // A new device gets every row, whichever host holds the user now.
     REQUIRE(w.cmd(u + "-phone.db", {"--timeout", "20s", "sync"}, u).code == 0);
     CHECK(w.rows(u + "-phone.db") == w.rows(u + "-laptop.db"));
     if (new_owner == joined.member) CHECK(ids_on_host(c.file(joined, u)) == std::set<int64_t>{1});
   }
-  CHECK(moved > 0);
-  CHECK(moved < static_cast<int>(users.size()));
 
   // Writes after the move, then a host leaves: its users' rows come from it to their new host.
   for (const auto& u : users) {

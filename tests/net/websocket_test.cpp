@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "runtime/net/websocket.hpp"
+#include "tests/common/temp_dir.hpp"
 
 using namespace tandem;
 using namespace tandem::net;
@@ -301,8 +302,9 @@ TEST_CASE("connecting to nothing fails with a clear reason", "[net]") {
 }
 
 TEST_CASE("TLS: wss with a certificate, verified against its CA file", "[net][tls]") {
-  const std::string dir = "websocket_test_tls";
-  REQUIRE(std::system(("mkdir -p " + dir + " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+  const tandem::test::TempDir tmp;  // the key is made per run, never kept in the source tree
+  const std::string& dir = tmp.path;
+  REQUIRE(std::system(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
                        "-nodes -keyout " + dir + "/key.pem -out " + dir + "/cert.pem -days 2 -subj /CN=localhost "
                        "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null").c_str()) == 0);
   ServerOptions options;
