@@ -7,6 +7,7 @@
 #include <random>
 #include <chrono>
 
+#include "actors/session.hpp"
 #include "runtime/metrics/metrics.hpp"
 #include "runtime/store/store.hpp"
 #include "runtime/sync/frames.hpp"
@@ -26,6 +27,8 @@ struct channel_state {
   channel_usage_sink directory;
   sync_channel::ChannelOptions options;
   std::map<uint64_t, envelope_sink> sessions;  // session id -> session actor (or linked channel)
+  // Sessions of this process: their envelopes go straight to the connection (SessionOutlet).
+  std::map<uint64_t, std::weak_ptr<SessionOutlet>> outlets;
   // Replica links: channels of other hosts this one joined (by address; our session id
   // there), and the sessions here that are other hosts' links (`true`: a back link, which
   // does not keep this channel open).
@@ -72,6 +75,13 @@ std::map<uint64_t, envelope_sink>::iterator send_one(self_ptr self, sync_channel
   else if (o.envelope.has_error())
     spdlog::warn("hop=server.error user={} session={} {}", self->state.user, o.session,
                  sync_frames::describe(o.envelope));
+  auto outlet = self->state.outlets.find(o.session);
+  if (outlet != self->state.outlets.end()) {
+    if (auto direct = outlet->second.lock()) {
+      direct->deliver(std::move(o.envelope));
+      return it;
+    }
+  }
   self->send(it->second, std::move(o.envelope));
   return it;
 }
@@ -83,6 +93,7 @@ void deliver(self_ptr self, sync_channel::Outbox out) {
     if (o.close_after) {
       self->state.core->leave(o.session);
       self->state.sessions.erase(it);
+      self->state.outlets.erase(o.session);
     }
   }
 }
@@ -120,6 +131,7 @@ void report_usage(self_ptr self) {
 void remove_session(self_ptr self, uint64_t session) {
   const uint32_t before = usage_count(self);
   if (self->state.sessions.erase(session) == 0) return;
+  self->state.outlets.erase(session);
   self->state.links_in.erase(session);
   if (self->state.core) self->state.core->leave(session);
   spdlog::debug("hop=server.leave user={} session={} sessions={}", self->state.user, session,
@@ -253,6 +265,7 @@ void client_join(self_ptr self, cluster::Join& join, const envelope_sink& sessio
   }
   const bool first = usage_count(self) == 0;
   self->state.sessions[join.session()] = session;
+  if (auto outlet = local_session_outlet(join.session(), session.address())) self->state.outlets[join.session()] = outlet;
   self->monitor(session);
   spdlog::debug("hop=server.join user={} session={} client={} sessions={}", self->state.user, join.session(),
                 sync_frames::log_escape(join.hello().client_name(), 64), self->state.sessions.size());

@@ -7,7 +7,9 @@
 #include <caf/stateful_actor.hpp>
 #include <spdlog/spdlog.h>
 
+#include <mutex>
 #include <optional>
+#include <unordered_map>
 
 #include "runtime/metrics/metrics.hpp"
 #include "runtime/metrics/recent_errors.hpp"
@@ -22,69 +24,36 @@ using token_expired_atom = caf::atom_constant<caf::atom("tokenexp")>;
 using session_impl = session_actor::extend<caf::reacts_to<hello_timeout_atom>, caf::reacts_to<token_expired_atom>>;
 
 struct session_state {
-  enum class Phase { awaiting_hello, joining, joined, closed };
+  using Phase = SessionOutlet::Phase;
   std::shared_ptr<net::Connection> connection;
+  std::shared_ptr<SessionOutlet> outlet;  // the phase, and what the client is sent
   std::shared_ptr<const SessionConfig> config;
   directory_actor directory;
   channel_actor channel;
-  Phase phase = Phase::awaiting_hello;
-  std::string user;
-  std::string client;        // the client's name and address, for logs
   sync::Hello hello;         // kept (without token) for a re-join after a channel restart
   sync_frames::Reassembler fragments;  // a fragmented Push under way
   int join_attempts = 0;
   static inline const char* name = "session";
 
-  // The phase, counted in tandem_sessions{state}: every change goes through set_phase, and
-  // the state's end leaves the gauge of its last phase whichever way the actor ended.
-  session_state() { gauge(phase, 1); }
-  ~session_state() { gauge(phase, -1); }
-  void set_phase(Phase p) {
-    if (p == phase) return;
-    gauge(phase, -1);
-    gauge(p, 1);
-    phase = p;
-  }
-  static void gauge(Phase p, int64_t delta) {
-    using metrics::SessionPhase;
-    auto& sessions = metrics::server_metrics().sessions;
-    switch (p) {
-      case Phase::awaiting_hello: return sessions[static_cast<int>(SessionPhase::kAwaitingHello)].add(delta);
-      case Phase::joining: return sessions[static_cast<int>(SessionPhase::kJoining)].add(delta);
-      case Phase::joined: return sessions[static_cast<int>(SessionPhase::kJoined)].add(delta);
-      case Phase::closed: return;
-    }
-  }
+  Phase phase() const { return outlet->phase(); }
+  void set_phase(Phase p) { outlet->set_phase(p); }
 };
 
 using self_ptr = session_impl::stateful_pointer<session_state>;
 
 void send_frame(self_ptr self, const sync::Envelope& e) {
-  if (!self->state.connection) return;
-  std::string frame = sync_frames::encode(e);
-  metrics::server_metrics().bytes_sent.inc(frame.size());
-  self->state.connection->send(std::move(frame));
-}
-
-// A forward holding a large value goes out in Fragments (docs/protocol.md).
-void send_message(self_ptr self, sync::Envelope&& e) {
-  if (!self->state.connection) return;
-  auto& connection = *self->state.connection;
-  sync_frames::send_frames(std::move(e), [&connection](std::string frame) {
-    metrics::server_metrics().bytes_sent.inc(frame.size());
-    connection.send(std::move(frame));
-  });
+  if (self->state.connection) self->state.outlet->send_frame(e);
 }
 
 // Sends a fatal error and closes; the session stops when the connection reports it is down.
 void fail(self_ptr self, sync::Error::Code code, const std::string& message) {
-  if (self->state.phase == session_state::Phase::closed) return;
+  // Closed first: a channel delivering on its own thread sends nothing after the error.
+  if (!self->state.outlet->set_phase(session_state::Phase::closed)) return;
   metrics::server_metrics().count_error(code);
-  metrics::server_recent_errors().add(code, self->state.user, self->state.client, message);
-  spdlog::info("hop=server.session_refused client={} user={} code={} reason=\"{}\"", self->state.client,
-               self->state.user, sync::Error::Code_Name(code), sync_frames::log_escape(message, 1024));
+  metrics::server_recent_errors().add(code, self->state.outlet->user, self->state.outlet->client, message);
+  spdlog::info("hop=server.session_refused client={} user={} code={} reason=\"{}\"", self->state.outlet->client,
+               self->state.outlet->user, sync::Error::Code_Name(code), sync_frames::log_escape(message, 1024));
   send_frame(self, sync_frames::error_envelope(code, message, true));
-  self->state.set_phase(session_state::Phase::closed);
   if (self->state.connection) self->state.connection->close(net::kClosePolicyViolation, sync::Error::Code_Name(code));
 }
 
@@ -104,8 +73,20 @@ void after(self_ptr self, std::chrono::milliseconds delay, Atom atom) {
 
 // The session's name within its channel, unique across the cluster's hosts (connection ids
 // are unique only within a process).
-uint64_t session_id(self_ptr self) {
-  return self->state.config->session_id_base | (self->state.connection->id() & ((uint64_t{1} << 40) - 1));
+uint64_t make_session_id(const SessionConfig& config, const net::Connection& connection) {
+  return config.session_id_base | (connection.id() & ((uint64_t{1} << 40) - 1));
+}
+uint64_t session_id(self_ptr self) { return self->state.outlet->session_id(); }
+
+// This process's sessions by id, for the channels they join (local_session_outlet). An
+// entry whose outlet is gone is removed by the outlet's destructor.
+struct OutletRegistry {
+  std::mutex mutex;
+  std::unordered_map<uint64_t, std::pair<caf::actor_addr, std::weak_ptr<SessionOutlet>>> by_id;
+};
+OutletRegistry& outlets() {
+  static auto* registry = new OutletRegistry;  // never destroyed: outlets may die at exit
+  return *registry;
 }
 
 void leave_channel(self_ptr self) {
@@ -119,16 +100,21 @@ void leave_channel(self_ptr self) {
 void join(self_ptr self) {
   ++self->state.join_attempts;
   cluster::ChannelLookup lookup;
-  lookup.set_user(self->state.user);
+  lookup.set_user(self->state.outlet->user);
   self->request(self->state.directory, self->state.config->lookup_timeout, std::move(lookup))
       .then(
           [self](channel_actor ch) {
-            if (self->state.phase != session_state::Phase::joining) return;
+            if (self->state.phase() != session_state::Phase::joining) return;
             self->state.channel = ch;
             self->monitor(ch);
+            {
+              auto& r = outlets();
+              std::lock_guard<std::mutex> lock(r.mutex);
+              r.by_id[session_id(self)] = {self->address(), self->state.outlet};
+            }
             cluster::Join j;
             j.set_session(session_id(self));
-            j.set_user(self->state.user);
+            j.set_user(self->state.outlet->user);
             *j.mutable_hello() = self->state.hello;
             self->send(ch, std::move(j));
           },
@@ -150,20 +136,20 @@ void on_hello(self_ptr self, const sync::Hello& hello) {
     const auto expiry = std::chrono::system_clock::time_point(std::chrono::seconds(claims->expires_at + verify.leeway_seconds));
     after(self, std::chrono::duration_cast<std::chrono::milliseconds>(expiry - now), token_expired_atom::value);
   }
-  self->state.user = claims->user;
+  self->state.outlet->user = claims->user;
   self->state.hello = hello;
   self->state.hello.clear_token();
   // The name is the client's free text: escaped, so that it cannot forge log records.
-  self->state.client = sync_frames::log_escape(hello.client_name(), 64) + "@" + self->state.connection->peer();
+  self->state.outlet->client = sync_frames::log_escape(hello.client_name(), 64) + "@" + self->state.connection->peer();
   self->state.set_phase(session_state::Phase::joining);
-  spdlog::debug("hop=server.hello user={} client={} cursor={}", self->state.user, self->state.client, hello.cursor());
+  spdlog::debug("hop=server.hello user={} client={} cursor={}", self->state.outlet->user, self->state.outlet->client, hello.cursor());
   join(self);
 }
 
 void on_envelope(self_ptr self, sync::Envelope& e);
 
 void on_frame(self_ptr self, const std::string& frame) {
-  if (self->state.phase == session_state::Phase::closed) return;
+  if (self->state.phase() == session_state::Phase::closed) return;
   auto decoded = sync_frames::decode(frame);
   if (!decoded.ok) return fail(self, decoded.error.code(), decoded.error.message());
   on_envelope(self, decoded.envelope);
@@ -174,7 +160,7 @@ void on_envelope(self_ptr self, sync::Envelope& e) {
     return fail(self, sync::Error::PROTOCOL, "a " + sync_frames::describe(e) + " in the middle of a fragmented message");
   switch (e.kind_case()) {
     case sync::Envelope::kFragment: {
-      if (self->state.phase != session_state::Phase::joined)
+      if (self->state.phase() != session_state::Phase::joined)
         return fail(self, sync::Error::PROTOCOL, "a fragment before the welcome");
       std::optional<sync::Envelope> whole;
       sync::Error refusal;
@@ -185,7 +171,7 @@ void on_envelope(self_ptr self, sync::Envelope& e) {
       return on_envelope(self, *whole);
     }
     case sync::Envelope::kHello:
-      if (self->state.phase != session_state::Phase::awaiting_hello)
+      if (self->state.phase() != session_state::Phase::awaiting_hello)
         return fail(self, sync::Error::PROTOCOL, "a second hello on one connection");
       return on_hello(self, e.hello());
     case sync::Envelope::kPing: {
@@ -196,7 +182,7 @@ void on_envelope(self_ptr self, sync::Envelope& e) {
     case sync::Envelope::kPong:
       return;
     case sync::Envelope::kPush: {
-      if (self->state.phase != session_state::Phase::joined)
+      if (self->state.phase() != session_state::Phase::joined)
         return fail(self, sync::Error::PROTOCOL, "push before the welcome");
       cluster::SessionPush p;
       p.set_session(session_id(self));
@@ -205,7 +191,7 @@ void on_envelope(self_ptr self, sync::Envelope& e) {
       return;
     }
     case sync::Envelope::kClientAck: {
-      if (self->state.phase != session_state::Phase::joined)
+      if (self->state.phase() != session_state::Phase::joined)
         return fail(self, sync::Error::PROTOCOL, "client ack before the welcome");
       cluster::SessionClientAck a;
       a.set_session(session_id(self));
@@ -214,7 +200,7 @@ void on_envelope(self_ptr self, sync::Envelope& e) {
       return;
     }
     case sync::Envelope::kError:
-      spdlog::info("hop=server.client_error client={} user={} {}", self->state.client, self->state.user,
+      spdlog::info("hop=server.client_error client={} user={} {}", self->state.outlet->client, self->state.outlet->user,
                    sync_frames::describe(e));
       if (e.error().fatal()) {
         self->state.set_phase(session_state::Phase::closed);
@@ -231,15 +217,16 @@ session_impl::behavior_type session(self_ptr self, std::shared_ptr<net::Connecti
   self->state.connection = std::move(connection);
   self->state.config = std::move(config);
   self->state.directory = std::move(directory);
-  self->state.client = self->state.connection->peer();
+  self->state.outlet = std::make_shared<SessionOutlet>(self->state.connection, make_session_id(*self->state.config, *self->state.connection));
+  self->state.outlet->client = self->state.connection->peer();
   self->set_default_handler(caf::drop);
   self->set_error_handler([self](caf::error& err) {
-    spdlog::warn("hop=server.session client={} error=\"{}\"", self->state.client, self->system().render(err));
+    spdlog::warn("hop=server.session client={} error=\"{}\"", self->state.outlet->client, self->system().render(err));
   });
   self->set_down_handler([self](caf::down_msg& down) {
     if (!self->state.channel || down.source != self->state.channel.address()) return;
     self->state.channel = channel_actor{};
-    if (self->state.phase == session_state::Phase::joining && self->state.join_attempts < 3) {
+    if (self->state.phase() == session_state::Phase::joining && self->state.join_attempts < 3) {
       join(self);  // the channel closed between the lookup and the join: ask again
       return;
     }
@@ -250,45 +237,110 @@ session_impl::behavior_type session(self_ptr self, std::shared_ptr<net::Connecti
       [self](frame_atom, std::string& frame) { on_frame(self, frame); },
       [self](closed_atom, std::string& why) {
         // Info, like the welcome: an operator sees each connection's end and its cause.
-        spdlog::info("hop=server.disconnect client={} user={} why=\"{}\"", self->state.client, self->state.user, why);
+        spdlog::info("hop=server.disconnect client={} user={} why=\"{}\"", self->state.outlet->client, self->state.outlet->user, why);
         leave_channel(self);
         self->state.set_phase(session_state::Phase::closed);
         self->state.connection.reset();
         self->quit();
       },
       [self](sync::Envelope& e) {
-        if (self->state.phase == session_state::Phase::closed) return;
-        if (e.has_error()) {
-          metrics::server_metrics().count_error(e.error().code());
-          metrics::server_recent_errors().add(e.error().code(), self->state.user, self->state.client, e.error().message());
-        }
-        if (e.has_welcome()) {
-          self->state.set_phase(session_state::Phase::joined);
-          spdlog::info("hop=server.welcome user={} client={} server_v={} client_acked={} forward_from={}",
-                       self->state.user, self->state.client, e.welcome().server_db_version(),
-                       e.welcome().client_acked_db_version(), e.welcome().forward_from());
-        }
-        if (e.has_error() && e.error().fatal()) {
-          send_frame(self, e);
-          self->state.set_phase(session_state::Phase::closed);
-          self->state.channel = channel_actor{};  // the channel already dropped this session
-          self->state.connection->close(net::kClosePolicyViolation, sync::Error::Code_Name(e.error().code()));
-          return;
-        }
-        send_message(self, std::move(e));
+        // From a channel of another host (a channel of this process delivers through the
+        // outlet itself).
+        const bool fatal = e.has_error() && e.error().fatal();
+        self->state.outlet->deliver(std::move(e));
+        if (fatal) self->state.channel = channel_actor{};  // the channel already dropped this session
       },
       [self](token_expired_atom) {
-        if (self->state.phase != session_state::Phase::closed)
+        if (self->state.phase() != session_state::Phase::closed)
           fail(self, sync::Error::UNAUTHENTICATED, "the token expired; connect again with a new token");
       },
       [self](hello_timeout_atom) {
-        if (self->state.phase == session_state::Phase::awaiting_hello)
+        if (self->state.phase() == session_state::Phase::awaiting_hello)
           fail(self, sync::Error::TIMEOUT, "no hello within " + std::to_string(self->state.config->hello_timeout.count()) + " ms");
       },
   };
 }
 
 }  // namespace
+
+SessionOutlet::SessionOutlet(std::shared_ptr<net::Connection> connection, uint64_t session_id)
+    : connection_(std::move(connection)), session_id_(session_id) {
+  gauge(Phase::awaiting_hello, 1);
+}
+
+SessionOutlet::~SessionOutlet() {
+  gauge(phase_.load(), -1);
+  auto& r = outlets();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  auto it = r.by_id.find(session_id_);
+  if (it != r.by_id.end() && it->second.second.expired()) r.by_id.erase(it);
+}
+
+// The phase, counted in tandem_sessions{state}: every change goes through set_phase, and
+// the outlet's end leaves the gauge of its last phase whichever way the session ended.
+void SessionOutlet::gauge(Phase p, int64_t delta) {
+  using metrics::SessionPhase;
+  auto& sessions = metrics::server_metrics().sessions;
+  switch (p) {
+    case Phase::awaiting_hello: return sessions[static_cast<int>(SessionPhase::kAwaitingHello)].add(delta);
+    case Phase::joining: return sessions[static_cast<int>(SessionPhase::kJoining)].add(delta);
+    case Phase::joined: return sessions[static_cast<int>(SessionPhase::kJoined)].add(delta);
+    case Phase::closed: return;
+  }
+}
+
+bool SessionOutlet::set_phase(Phase p) {
+  Phase was = phase_.load();
+  do {
+    if (was == p || was == Phase::closed) return false;
+  } while (!phase_.compare_exchange_weak(was, p));
+  gauge(was, -1);
+  gauge(p, 1);
+  return true;
+}
+
+void SessionOutlet::send_frame(const sync::Envelope& e) {
+  std::string frame = sync_frames::encode(e);
+  metrics::server_metrics().bytes_sent.inc(frame.size());
+  connection_->send(std::move(frame));
+}
+
+void SessionOutlet::send_message(sync::Envelope&& e) {
+  auto& connection = *connection_;
+  sync_frames::send_frames(std::move(e), [&connection](std::string frame) {
+    metrics::server_metrics().bytes_sent.inc(frame.size());
+    connection.send(std::move(frame));
+  });
+}
+
+void SessionOutlet::deliver(sync::Envelope&& e) {
+  if (phase() == Phase::closed) return;
+  if (e.has_error()) {
+    metrics::server_metrics().count_error(e.error().code());
+    metrics::server_recent_errors().add(e.error().code(), user, client, e.error().message());
+  }
+  if (e.has_welcome()) {
+    set_phase(Phase::joined);
+    if (phase() == Phase::closed) return;  // closed meanwhile (closed is final)
+    spdlog::info("hop=server.welcome user={} client={} server_v={} client_acked={} forward_from={}", user, client,
+                 e.welcome().server_db_version(), e.welcome().client_acked_db_version(), e.welcome().forward_from());
+  }
+  if (e.has_error() && e.error().fatal()) {
+    if (!set_phase(Phase::closed)) return;  // first, as in the session's own refusals
+    send_frame(e);
+    connection_->close(net::kClosePolicyViolation, sync::Error::Code_Name(e.error().code()));
+    return;
+  }
+  send_message(std::move(e));
+}
+
+std::shared_ptr<SessionOutlet> local_session_outlet(uint64_t session_id, const caf::actor_addr& session) {
+  auto& r = outlets();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  auto it = r.by_id.find(session_id);
+  if (it == r.by_id.end() || it->second.first != session) return nullptr;
+  return it->second.second.lock();
+}
 
 void add_server_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<sync::Envelope>("tandem.sync.Envelope");

@@ -1,8 +1,10 @@
 // The `session` role (server): one per client WebSocket connection. It authenticates the
 // first frame (a hello with a valid token, protocol version and site id) within
 // `hello_timeout`, finds the user's channel through the directory, joins it, and from then
-// on is bound to that user: it relays the client's pushes and client acks to that channel
-// and the channel's envelopes (welcome, acks, forwards, errors) to the client. Anything
+// on is bound to that user: it relays the client's pushes and client acks to that channel.
+// The channel's envelopes (welcome, acks, forwards, errors) reach the client through the
+// session's SessionOutlet: a channel of this process calls it directly, one of another host
+// sends them to the session actor, which does. Anything
 // else — a malformed or unknown frame, a push before the welcome, a second hello — gets
 // a fatal Error frame and the connection is closed; other sessions are never affected.
 // A push larger than a frame arrives as Fragments and is relayed only once whole; a
@@ -15,6 +17,7 @@
 
 #include "actors/directory.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -48,6 +51,50 @@ struct SessionConfig {
   // process, so that sessions of several hosts joining one channel never share an id.
   uint64_t session_id_base = 0;
 };
+
+// The sending half of a session, shared with the channel of the same process that the
+// session joined: the channel hands its envelopes for the client to the connection on its
+// own thread, instead of through the session actor's mailbox. That is one thread hand-off
+// less per ack and forward (in a fan-out to many sessions, each hand-off was a wake-up of
+// another thread and most of the cost; docs/architecture.md, "Fan-out"). A channel of
+// another host has no outlet and sends to the session actor, which delivers the same way.
+// Every envelope for the client goes through deliver(), which keeps the session's phase.
+// Thread-safe.
+class SessionOutlet {
+ public:
+  enum class Phase { awaiting_hello, joining, joined, closed };
+  SessionOutlet(std::shared_ptr<net::Connection> connection, uint64_t session_id);
+  ~SessionOutlet();
+  SessionOutlet(const SessionOutlet&) = delete;
+  SessionOutlet& operator=(const SessionOutlet&) = delete;
+
+  // Sends an envelope from the channel to the client: a welcome makes the session joined,
+  // a fatal error is sent and then closes the connection; nothing is sent once closed.
+  void deliver(sync::Envelope&& e);
+  // Sends one frame, or a forward larger than a fragment as Fragments (docs/protocol.md).
+  void send_frame(const sync::Envelope& e);
+  void send_message(sync::Envelope&& e);
+  Phase phase() const { return phase_.load(); }
+  // Moves to `p`; closed is final (false then, or when already at `p`). Counted in
+  // tandem_sessions{state}.
+  bool set_phase(Phase p);
+  net::Connection& connection() const { return *connection_; }
+  uint64_t session_id() const { return session_id_; }
+  // For logs and the status page's errors; written by the session actor before it joins a
+  // channel (the Join message orders those writes before the channel's reads), then fixed.
+  std::string user;
+  std::string client;
+
+ private:
+  static void gauge(Phase p, int64_t delta);
+  const std::shared_ptr<net::Connection> connection_;
+  const uint64_t session_id_;
+  std::atomic<Phase> phase_{Phase::awaiting_hello};
+};
+
+// The outlet of the session `session_id` of this process, when `session` is that session's
+// actor and it is still alive; null otherwise (a session of another host, or gone).
+std::shared_ptr<SessionOutlet> local_session_outlet(uint64_t session_id, const caf::actor_addr& session);
 
 // Registers every message type of the server roles (call on each process's config).
 void add_server_message_types(caf::actor_system_config& cfg);

@@ -807,3 +807,103 @@ TEST_CASE("report_status gathers every channel's devices from the actors and err
   for (const auto& c : st.channels())
     if (c.user() == "alice") CHECK(c.sessions_size() == 1);
 }
+
+namespace {
+
+// A connection that records what it is given (SessionOutlet's tests).
+class RecordingConnection : public net::Connection {
+ public:
+  bool send(std::string frame) override {
+    std::lock_guard<std::mutex> lock(mu);
+    if (closed) return false;
+    frames.push_back(std::move(frame));
+    return true;
+  }
+  void close(uint16_t c, const std::string&) override {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!closed) code = c;
+    closed = true;
+  }
+  void abort() override { close(0, ""); }
+  void set_timer(std::chrono::milliseconds, std::function<void()>) override {}
+  bool is_open() const override { return !closed; }
+  size_t queued_bytes() const override { return 0; }
+  const std::string& peer() const override { return peer_; }
+  uint64_t id() const override { return 7; }
+  std::vector<sync::Envelope> sent() {
+    std::lock_guard<std::mutex> lock(mu);
+    std::vector<sync::Envelope> out;
+    for (const auto& f : frames) out.push_back(sync_frames::decode(f).envelope);
+    return out;
+  }
+  std::mutex mu;
+  std::vector<std::string> frames;
+  bool closed = false;
+  uint16_t code = 0;
+  std::string peer_ = "127.0.0.1:1";
+};
+
+sync::Envelope forward_envelope(uint64_t seq) {
+  sync::Envelope e;
+  e.mutable_forward()->set_seq(seq);
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("a session's outlet: the welcome joins and a fatal error closes whichever thread delivers them",
+          "[server][session]") {
+  using Phase = actors::SessionOutlet::Phase;
+  auto connection = std::make_shared<RecordingConnection>();
+  actors::SessionOutlet outlet(connection, 42);
+  CHECK(outlet.phase() == Phase::awaiting_hello);
+  CHECK(outlet.set_phase(Phase::joining));
+  CHECK_FALSE(outlet.set_phase(Phase::joining));  // already there
+
+  sync::Envelope welcome;
+  welcome.mutable_welcome()->set_server_db_version(3);
+  outlet.deliver(std::move(welcome));
+  CHECK(outlet.phase() == Phase::joined);
+  // A channel on another thread forwards while the session's own thread stays idle.
+  std::thread channel([&] {
+    for (uint64_t seq = 1; seq <= 100; ++seq) outlet.deliver(forward_envelope(seq));
+  });
+  channel.join();
+  auto sent = connection->sent();
+  REQUIRE(sent.size() == 101);
+  CHECK(sent[0].has_welcome());
+  for (uint64_t seq = 1; seq <= 100; ++seq) CHECK(sent[seq].forward().seq() == seq);
+
+  outlet.deliver(sync_frames::error_envelope(sync::Error::SITE_CONFLICT, "another device uses this site id", true));
+  CHECK(outlet.phase() == Phase::closed);
+  CHECK(connection->code == net::kClosePolicyViolation);
+  sent = connection->sent();
+  REQUIRE(sent.size() == 102);
+  CHECK(sent.back().error().code() == sync::Error::SITE_CONFLICT);
+  // Closed is final: nothing more is sent, and no phase comes back.
+  connection->closed = false;  // a connection that would still take frames
+  outlet.deliver(forward_envelope(101));
+  sync::Envelope late_welcome;
+  late_welcome.mutable_welcome();
+  outlet.deliver(std::move(late_welcome));
+  CHECK(connection->sent().size() == 102);
+  CHECK_FALSE(outlet.set_phase(Phase::joined));
+  CHECK(outlet.phase() == Phase::closed);
+  // No session of this process has id 42 (the outlet was never registered by a session actor).
+  CHECK(actors::local_session_outlet(42, caf::actor_addr{}) == nullptr);
+}
+
+TEST_CASE("a session's outlet: a welcome arriving after the session closed does not reopen it", "[server][session]") {
+  using Phase = actors::SessionOutlet::Phase;
+  auto connection = std::make_shared<RecordingConnection>();
+  actors::SessionOutlet outlet(connection, 43);
+  outlet.set_phase(Phase::joining);
+  // The session refused a bad frame (its own thread) while the channel was welcoming it.
+  std::thread session([&] { outlet.set_phase(Phase::closed); });
+  session.join();
+  sync::Envelope welcome;
+  welcome.mutable_welcome();
+  outlet.deliver(std::move(welcome));
+  CHECK(outlet.phase() == Phase::closed);
+  CHECK(connection->sent().empty());
+}
