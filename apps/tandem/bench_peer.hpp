@@ -5,8 +5,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -43,6 +45,9 @@ struct RawPeer {
   std::atomic<int64_t> forwarded_changes{0};
   std::atomic<bool> failed{false};
   std::function<void(RawPeer&, const sync::Envelope&)> on_envelope;
+  std::mutex down_mu;
+  std::condition_variable down_cv;
+  bool down = false;  // on_close was called
 
   net::Handler handler() {
     net::Handler h;
@@ -62,9 +67,25 @@ struct RawPeer {
       if (e.has_error()) failed = true;
       if (on_envelope) on_envelope(*this, e);
     };
-    h.on_close = [this](const Status&) {};
+    h.on_close = [this](const Status&) {
+      std::lock_guard<std::mutex> lock(down_mu);
+      down = true;
+      down_cv.notify_all();
+    };
     return h;
   }
+  // The handler runs on the loop's thread and points at this peer: the connection is dropped
+  // and its end awaited (after on_close no frame is delivered), so a forward still arriving
+  // never reaches a destroyed peer. The loop must still run.
+  ~RawPeer() {
+    if (!conn) return;
+    conn->abort();
+    std::unique_lock<std::mutex> lock(down_mu);
+    down_cv.wait_for(lock, std::chrono::seconds(10), [this] { return down; });
+  }
+  RawPeer() = default;
+  RawPeer(const RawPeer&) = delete;
+  RawPeer& operator=(const RawPeer&) = delete;
   void hello(const std::string& tok, const SiteId& site, const std::string& schema) {
     sync::Envelope e;
     auto* h = e.mutable_hello();

@@ -129,10 +129,10 @@ double tcp_rtt_us_p50(int samples) {
 }
 
 double ws_rtt_us_p50(net::EventLoop& loop, const std::string& url, int samples) {
-  RawPeer peer;
   std::mutex mu;
   std::condition_variable cv;
   uint64_t last_pong = 0;
+  RawPeer peer;  // after what its handler uses: it goes first
   peer.on_envelope = [&](RawPeer&, const sync::Envelope& e) {
     if (!e.has_pong()) return;
     std::lock_guard<std::mutex> l(mu);
