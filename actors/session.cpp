@@ -106,6 +106,7 @@ void join(self_ptr self) {
           [self](channel_actor ch) {
             if (self->state.phase() != session_state::Phase::joining) return;
             self->state.channel = ch;
+            self->state.outlet->set_channel(ch);
             self->monitor(ch);
             {
               auto& r = outlets();
@@ -213,12 +214,12 @@ void on_envelope(self_ptr self, sync::Envelope& e) {
 }
 
 session_impl::behavior_type session(self_ptr self, std::shared_ptr<net::Connection> connection,
-                                    std::shared_ptr<const SessionConfig> config, directory_actor directory) {
+                                    std::shared_ptr<const SessionConfig> config, directory_actor directory,
+                                    std::shared_ptr<SessionOutlet> outlet) {
   self->state.connection = std::move(connection);
   self->state.config = std::move(config);
   self->state.directory = std::move(directory);
-  self->state.outlet = std::make_shared<SessionOutlet>(self->state.connection, make_session_id(*self->state.config, *self->state.connection));
-  self->state.outlet->client = self->state.connection->peer();
+  self->state.outlet = std::move(outlet);
   self->set_default_handler(caf::drop);
   self->set_error_handler([self](caf::error& err) {
     spdlog::warn("hop=server.session client={} error=\"{}\"", self->state.outlet->client, self->system().render(err));
@@ -226,6 +227,7 @@ session_impl::behavior_type session(self_ptr self, std::shared_ptr<net::Connecti
   self->set_down_handler([self](caf::down_msg& down) {
     if (!self->state.channel || down.source != self->state.channel.address()) return;
     self->state.channel = channel_actor{};
+    self->state.outlet->set_channel(channel_actor{});
     if (self->state.phase() == session_state::Phase::joining && self->state.join_attempts < 3) {
       join(self);  // the channel closed between the lookup and the join: ask again
       return;
@@ -248,7 +250,10 @@ session_impl::behavior_type session(self_ptr self, std::shared_ptr<net::Connecti
         // outlet itself).
         const bool fatal = e.has_error() && e.error().fatal();
         self->state.outlet->deliver(std::move(e));
-        if (fatal) self->state.channel = channel_actor{};  // the channel already dropped this session
+        if (fatal) {
+          self->state.channel = channel_actor{};  // the channel already dropped this session
+          self->state.outlet->set_channel(channel_actor{});
+        }
       },
       [self](token_expired_atom) {
         if (self->state.phase() != session_state::Phase::closed)
@@ -342,6 +347,57 @@ std::shared_ptr<SessionOutlet> local_session_outlet(uint64_t session_id, const c
   return it->second.second.lock();
 }
 
+namespace {
+
+// What the connection's thread knows of its session beyond the outlet.
+struct IoSide {
+  // Set at the first Fragment: the session actor reassembles fragmented pushes, so from then
+  // on every frame goes through it, in order behind the fragments.
+  bool via_actor = false;
+};
+
+// A joined session's push or client ack, handed to its channel on the connection's thread
+// (one thread hand-off less than through the session actor, which would check and forward
+// it the same way); true when handed. Anything else, a frame that does not decode included,
+// goes to the session actor, which answers or refuses it.
+bool route_to_channel(const SessionOutlet& outlet, IoSide& io, const std::string& frame) {
+  if (io.via_actor || outlet.phase() != SessionOutlet::Phase::joined) return false;
+  auto decoded = sync_frames::decode(frame);
+  if (!decoded.ok) return false;
+  sync::Envelope& e = decoded.envelope;
+  if (e.has_fragment()) {
+    io.via_actor = true;
+    return false;
+  }
+  if (!e.has_push() && !e.has_client_ack()) return false;
+  channel_actor channel = outlet.channel();
+  if (!channel) return false;
+  if (e.has_push()) {
+    cluster::SessionPush p;
+    p.set_session(outlet.session_id());
+    *p.mutable_push() = std::move(*e.mutable_push());
+    caf::anon_send(channel, std::move(p));
+  } else {
+    cluster::SessionClientAck a;
+    a.set_session(outlet.session_id());
+    *a.mutable_ack() = std::move(*e.mutable_client_ack());
+    caf::anon_send(channel, std::move(a));
+  }
+  return true;
+}
+
+}  // namespace
+
+void SessionOutlet::set_channel(channel_actor channel) {
+  std::lock_guard<std::mutex> lock(channel_mu_);
+  channel_ = std::move(channel);
+}
+
+channel_actor SessionOutlet::channel() const {
+  std::lock_guard<std::mutex> lock(channel_mu_);
+  return channel_;
+}
+
 void add_server_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<sync::Envelope>("tandem.sync.Envelope");
   cfg.add_message_type<cluster::ChannelLookup>("tandem.cluster.ChannelLookup");
@@ -364,18 +420,24 @@ void add_server_message_types(caf::actor_system_config& cfg) {
 net::Server::AcceptFn make_session_acceptor(caf::actor_system& system, std::shared_ptr<const SessionConfig> config,
                                             directory_actor directory) {
   return [&system, config, directory](const std::shared_ptr<net::Connection>& connection) {
-    session_actor s = system.spawn(session, connection, config, directory);
+    auto outlet = std::make_shared<SessionOutlet>(connection, make_session_id(*config, *connection));
+    outlet->client = connection->peer();
+    session_actor s = system.spawn(session, connection, config, directory, outlet);
     auto& m = metrics::server_metrics();
     m.connections_open.add();
     m.connections_total.inc();
     net::Handler h;
-    h.on_frame = [s, weak = std::weak_ptr<net::Connection>(connection)](std::string frame) {
+    // The handler runs on the connection's strand, one frame at a time: `io` needs no lock.
+    // The outlet is held weakly (it holds the connection, which holds this handler).
+    h.on_frame = [s, weak = std::weak_ptr<net::Connection>(connection), weak_outlet = std::weak_ptr<SessionOutlet>(outlet),
+                  io = std::make_shared<IoSide>()](std::string frame) {
       metrics::server_metrics().bytes_received.inc(frame.size());
       if (auto pong = sync_frames::pong_for(frame)) {
         metrics::server_metrics().bytes_sent.inc(pong->size());
         if (auto c = weak.lock()) c->send(std::move(*pong));
         return;
       }
+      if (auto outlet = weak_outlet.lock(); outlet && route_to_channel(*outlet, *io, frame)) return;
       caf::anon_send(s, frame_atom::value, std::move(frame));
     };
     h.on_close = [s](const Status& why) {

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <caf/actor_system.hpp>
@@ -78,6 +79,11 @@ class SessionOutlet {
   // Moves to `p`; closed is final (false then, or when already at `p`). Counted in
   // tandem_sessions{state}.
   bool set_phase(Phase p);
+  // The channel the session joined: the connection's thread hands it the client's pushes
+  // and client acks directly once the session is joined (route_to_channel in session.cpp).
+  // Set before the Join is sent, cleared when the channel is gone.
+  void set_channel(channel_actor channel);
+  channel_actor channel() const;
   net::Connection& connection() const { return *connection_; }
   uint64_t session_id() const { return session_id_; }
   // For logs and the status page's errors; written by the session actor before it joins a
@@ -90,6 +96,8 @@ class SessionOutlet {
   const std::shared_ptr<net::Connection> connection_;
   const uint64_t session_id_;
   std::atomic<Phase> phase_{Phase::awaiting_hello};
+  mutable std::mutex channel_mu_;
+  channel_actor channel_;
 };
 
 // The outlet of the session `session_id` of this process, when `session` is that session's
