@@ -1,18 +1,20 @@
 // The `session` role (server): one per client WebSocket connection. It authenticates the
 // first frame (a hello with a valid token, protocol version and site id) within
 // `hello_timeout`, finds the user's channel through the directory, joins it, and from then
-// on is bound to that user: it relays the client's pushes and client acks to that channel.
-// The channel's envelopes (welcome, acks, forwards, errors) reach the client through the
-// session's SessionOutlet: a channel of this process calls it directly, one of another host
-// sends them to the session actor, which does. Anything
-// else — a malformed or unknown frame, a push before the welcome, a second hello — gets
-// a fatal Error frame and the connection is closed; other sessions are never affected.
-// A push larger than a frame arrives as Fragments and is relayed only once whole; a
-// forward larger than a fragment leaves as Fragments (docs/protocol.md, "Large values").
+// on is bound to that user. Once joined, the client's pushes and client acks go from the
+// connection's thread straight to that channel, and the channel's envelopes (welcome, acks,
+// forwards, errors) reach the client through the session's SessionOutlet: a channel of this
+// process calls it directly, one of another host sends them to the session actor, which
+// does (docs/architecture.md, "The server's sessions"). Anything else — a malformed or
+// unknown frame, a push before the welcome, a second hello — comes to the actor, gets a
+// fatal Error frame and the connection is closed; other sessions are never affected.
+// A push larger than a frame arrives as Fragments and is relayed by the actor only once
+// whole; a forward larger than a fragment leaves as Fragments (docs/protocol.md, "Large
+// values").
 //
-// The connection is a runtime/net Connection: its handler posts frames here with
-// caf::anon_send (make_session_acceptor does the wiring), and the session sends through
-// its thread-safe send().
+// The connection is a runtime/net Connection: its handler (make_session_acceptor) routes
+// frames or posts them here with caf::anon_send, and everything is sent through its
+// thread-safe send().
 #pragma once
 
 #include "actors/directory.hpp"
