@@ -723,6 +723,36 @@ TEST_CASE("a push in fragments is acked once whole and forwarded in fragments, a
   REQUIRE(b->merge(whole->forward().batch()).ok());
   CHECK(rows(*b) == rows(*a));
 
+  // A client's small push, handed to the channel by the connection's thread, then a
+  // fragmented one, which goes through the session actor, then a small one again (from then
+  // on its frames all go that way): acked in order.
+  auto c = client_store(4);
+  RawClient cc(srv.url());
+  cc.send(hello(token_for("alice"), 4));
+  expect_welcome(cc);
+  std::vector<std::string> sizes{"'small'", "CAST(randomblob(3000000) AS TEXT)", "'small again'"};
+  for (uint64_t seq = 1; seq <= 3; ++seq) {
+    const int64_t before = c->db_version();
+    REQUIRE(c->write({SqlStatement{"INSERT INTO todo VALUES (" + std::to_string(10 + seq) + ", " + sizes[seq - 1] + ")", {}}}).ok());
+    sync::Envelope p;
+    p.mutable_push()->set_seq(seq);
+    *p.mutable_push()->mutable_batch() = *c->changes_since(before);
+    sync_frames::send_frames(std::move(p), [&](std::string f) { cc.send_raw(f); }, sync_frames::fragment_bytes_for(1 << 20));
+  }
+  // Acks may cover several pushes merged together (the last one's seq); out of order, the
+  // channel would refuse a push with a fatal PROTOCOL error instead.
+  uint64_t acked = 0;
+  while (acked < 3) {
+    auto next = cc.next();
+    REQUIRE(next);
+    INFO(sync_frames::describe(*next));
+    REQUIRE_FALSE(next->has_error());
+    if (!next->has_ack()) continue;  // a's rows forwarded
+    CHECK(next->ack().seq() > acked);
+    acked = next->ack().seq();
+  }
+  CHECK(acked == 3);
+
   // Bob starts a fragmented push and sends a client ack inside it: refused.
   RawClient bob(srv.url());
   bob.send(hello(token_for("bob"), 3));
