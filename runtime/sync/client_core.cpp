@@ -520,6 +520,9 @@ void ClientCore::on_server_error(Outbox& out, const sync::Error& error) {
   if (!retryable) fatal_error_ = why;
   else if (phase_ == Phase::awaiting_welcome) attempt_failed(out, why);
   if (error.fatal()) {
+    // As after a lost connection: the next attempt goes to another host of the cluster (a
+    // host that refuses, say, a channel it cannot serve would otherwise be asked forever).
+    next_url();
     drop_link(out, "server error");
     schedule_reconnect(out);
   }

@@ -72,6 +72,7 @@ struct Node {
   size_t snapshot_ends = 0;                // of which ended a re-sync's snapshot
   std::vector<Send> sends;                 // everything the core sent, in order
   std::vector<uint64_t> connects;          // generations of the Connects asked for
+  std::vector<std::string> connect_urls;   // and their URLs
   std::vector<StartTimer> timers;
   std::vector<std::string> closes;
   std::vector<size_t> close_points;        // sends.size() at each CloseLink
@@ -87,7 +88,10 @@ struct Node {
 
   void take(Outbox out) {
     for (auto& action : out) {
-      if (auto* c = std::get_if<Connect>(&action)) connects.push_back(c->generation);
+      if (auto* c = std::get_if<Connect>(&action)) {
+        connects.push_back(c->generation);
+        connect_urls.push_back(c->url);
+      }
       else if (auto* s = std::get_if<Send>(&action)) sends.push_back(std::move(*s));
       else if (auto* t = std::get_if<StartTimer>(&action)) timers.push_back(*t);
       else if (auto* close = std::get_if<CloseLink>(&action)) {

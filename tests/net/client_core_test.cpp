@@ -349,6 +349,30 @@ TEST_CASE("a waiter arriving after one host of several refused waits for the oth
   CHECK(b.acked.at(late).status().message().find("127.0.0.1:2") != std::string::npos);
 }
 
+// A host of the cluster that refuses the hello with a retryable error (it cannot serve the
+// channel now, say) is not asked again and again: the next attempt goes to the next host.
+TEST_CASE("a retryable refusal before the welcome turns the next attempt to another host", "[client-core]") {
+  auto c = config();
+  c.also_urls = {"ws://other.test:7000/sync"};
+  Node a(1, c);
+  Server refusing, serving;
+  a.start();
+  REQUIRE(a.connect_urls.size() == 1);
+  CHECK(a.connect_urls[0] == kUrl);
+  const uint64_t first = refusing.accept(a);
+  refusing.to_client(first, sync_frames::error_envelope(sync::Error::UNAVAILABLE, "not serving this channel", true));
+  CHECK(a.core.fatal_error().empty());
+  REQUIRE(a.timers.size() == 1);
+  a.take(a.core.on_timer(a.timers.back().generation));
+  REQUIRE(a.connect_urls.size() == 2);
+  CHECK(a.connect_urls[1] == "ws://other.test:7000/sync");
+  serving.accept(a);
+  a.write("INSERT INTO todo(id, title) VALUES (1, 'x')");
+  serving.settle({&a});
+  CHECK(a.core.phase() == ClientCore::Phase::live);
+  CHECK(rows(serving.channel->store()) == rows(*a.store));
+}
+
 // The push built where the commit happened (worker::LocalCommit): the same pushes, byte for
 // byte, as the read the core would otherwise ask for, and the old path whenever the attached
 // read is not exactly that read.
