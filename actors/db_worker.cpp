@@ -17,9 +17,9 @@ struct db_worker_state {
   std::shared_ptr<ivm::DeltaJournal> journal;
   std::vector<delta_subscriber_actor> subscribers;
   std::vector<delta_subscriber_actor> version_subscribers;  // also told of commits without deltas
-  // Told of local commits with their own changes (SubscribeRequest.own_changes), and the
-  // limits of that read.
-  std::vector<std::pair<own_changes_subscriber_actor, worker::ChangesSinceRequest>> pushers;
+  // Told of local commits with their own changes, and the subscription that says the limits
+  // of that read (own_changes) and whether to skip it (own_changes_bare).
+  std::vector<std::pair<own_changes_subscriber_actor, worker::SubscribeRequest>> pushers;
   std::string name;
 };
 
@@ -69,12 +69,13 @@ void tell_pushers(worker_pointer self, const change::RowDeltaBatch& message, int
   if (st.pushers.empty() || message.origin() != change::RowDeltaBatch::LOCAL) return;
   const std::string site = site_bytes(st.store->site_id());
   const auto delta_bytes = static_cast<int64_t>(message.ByteSizeLong());
-  for (const auto& [pusher, limits] : st.pushers) {
+  for (const auto& [pusher, subscription] : st.pushers) {
+    const worker::ChangesSinceRequest& limits = subscription.own_changes();
     worker::LocalCommit commit;
     *commit.mutable_batch() = message;
     commit.set_since_db_version(version_before);
     commit.set_site_id(site);
-    if (limits.max_bytes() == 0 || delta_bytes < limits.max_bytes()) {
+    if (!subscription.own_changes_bare() && (limits.max_bytes() == 0 || delta_bytes < limits.max_bytes())) {
       worker::ChangesSinceRequest read = limits;
       read.set_since_db_version(version_before);
       read.set_only_site_id(site);
@@ -284,8 +285,11 @@ db_worker_actor::behavior_type db_worker(worker_pointer self, std::shared_ptr<st
         if (req.has_own_changes()) {
           auto pusher = caf::actor_cast<own_changes_subscriber_actor>(self->current_sender());
           auto& pushers = self->state.pushers;
-          if (std::none_of(pushers.begin(), pushers.end(), [&](const auto& p) { return p.first == pusher; })) {
-            pushers.emplace_back(pusher, req.own_changes());
+          auto known = std::find_if(pushers.begin(), pushers.end(), [&](const auto& p) { return p.first == pusher; });
+          if (known != pushers.end()) {
+            known->second = req;
+          } else {
+            pushers.emplace_back(pusher, req);
             self->monitor(pusher);
           }
           return out;

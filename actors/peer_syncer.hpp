@@ -63,7 +63,8 @@ using last_error_atom = caf::atom_constant<caf::atom("lasterror")>;
 
 // What other actors send a peer_syncer.
 using peer_syncer_actor = caf::typed_actor<
-    caf::reacts_to<change::RowDeltaBatch>,                     // the db_worker's committed deltas
+    // Committed deltas, from a worker that does not tell own changes (a node proxy).
+    caf::reacts_to<change::RowDeltaBatch>,
     caf::reacts_to<worker::LocalCommit>,                       // a local commit with its own changes
     // Answers (with the server's acknowledged version) once the server durably holds every
     // change of this node up to `db_version`. Errors when the server refused us for good.

@@ -110,6 +110,7 @@ void ClientCore::drop_link(Outbox& out, const std::string& why) {
     link_up_ = false;
   }
   ++generation_;  // late events of the old connection are ignored from now on
+  tell_attach(out, false);
   in_flight_.clear();
   in_flight_bytes_ = 0;
   fragments_.reset();  // a partial forward is dropped, never merged; the cursor resends it
@@ -152,14 +153,26 @@ Outbox ClientCore::start() { return {ReadStatus{}}; }
 Outbox ClientCore::on_status(const worker::StatusResponse& status) {
   site_ = status.site_id();
   local_version_ = status.db_version();
-  // A commit's own changes come with it when its row deltas are under 256 KiB; a larger
-  // one is read as before (the worker would otherwise copy a huge value into a message on
-  // every commit, even offline).
+  Outbox out;
+  subscribed_ = true;
+  tell_attach(out, false, true);  // nothing can be pushed before a welcome
+  out.emplace_back(ReadPeers{});
+  return out;
+}
+
+// A commit's own changes come with it when its row deltas are under 256 KiB; a larger one
+// is read as before (the worker would otherwise copy a huge value into a message on every
+// commit). While the link is not live the commits come bare: the worker's read would only
+// be dropped (on_local_commit takes the read path once live), and the writer waits for it.
+void ClientCore::tell_attach(Outbox& out, bool attach, bool first) {
+  if (!subscribed_ || (!first && attach == attach_told_)) return;
+  attach_told_ = attach;
   Subscribe subscribe;
   auto* own = subscribe.request.mutable_own_changes();
   *own = push_read();
   own->set_max_bytes(static_cast<int64_t>(std::min<size_t>(config_.push_batch_bytes, size_t{256} << 10)));
-  return {std::move(subscribe), ReadPeers{}};
+  subscribe.request.set_own_changes_bare(!attach);
+  out.emplace_back(std::move(subscribe));
 }
 
 Outbox ClientCore::on_peers(const Result<worker::PeersResponse>& peers) {
@@ -609,6 +622,7 @@ void ClientCore::on_welcome(Outbox& out, const sync::Welcome& w) {
            " forward_from=" + std::to_string(w.forward_from()) + " local_v=" + std::to_string(local_version_) +
            (w.backfill() ? " backfill=1" : "") + (resyncing_ ? " resync=1" : "");
   });
+  tell_attach(out, true);
   record_ack(out);
   try_push(out);
   settle_waiters(out);

@@ -321,6 +321,11 @@ class ClientCore {
   std::string bound_server_;
   size_t url_index_ = 0;  // which of url, also_urls... the next connection goes to
   bool can_push() const;  // connected, no read out, room in the push window
+  // Tells the worker (a Subscribe) whether local commits should come with their own changes,
+  // when that differs from what it was told last (`first`: tell it in any case).
+  void tell_attach(Outbox& out, bool attach, bool first = false);
+  bool subscribed_ = false;   // the own-changes subscription was sent
+  bool attach_told_ = false;  // what it asked for last
   worker::ChangesSinceRequest push_read() const;  // the read of the next push, from pushed_through_
   const std::string& current_url() const;
   void next_url();

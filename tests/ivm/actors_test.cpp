@@ -360,4 +360,54 @@ TEST_CASE("a view that stops with a pending mutation leaves no phantom row in th
   }
 }
 
+// A pusher (the peer_syncer) is told of each local commit with the commit's own changes
+// read at once, unless it asked for bare commits (while offline it could not push them, and
+// the writer's answer would wait for the read).
+TEST_CASE("the db_worker reads a commit's own changes for a pusher only while it asks for them", "[ivm][actors]") {
+  TempDir dir;
+  caf::actor_system_config cfg;
+  caf::actor_system system{configure(cfg)};
+  auto worker = spawn_db_worker(system, node_config(dir, nullptr));
+  REQUIRE(worker.ok());
+  StopAll stop{{caf::actor_cast<caf::actor>(*worker)}};
+  caf::scoped_actor self{system};
+  auto subscribe = [&](bool bare) {
+    worker::SubscribeRequest req;
+    req.mutable_own_changes()->set_limit(1000);
+    req.mutable_own_changes()->set_max_bytes(int64_t{256} << 10);
+    req.set_own_changes_bare(bare);
+    self->request(*worker, 10s, req).receive([](const worker::SubscribeResponse&) {},
+                                             [&](caf::error& e) { FAIL(caf::to_string(e)); });
+  };
+  // Writes one row; returns the LocalCommit the pusher was told of.
+  auto write = [&](int id) {
+    worker::WriteRequest w;
+    w.add_statements()->set_sql("INSERT INTO items VALUES (" + std::to_string(id) + ", 'x', 1, 1)");
+    self->request(*worker, 10s, w).receive([&](const worker::WriteResponse& r) { REQUIRE(r.error().code() == change::Error::OK); },
+                                           [&](caf::error& e) { FAIL(caf::to_string(e)); });
+    worker::LocalCommit told;
+    bool got = false;
+    self->receive([&](worker::LocalCommit& c) { told = std::move(c); got = true; },
+                  caf::after(10s) >> [] {});
+    REQUIRE(got);
+    return told;
+  };
+  subscribe(false);
+  auto attached = write(1);
+  REQUIRE(attached.has_changes());
+  CHECK(attached.changes().batch().changes_size() > 0);
+  subscribe(true);  // the same pusher subscribing again changes its subscription
+  auto bare = write(2);
+  CHECK(bare.batch().db_version() == attached.batch().db_version() + 1);
+  CHECK_FALSE(bare.has_changes());
+  subscribe(false);
+  auto again = write(3);
+  REQUIRE(again.has_changes());
+  CHECK(again.changes().batch().changes_size() > 0);
+  // Told once per commit: the second subscription did not add a second pusher.
+  bool more = false;
+  self->receive([&](worker::LocalCommit&) { more = true; }, caf::after(200ms) >> [] {});
+  CHECK_FALSE(more);
+}
+
 }  // namespace tandem::test

@@ -82,6 +82,8 @@ struct Node {
   bool fail_reads = false;                 // the worker refuses ReadChanges
   bool fail_merges = false;                // the worker refuses Merge
   worker::ChangesSinceRequest own_changes;  // the subscription's limits for a commit's own changes
+  bool own_changes_bare = false;            // and whether commits come without them
+  size_t subscribes = 0;
   uint64_t next_waiter = 0;
 
   explicit Node(uint8_t n, ClientConfig c = config()) : store(test::client_store(site(n), kSchema, "todo")), core(std::move(c)) {}
@@ -100,7 +102,14 @@ struct Node {
       }
       else if (auto* a = std::get_if<SettleAcked>(&action)) acked.emplace(a->waiter, a->value);
       else if (auto* u = std::get_if<SettleCaughtUp>(&action)) caught_up.emplace(u->waiter, u->value);
-      else requests.push_back(std::move(action));
+      else if (auto* sub = std::get_if<Subscribe>(&action)) {
+        // Taken at once: the worker handles it before any later commit, and nothing of its
+        // answer is used.
+        subscribed = true;
+        ++subscribes;
+        own_changes = sub->request.own_changes();
+        own_changes_bare = sub->request.own_changes_bare();
+      } else requests.push_back(std::move(action));
     }
   }
 
@@ -121,9 +130,6 @@ struct Node {
       r.set_site_id(site_bytes(store->site_id()));
       r.set_db_version(store->db_version());
       take(core.on_status(r));
-    } else if (auto* sub = std::get_if<Subscribe>(&action)) {
-      subscribed = true;
-      own_changes = sub->request.own_changes();
     } else if (std::holds_alternative<ReadPeers>(action)) {
       auto peers = store->peers();
       REQUIRE(peers.ok());
@@ -236,7 +242,7 @@ struct Node {
   }
 
   // A local write told as the db_worker tells its pusher: a LocalCommit with the commit's
-  // own changes read at once with the subscription's limits.
+  // own changes read at once with the subscription's limits (none while it asks for bare).
   int64_t write_attached(const std::string& sql) {
     REQUIRE(subscribed);
     const int64_t before = store->db_version();
@@ -248,11 +254,13 @@ struct Node {
     commit.mutable_batch()->set_db_version(r->db_version);
     commit.set_since_db_version(before);
     commit.set_site_id(site_bytes(store->site_id()));
-    worker::ChangesSinceRequest read = own_changes;
-    read.set_since_db_version(before);
-    read.set_only_site_id(site_bytes(store->site_id()));
-    read.clear_resume_after();
-    *commit.mutable_changes() = changes(read);
+    if (!own_changes_bare) {
+      worker::ChangesSinceRequest read = own_changes;
+      read.set_since_db_version(before);
+      read.set_only_site_id(site_bytes(store->site_id()));
+      read.clear_resume_after();
+      *commit.mutable_changes() = changes(read);
+    }
     take(core.on_local_commit(std::move(commit)));
     return r->db_version;
   }

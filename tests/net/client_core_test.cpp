@@ -448,13 +448,26 @@ TEST_CASE("a local commit with its own changes is pushed without a read and byte
   REQUIRE(attached.store->write({SqlStatement{"INSERT INTO todo(id, title) VALUES (20, 'untold')", {}}}).ok());
   read_path_takes("INSERT INTO todo(id, title) VALUES (21, 'told')");
 
-  // Offline: the commit is kept and pushed by a read once connected.
+  // Offline: the worker is asked for bare commits (its read would be dropped), once; the
+  // commit is kept and pushed by a read once connected, and the changes come attached again.
+  CHECK_FALSE(attached.own_changes_bare);
+  const size_t subscribes = attached.subscribes;
   attached_server.cut(s1);
+  CHECK(attached.own_changes_bare);
+  CHECK(attached.subscribes == subscribes + 1);
   attached.write_attached("INSERT INTO todo(id, title) VALUES (7, 'flour')");
+  attached.write_attached("INSERT INTO todo(id, title) VALUES (8, 'sugar')");
+  CHECK(attached.subscribes == subscribes + 1);
   REQUIRE_FALSE(attached.timers.empty());
   attached.take(attached.core.on_timer(attached.timers.back().generation));
   attached_server.accept(attached);
   attached_server.settle({&attached});
   CHECK(rows(attached_server.channel->store()) == rows(*attached.store));
+  CHECK(attached.core.client_acked() == attached.store->db_version());
+  CHECK_FALSE(attached.own_changes_bare);
+  CHECK(attached.subscribes == subscribes + 2);
+  attached.write_attached("INSERT INTO todo(id, title) VALUES (9, 'yeast')");
+  CHECK_FALSE(attached.pending<ReadChanges>());  // pushed as attached, no read
+  attached_server.settle({&attached});
   CHECK(attached.core.client_acked() == attached.store->db_version());
 }
