@@ -437,7 +437,7 @@ net::Server::AcceptFn make_session_acceptor(caf::actor_system& system, std::shar
         if (auto c = weak.lock()) c->send(std::move(*pong));
         return;
       }
-      if (auto outlet = weak_outlet.lock(); outlet && route_to_channel(*outlet, *io, frame)) return;
+      if (auto live = weak_outlet.lock(); live && route_to_channel(*live, *io, frame)) return;
       caf::anon_send(s, frame_atom::value, std::move(frame));
     };
     h.on_close = [s](const Status& why) {

@@ -154,3 +154,29 @@ TEST_CASE("shell on a terminal: line editing, history across sessions, a watch r
   while (!second.pane_dead() && std::chrono::steady_clock::now() < stop_until) std::this_thread::sleep_for(50ms);
   CHECK(second.pane_dead());
 }
+
+// A log line of another thread while a line is half typed (the syncer's, at --log-level info,
+// when the server goes away): the prompt and the half line are drawn again below it, as after
+// a watch's output, and the line is finished where it is.
+TEST_CASE("shell on a terminal: a log line while a line is half typed is followed by the prompt and the line again",
+          "[process][cli][shell]") {
+  World w;
+  w.start_server();
+  Terminal term(w.dir / "tmux.log", "log");
+  term.start({shell_command(w, w.dir / "history")});
+  term.expect("tandem> ");
+  term.expect("hop=client.welcome");  // no log line of the connection is still to come
+  term.type("query SELECT 'half");
+  term.expect("tandem> query SELECT 'half");
+  w.kill_server();
+  term.expect("hop=client.disconnected");
+  term.expect("tandem> query SELECT 'half", 2);
+  term.type(" done' AS c");
+  term.keys({"Enter"});
+  term.expect("[{\"c\":\"half done\"}]");
+  term.type("quit");
+  term.keys({"Enter"});
+  const auto quit_until = std::chrono::steady_clock::now() + 10s;
+  while (!term.pane_dead() && std::chrono::steady_clock::now() < quit_until) std::this_thread::sleep_for(50ms);
+  CHECK(term.pane_dead());
+}
