@@ -83,7 +83,25 @@ struct Terminal {
     if (!wait_for(text, times)) FAIL("the terminal never showed " << text << " x" << times << ": " << describe());
   }
   bool pane_dead() { return tmux({"display-message", "-p", "-t", "t", "#{pane_dead}"}).out.rfind("1", 0) == 0; }
+  // Waits up to 10 s for the pane's command to end; whether it did.
+  bool wait_dead() {
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (!pane_dead() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(50ms);
+    return pane_dead();
+  }
 };
+
+// The half-typed query of both cases, drawn again below other output, finished and run;
+// then the shell is left with `quit`.
+void finish_half_line_and_quit(Terminal& term) {
+  term.expect("tandem> query SELECT 'half", 2);
+  term.type(" done' AS c");
+  term.keys({"Enter"});
+  term.expect("[{\"c\":\"half done\"}]");
+  term.type("quit");
+  term.keys({"Enter"});
+  REQUIRE(term.wait_dead());
+}
 
 std::string shell_command(World& w, const std::string& history) {
   std::string cmd = "env TANDEM_HISTORY=" + history;
@@ -124,15 +142,7 @@ TEST_CASE("shell on a terminal: line editing, history across sessions, a watch r
   term.expect("tandem> query SELECT 'half");
   REQUIRE(w.cmd("other.db", {"exec", "INSERT INTO todo(id, title) VALUES (1, 'milk')"}).code == 0);
   term.expect("\"n\":1");
-  term.expect("tandem> query SELECT 'half", 2);
-  term.type(" done' AS c");
-  term.keys({"Enter"});
-  term.expect("[{\"c\":\"half done\"}]");
-  term.type("quit");
-  term.keys({"Enter"});
-  const auto quit_until = std::chrono::steady_clock::now() + 10s;
-  while (!term.pane_dead() && std::chrono::steady_clock::now() < quit_until) std::this_thread::sleep_for(50ms);
-  REQUIRE(term.pane_dead());
+  finish_half_line_and_quit(term);
 
   // The history is kept privately and brought back in the next session.
   struct stat st {};
@@ -150,9 +160,7 @@ TEST_CASE("shell on a terminal: line editing, history across sessions, a watch r
 
   // Ctrl-C leaves the shell promptly, with the terminal given back (the pane's shell is gone).
   second.keys({"C-c"});
-  const auto stop_until = std::chrono::steady_clock::now() + 10s;
-  while (!second.pane_dead() && std::chrono::steady_clock::now() < stop_until) std::this_thread::sleep_for(50ms);
-  CHECK(second.pane_dead());
+  CHECK(second.wait_dead());
 }
 
 // A log line of another thread while a line is half typed (the syncer's, at --log-level info,
@@ -170,13 +178,5 @@ TEST_CASE("shell on a terminal: a log line while a line is half typed is followe
   term.expect("tandem> query SELECT 'half");
   w.kill_server();
   term.expect("hop=client.disconnected");
-  term.expect("tandem> query SELECT 'half", 2);
-  term.type(" done' AS c");
-  term.keys({"Enter"});
-  term.expect("[{\"c\":\"half done\"}]");
-  term.type("quit");
-  term.keys({"Enter"});
-  const auto quit_until = std::chrono::steady_clock::now() + 10s;
-  while (!term.pane_dead() && std::chrono::steady_clock::now() < quit_until) std::this_thread::sleep_for(50ms);
-  CHECK(term.pane_dead());
+  finish_half_line_and_quit(term);
 }
