@@ -478,7 +478,14 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
     // so that no frame outgrows the transport's limit.
     auto key = std::make_pair(m.sent, m.resume);
     auto cached = cache.find(key);
-    if (cached == cache.end()) {
+    const change::ChangeBatch* recent = cached == cache.end() ? recent_read(key) : nullptr;
+    if (recent) {
+      int users = 0;
+      for (const auto& [id, other] : members_)
+        users += other.sent == m.sent && other.resume == m.resume && !(other.backfill && other.backfill->done_seq == 0);
+      cached = cache.emplace(key, CachedRead{*recent, users}).first;
+      ++stats_.recent_reads;
+    } else if (cached == cache.end()) {
       Store::ChangesRequest request;
       request.since = m.sent;
       request.limit = options_.forward_batch_changes;
@@ -493,6 +500,7 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
                        true});
         return;
       }
+      remember_read(key, *read);
       // The read is shared by the sessions at the same point; the last of them takes it.
       int users = 0;
       for (const auto& [id, other] : members_)
@@ -606,7 +614,33 @@ bool ChannelCore::start_resync(Member& m, int64_t* from) {
   return true;  // from 0, no backfill is planned: the snapshot carries every declared column
 }
 
+const change::ChangeBatch* ChannelCore::recent_read(const ReadKey& key) const {
+  auto it = recent_reads_.find(key);
+  return it == recent_reads_.end() ? nullptr : &it->second.first;
+}
+
+void ChannelCore::remember_read(const ReadKey& key, const change::ChangeBatch& batch) {
+  if (key.first == 0 || recent_reads_.count(key)) return;
+  // A read that found nothing new says "nothing left" to whoever takes it: later, with new
+  // versions committed, that would skip them.
+  if (batch.to_db_version() <= key.first && batch.resume_after().empty() && batch.changes_size() == 0) return;
+  const size_t bytes = batch.ByteSizeLong();
+  if (bytes > kRecentBytes) return;
+  recent_reads_.emplace(key, std::make_pair(batch, bytes));
+  recent_order_.push_back(key);
+  recent_bytes_ += bytes;
+  while (recent_order_.size() > kRecentReads || recent_bytes_ > kRecentBytes) {
+    auto oldest = recent_reads_.find(recent_order_.front());
+    recent_bytes_ -= oldest->second.second;
+    recent_reads_.erase(oldest);
+    recent_order_.pop_front();
+  }
+}
+
 Result<CompactReport> ChannelCore::compact(int64_t now, int64_t peer_expiry) {
+  recent_reads_.clear();
+  recent_order_.clear();
+  recent_bytes_ = 0;
   TANDEM_RETURN_IF_ERROR(checkpoint());
   CompactOptions options;
   options.now = now;

@@ -106,6 +106,7 @@ struct ChannelStats {
   int64_t changes_applied = 0; // of which won
   int64_t forwards = 0;
   int64_t change_reads = 0;    // changes_since calls (shared across sessions at one cursor)
+  int64_t recent_reads = 0;    // reads served from the recent reads instead
   // Time in the durable step of group commits: each group's last merge, which commits with
   // synchronous=FULL (the WAL fsync), and Store::sync() when that commit could not sync.
   int64_t sync_nanos = 0;
@@ -226,6 +227,24 @@ class ChannelCore {
     int users = 0;  // sessions at this point when it was read that have not taken it yet
   };
   using ReadCache = std::map<std::pair<int64_t, std::string>, CachedRead>;
+  using ReadKey = std::pair<int64_t, std::string>;  // (since, resume_after) of a read
+
+  // Reads of the change log kept across pumps, the newest few (kRecentReads, kRecentBytes):
+  // sessions reach the same cursor at different moments (ten devices pushing at once had
+  // each range read from SQLite ten times or more), and a range read once serves them all.
+  // A later read from the same point could reach further (versions committed since: the
+  // session reads on from where this one ends) or hold a cell at a newer version instead (a
+  // cell changed again since); forwarding the older state first is safe, merges being
+  // idempotent and commutative and the newer state following in a later forward. Never for
+  // a read from 0: a re-sync's snapshot must show the store as it is now
+  // (Store::reconcile_snapshot). Dropped by compaction.
+  static constexpr size_t kRecentReads = 16;
+  static constexpr size_t kRecentBytes = size_t{32} << 20;
+  const change::ChangeBatch* recent_read(const ReadKey& key) const;
+  void remember_read(const ReadKey& key, const change::ChangeBatch& batch);
+  std::map<ReadKey, std::pair<change::ChangeBatch, size_t>> recent_reads_;  // batch, its bytes
+  std::deque<ReadKey> recent_order_;  // oldest first
+  size_t recent_bytes_ = 0;
 
   // Sets emitting_ for one scope (flush, client_ack, merge_replica).
   struct EmitScope {

@@ -858,3 +858,56 @@ TEST_CASE("sessions() lists each joined device with its site and name and cursor
   REQUIRE(ch.sessions().size() == 1);
   CHECK(ch.sessions()[0].session == 9);
 }
+
+// Sessions that reach the same cursor at different moments share one read of the change log
+// (ChannelCore's recent reads): the later one is forwarded the same changes without a read,
+// and every store converges.
+TEST_CASE("a range read for one session serves another that reaches the same cursor later", "[channel]") {
+  TempDir dir;
+  ChannelOptions options;
+  options.forward_window = 1;  // a session with a forward unacknowledged is skipped by a pump
+  auto channel = ChannelCore::open(dir.path + "/users/r.db", options);
+  REQUIRE(channel.ok());
+  auto& ch = **channel;
+  auto w = client_store(1), r1 = client_store(2), r2 = client_store(3);
+  REQUIRE(ch.join(1, "r", hello(*w)).ok());
+  REQUIRE(ch.join(2, "r", hello(*r1)).ok());
+  REQUIRE(ch.join(3, "r", hello(*r2)).ok());
+  // Merges the session's forward in `out` into `s`; returns its ack.
+  auto take = [](const Outbox& out, uint64_t session, Store& s) {
+    auto got = for_session(out, session);
+    REQUIRE(got.size() == 1);
+    REQUIRE(got[0].has_forward());
+    REQUIRE(s.merge(got[0].forward().batch()).ok());
+    sync::ClientAck ack;
+    ack.set_seq(got[0].forward().seq());
+    ack.set_server_db_version(got[0].forward().batch().to_db_version());
+    return std::make_pair(ack, got[0].forward().batch().changes_size());
+  };
+
+  write(*w, "INSERT INTO todo(id, title) VALUES (1, 'milk')");
+  REQUIRE(ch.push(1, push_since(*w, 1, 0)).ok());
+  Outbox first = ch.flush();
+  auto r1_ack = take(first, 2, *r1).first;
+  auto r2_ack = take(first, 3, *r2).first;  // r2 holds it unacknowledged for now
+  REQUIRE(ch.client_ack(2, r1_ack).ok());
+
+  // A second write: r1 is forwarded it from a read; r2, its window full, is skipped.
+  const int64_t before = w->db_version();
+  write(*w, "INSERT INTO todo(id, title) VALUES (2, 'eggs'), (3, 'tea')");
+  REQUIRE(ch.push(1, push_since(*w, 2, before)).ok());
+  Outbox second = ch.flush();
+  CHECK(for_session(second, 3).empty());
+  const auto r1_got = take(second, 2, *r1).second;
+  const int64_t reads = ch.stats().change_reads;
+  CHECK(ch.stats().recent_reads == 0);
+
+  // r2 acknowledges and reaches the same cursor: the same changes, without a read.
+  auto released = ch.client_ack(3, r2_ack);
+  REQUIRE(released.ok());
+  CHECK(take(*released, 3, *r2).second == r1_got);
+  CHECK(ch.stats().change_reads == reads);
+  CHECK(ch.stats().recent_reads == 1);
+  CHECK(rows(*r1) == rows(*w));
+  CHECK(rows(*r2) == rows(*w));
+}
