@@ -478,7 +478,9 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
     // so that no frame outgrows the transport's limit.
     auto key = std::make_pair(m.sent, m.resume);
     auto cached = cache.find(key);
-    const change::ChangeBatch* recent = cached == cache.end() ? recent_read(key) : nullptr;
+    // A re-sync's snapshot reads the store as it is (its parts decide which rows the client
+    // keeps: Store::reconcile_snapshot), never an older read.
+    const change::ChangeBatch* recent = cached == cache.end() && m.resync_through == 0 ? recent_read(key) : nullptr;
     if (recent) {
       int users = 0;
       for (const auto& [id, other] : members_)

@@ -236,8 +236,8 @@ class ChannelCore {
   // session reads on from where this one ends) or hold a cell at a newer version instead (a
   // cell changed again since); forwarding the older state first is safe, merges being
   // idempotent and commutative and the newer state following in a later forward. Never for
-  // a read from 0: a re-sync's snapshot must show the store as it is now
-  // (Store::reconcile_snapshot). Dropped by compaction.
+  // a re-sync's snapshot, nor kept for a read from 0: a snapshot must show the store as it is
+  // now (Store::reconcile_snapshot). Dropped by compaction.
   static constexpr size_t kRecentReads = 16;
   static constexpr size_t kRecentBytes = size_t{32} << 20;
   const change::ChangeBatch* recent_read(const ReadKey& key) const;
