@@ -220,6 +220,7 @@ void ChannelCore::leave(uint64_t session) {
   // not for a device that holds nothing of ours: a peer at 0 would hold every compaction back.
   if (it->second.ack_dirty || it->second.acked > 0) (void)store_->record_peer_ack(it->second.site, it->second.acked);
   members_.erase(it);
+  if (members_.size() < 2) forget_recent_reads();
 }
 
 Status ChannelCore::push(uint64_t session, sync::Push push) {
@@ -622,7 +623,7 @@ const change::ChangeBatch* ChannelCore::recent_read(const ReadKey& key) const {
 }
 
 void ChannelCore::remember_read(const ReadKey& key, const change::ChangeBatch& batch) {
-  if (key.first == 0 || recent_reads_.count(key)) return;
+  if (key.first == 0 || members_.size() < 2 || recent_reads_.count(key)) return;
   // A read that found nothing new says "nothing left" to whoever takes it: later, with new
   // versions committed, that would skip them.
   if (batch.to_db_version() <= key.first && batch.resume_after().empty() && batch.changes_size() == 0) return;
@@ -639,10 +640,14 @@ void ChannelCore::remember_read(const ReadKey& key, const change::ChangeBatch& b
   }
 }
 
-Result<CompactReport> ChannelCore::compact(int64_t now, int64_t peer_expiry) {
+void ChannelCore::forget_recent_reads() {
   recent_reads_.clear();
   recent_order_.clear();
   recent_bytes_ = 0;
+}
+
+Result<CompactReport> ChannelCore::compact(int64_t now, int64_t peer_expiry) {
+  forget_recent_reads();
   TANDEM_RETURN_IF_ERROR(checkpoint());
   CompactOptions options;
   options.now = now;

@@ -178,6 +178,7 @@ class ChannelCore {
   int64_t db_version() const;
   const SiteId& site_id() const;
   const ChannelStats& stats() const { return stats_; }
+  size_t recent_read_count() const { return recent_reads_.size(); }  // reads kept across pumps
   Store& store() { return *store_; }
 
  private:
@@ -237,9 +238,13 @@ class ChannelCore {
   // cell changed again since); forwarding the older state first is safe, merges being
   // idempotent and commutative and the newer state following in a later forward. Never for
   // a re-sync's snapshot, nor kept for a read from 0: a snapshot must show the store as it is
-  // now (Store::reconcile_snapshot). Dropped by compaction.
+  // now (Store::reconcile_snapshot). Dropped by compaction. Kept only while two sessions or
+  // more are joined (one session never reads a range twice), and small: a server holds a
+  // channel per active user, and typical reads are tens of KiB (4 MiB still keeps one
+  // forward of the largest size).
   static constexpr size_t kRecentReads = 16;
-  static constexpr size_t kRecentBytes = size_t{32} << 20;
+  static constexpr size_t kRecentBytes = size_t{4} << 20;
+  void forget_recent_reads();
   const change::ChangeBatch* recent_read(const ReadKey& key) const;
   void remember_read(const ReadKey& key, const change::ChangeBatch& batch);
   std::map<ReadKey, std::pair<change::ChangeBatch, size_t>> recent_reads_;  // batch, its bytes

@@ -911,3 +911,25 @@ TEST_CASE("a range read for one session serves another that reaches the same cur
   CHECK(rows(*r1) == rows(*w));
   CHECK(rows(*r2) == rows(*w));
 }
+
+// The recent reads cost memory in every channel: none are kept while one session alone is
+// joined, and they go when the others leave.
+TEST_CASE("a channel with one session keeps no recent reads", "[channel]") {
+  TempDir dir;
+  auto channel = ChannelCore::open(dir.path + "/users/one.db");
+  REQUIRE(channel.ok());
+  auto& ch = **channel;
+  auto w = client_store(1), r = client_store(2);
+  REQUIRE(ch.join(1, "one", hello(*w)).ok());
+  write(*w, "INSERT INTO todo(id, title) VALUES (1, 'milk')");
+  REQUIRE(ch.push(1, push_since(*w, 1, 0)).ok());
+  (void)ch.flush();
+  CHECK(ch.recent_read_count() == 0);
+  REQUIRE(ch.join(2, "one", hello(*r)).ok());  // forwarded from 0: not kept either
+  write(*w, "INSERT INTO todo(id, title) VALUES (2, 'eggs')");
+  REQUIRE(ch.push(1, push_since(*w, 2, 1)).ok());
+  (void)ch.flush();
+  CHECK(ch.recent_read_count() == 1);  // the read from 1, for r
+  ch.leave(2);
+  CHECK(ch.recent_read_count() == 0);
+}
