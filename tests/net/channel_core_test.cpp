@@ -69,6 +69,14 @@ sync::Push push_since(Store& s, uint64_t seq, int64_t since) {
   return p;
 }
 
+// A channel of `user` in `dir`, opened or the test fails.
+std::unique_ptr<ChannelCore> open_channel(const TempDir& dir, const std::string& user, const ChannelOptions& options = {}) {
+  auto channel = ChannelCore::open(dir.path + "/users/" + user + ".db", options);
+  INFO(channel.status().to_string());
+  REQUIRE(channel.ok());
+  return std::move(channel).value();
+}
+
 std::vector<sync::Envelope> for_session(const Outbox& out, uint64_t session) {
   std::vector<sync::Envelope> v;
   for (const auto& o : out)
@@ -866,9 +874,8 @@ TEST_CASE("a range read for one session serves another that reaches the same cur
   TempDir dir;
   ChannelOptions options;
   options.forward_window = 1;  // a session with a forward unacknowledged is skipped by a pump
-  auto channel = ChannelCore::open(dir.path + "/users/r.db", options);
-  REQUIRE(channel.ok());
-  auto& ch = **channel;
+  auto channel = open_channel(dir, "r", options);
+  auto& ch = *channel;
   auto w = client_store(1), r1 = client_store(2), r2 = client_store(3);
   REQUIRE(ch.join(1, "r", hello(*w)).ok());
   REQUIRE(ch.join(2, "r", hello(*r1)).ok());
@@ -916,9 +923,8 @@ TEST_CASE("a range read for one session serves another that reaches the same cur
 // joined, and they go when the others leave.
 TEST_CASE("a channel with one session keeps no recent reads", "[channel]") {
   TempDir dir;
-  auto channel = ChannelCore::open(dir.path + "/users/one.db");
-  REQUIRE(channel.ok());
-  auto& ch = **channel;
+  auto channel = open_channel(dir, "one");
+  auto& ch = *channel;
   auto w = client_store(1), r = client_store(2);
   REQUIRE(ch.join(1, "one", hello(*w)).ok());
   write(*w, "INSERT INTO todo(id, title) VALUES (1, 'milk')");
