@@ -149,6 +149,24 @@ void on_hello(self_ptr self, const sync::Hello& hello) {
 
 void on_envelope(self_ptr self, sync::Envelope& e);
 
+// A joined session's push or client ack (taken from `e`), wrapped as its channel takes it
+// (cluster.proto) and handed to `send`: from the session actor, or from the connection's
+// thread (route_to_channel).
+template <class Send>
+void to_channel(uint64_t session, sync::Envelope& e, Send&& send) {
+  if (e.has_push()) {
+    cluster::SessionPush p;
+    p.set_session(session);
+    *p.mutable_push() = std::move(*e.mutable_push());
+    send(std::move(p));
+  } else {
+    cluster::SessionClientAck a;
+    a.set_session(session);
+    *a.mutable_ack() = std::move(*e.mutable_client_ack());
+    send(std::move(a));
+  }
+}
+
 void on_frame(self_ptr self, const std::string& frame) {
   if (self->state.phase() == session_state::Phase::closed) return;
   auto decoded = sync_frames::decode(frame);
@@ -185,20 +203,12 @@ void on_envelope(self_ptr self, sync::Envelope& e) {
     case sync::Envelope::kPush: {
       if (self->state.phase() != session_state::Phase::joined)
         return fail(self, sync::Error::PROTOCOL, "push before the welcome");
-      cluster::SessionPush p;
-      p.set_session(session_id(self));
-      *p.mutable_push() = std::move(*e.mutable_push());
-      self->send(self->state.channel, std::move(p));
-      return;
+      return to_channel(session_id(self), e, [self](auto&& m) { self->send(self->state.channel, std::move(m)); });
     }
     case sync::Envelope::kClientAck: {
       if (self->state.phase() != session_state::Phase::joined)
         return fail(self, sync::Error::PROTOCOL, "client ack before the welcome");
-      cluster::SessionClientAck a;
-      a.set_session(session_id(self));
-      *a.mutable_ack() = e.client_ack();
-      self->send(self->state.channel, std::move(a));
-      return;
+      return to_channel(session_id(self), e, [self](auto&& m) { self->send(self->state.channel, std::move(m)); });
     }
     case sync::Envelope::kError:
       spdlog::info("hop=server.client_error client={} user={} {}", self->state.outlet->client, self->state.outlet->user,
@@ -372,17 +382,7 @@ bool route_to_channel(const SessionOutlet& outlet, IoSide& io, const std::string
   if (!e.has_push() && !e.has_client_ack()) return false;
   channel_actor channel = outlet.channel();
   if (!channel) return false;
-  if (e.has_push()) {
-    cluster::SessionPush p;
-    p.set_session(outlet.session_id());
-    *p.mutable_push() = std::move(*e.mutable_push());
-    caf::anon_send(channel, std::move(p));
-  } else {
-    cluster::SessionClientAck a;
-    a.set_session(outlet.session_id());
-    *a.mutable_ack() = std::move(*e.mutable_client_ack());
-    caf::anon_send(channel, std::move(a));
-  }
+  to_channel(outlet.session_id(), e, [&channel](auto&& m) { caf::anon_send(channel, std::move(m)); });
   return true;
 }
 

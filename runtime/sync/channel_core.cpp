@@ -473,6 +473,13 @@ bool ChannelCore::pump_backfill(uint64_t session, Member& m, Outbox& out) {
 void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& out) {
   if (m.backfill && !pump_backfill(session, m, out)) return;
   const int64_t head = store_->db_version();
+  // The sessions at m's point that will take a read from there in this pump.
+  auto users_at = [this, &m] {
+    int users = 0;
+    for (const auto& [id, other] : members_)
+      users += other.sent == m.sent && other.resume == m.resume && !(other.backfill && other.backfill->done_seq == 0);
+    return users;
+  };
   while ((m.sent < head || !m.resume.empty()) && m.in_flight.size() < options_.forward_window &&
          (m.in_flight.empty() || m.in_flight_bytes < options_.forward_window_bytes)) {
     // Versions larger than a forward are cut at row boundaries and resumed (ChangeBatch.resume_after),
@@ -483,10 +490,7 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
     // keeps: Store::reconcile_snapshot), never an older read.
     const change::ChangeBatch* recent = cached == cache.end() && m.resync_through == 0 ? recent_read(key) : nullptr;
     if (recent) {
-      int users = 0;
-      for (const auto& [id, other] : members_)
-        users += other.sent == m.sent && other.resume == m.resume && !(other.backfill && other.backfill->done_seq == 0);
-      cached = cache.emplace(key, CachedRead{*recent, users}).first;
+      cached = cache.emplace(key, CachedRead{*recent, users_at()}).first;
       ++stats_.recent_reads;
     } else if (cached == cache.end()) {
       Store::ChangesRequest request;
@@ -505,10 +509,7 @@ void ChannelCore::pump(uint64_t session, Member& m, ReadCache& cache, Outbox& ou
       }
       remember_read(key, *read);
       // The read is shared by the sessions at the same point; the last of them takes it.
-      int users = 0;
-      for (const auto& [id, other] : members_)
-        users += other.sent == m.sent && other.resume == m.resume && !(other.backfill && other.backfill->done_seq == 0);
-      cached = cache.emplace(key, CachedRead{std::move(*read), users}).first;
+      cached = cache.emplace(key, CachedRead{std::move(*read), users_at()}).first;
     }
     const change::ChangeBatch& all = cached->second.batch;
     if (all.to_db_version() <= m.sent && all.resume_after().empty() && all.changes_size() == 0) {
